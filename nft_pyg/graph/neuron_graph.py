@@ -1,0 +1,74 @@
+"""The neuron graph: a network as a PyG ``Data`` of neurons and weights."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch_geometric.data import Data
+
+from .layout import Layout
+
+#: per-node integer vectors (never shifted by batching)
+NODE_IDS = ("node_layer", "node_role", "node_pos", "node_act")
+#: per-edge integer vectors (never shifted by batching)
+EDGE_IDS = ("edge_layer", "edge_kind")
+#: default per-neuron normalisation parameters (weight, bias, running mean, running var)
+NORM_IDENTITY = (1.0, 0.0, 0.0, 1.0)
+
+
+class NeuronGraph(Data):
+    r"""A neural network as a graph of neurons (nodes) and weights (edges).
+
+    See ``docs/graph_format.md`` for the full format. In short, with ``N``
+    neurons, ``E`` weights (one edge per input-output neuron pair of a weight
+    layer) and ``S`` the graph's kernel width:
+
+    - ``x`` ``[N, C]``: neuron features; in a raw graph ``C = 1`` and the
+      feature is the bias (0 for input neurons and bias-free layers).
+    - ``edge_index`` ``[2, E]``: source neuron (layer ``l-1``) to target
+      neuron (layer ``l``).
+    - ``edge_attr`` ``[E, C * S]``: weight features, channel-major; in a raw
+      graph ``C = 1`` and the ``S`` entries are the edge's kernel (zero
+      padded past the layer's own kernel size).
+    - ``node_layer``, ``node_role``, ``node_pos``, ``node_act`` ``[N]`` and
+      ``edge_layer``, ``edge_kind`` ``[E]``: typed ids (``torch.long``).
+    - ``node_norm`` ``[N, 4]``: per-neuron normalisation parameters.
+    - ``kernel_width`` ``[1]`` and ``layout`` (a JSON string): graph level.
+
+    None of the id names contains ``index`` or ``batch``, so PyG batching
+    keeps them unshifted; ``edge_index`` is shifted as usual.
+    """
+
+    def __inc__(self, key: str, value: Any, *args, **kwargs) -> Any:
+        if key in NODE_IDS or key in EDGE_IDS or key == "kernel_width":
+            return 0
+        return super().__inc__(key, value, *args, **kwargs)
+
+    @property
+    def layout_obj(self) -> Layout:
+        """The parsed :class:`Layout` of a single (unbatched) graph."""
+        layout = self.layout
+        if isinstance(layout, (list, tuple)):
+            raise ValueError("layout_obj: this is a batch of graphs; use "
+                             "to_data_list() and read each graph's layout")
+        return Layout.coerce(layout, "graph.layout")
+
+    @property
+    def num_weight_layers(self) -> int:
+        """``L``: the largest ``edge_layer`` (the deepest network in a batch)."""
+        return int(self.edge_layer.max()) if self.edge_layer.numel() else 0
+
+    @property
+    def channels(self) -> int:
+        """``C``: feature channels per kernel position."""
+        width = int(self.kernel_width.reshape(-1)[0])
+        return self.edge_attr.size(-1) // width
+
+
+def neuron_graph_keys() -> tuple[str, ...]:
+    return ("x", "edge_index", "edge_attr", *NODE_IDS, *EDGE_IDS, "node_norm",
+            "kernel_width", "layout")
+
+
+def empty_like_ids(num_nodes: int, device=None) -> dict[str, torch.Tensor]:
+    return {key: torch.zeros(num_nodes, dtype=torch.long, device=device) for key in NODE_IDS}

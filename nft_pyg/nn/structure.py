@@ -1,0 +1,112 @@
+"""Index bookkeeping shared by the weight-space operators.
+
+Every NF operator reduces edge and node features over three kinds of
+groups: the edges into / out of a neuron, the edges of one weight layer of
+one graph, and the neurons of one neuron layer of one graph. A
+:class:`LayerStructure` computes those group ids once per batch; it is
+cached on the batch (``graph._nft_structure``) so stacked layers share it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import scatter
+
+from ..graph.types import NodeRole
+
+_REQUIRED = ("edge_index", "node_layer", "edge_layer", "node_role", "node_pos")
+
+
+@dataclass
+class LayerStructure:
+    """Group ids of a (batched) neuron graph.
+
+    Attributes:
+        num_graphs (int): ``B``.
+        num_layers (int): ``L``, the largest number of weight layers.
+        src, dst (Tensor): ``[E]`` endpoints of each edge.
+        edge_layer (Tensor): ``[E]`` weight layer ``1..L``.
+        node_layer (Tensor): ``[N]`` neuron layer ``0..L``.
+        node_batch (Tensor): ``[N]`` graph of each node.
+        edge_group (Tensor): ``[E]`` id ``b * L + (l - 1)`` of (graph, weight layer).
+        node_group (Tensor): ``[N]`` id ``b * (L + 1) + l`` of (graph, neuron layer).
+    """
+
+    num_graphs: int
+    num_layers: int
+    num_nodes: int
+    src: Tensor
+    dst: Tensor
+    edge_layer: Tensor
+    node_layer: Tensor
+    node_role: Tensor
+    node_pos: Tensor
+    node_batch: Tensor
+    edge_batch: Tensor
+    edge_group: Tensor
+    node_group: Tensor
+
+    @classmethod
+    def of(cls, graph, where: str = "operator") -> "LayerStructure":
+        """The (cached) structure of a ``NeuronGraph`` or a batch of them."""
+        missing = [key for key in _REQUIRED if getattr(graph, key, None) is None]
+        if missing:
+            raise ValueError(f"{where}: the graph has no {', '.join(missing)}; build it with "
+                             "nft_pyg.from_module or keep these attributes")
+        batch = getattr(graph, "batch", None)
+        tensors = [graph[key] for key in _REQUIRED] + ([batch] if batch is not None else [])
+        key = tuple((id(t), t._version) for t in tensors)
+        cached = graph.__dict__.get("_nft_structure")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        structure = cls.build(graph.edge_index, graph.node_layer, graph.edge_layer,
+                              graph.node_role, graph.node_pos, batch, graph.num_nodes)
+        # kept outside the Data store, so it is never collated or saved
+        graph.__dict__["_nft_structure"] = (key, structure)
+        return structure
+
+    @classmethod
+    def build(cls, edge_index: Tensor, node_layer: Tensor, edge_layer: Tensor,
+              node_role: Tensor, node_pos: Tensor, batch: Tensor | None,
+              num_nodes: int) -> "LayerStructure":
+        if batch is None:
+            batch = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
+        num_graphs = int(batch.max()) + 1 if num_nodes else 0
+        num_layers = int(edge_layer.max()) if edge_layer.numel() else 0
+        src, dst = edge_index
+        edge_batch = batch[src]
+        return cls(num_graphs, num_layers, num_nodes, src, dst, edge_layer, node_layer,
+                   node_role, node_pos, batch, edge_batch,
+                   edge_batch * num_layers + edge_layer - 1,
+                   batch * (num_layers + 1) + node_layer)
+
+    # --- reductions ---------------------------------------------------------
+    def in_mean(self, edge_features: Tensor) -> Tensor:
+        """``[N, F]``: mean of the features of the edges into each neuron."""
+        return scatter(edge_features, self.dst, 0, dim_size=self.num_nodes, reduce="mean")
+
+    def out_mean(self, edge_features: Tensor) -> Tensor:
+        """``[N, F]``: mean of the features of the edges out of each neuron."""
+        return scatter(edge_features, self.src, 0, dim_size=self.num_nodes, reduce="mean")
+
+    def edge_layer_mean(self, edge_features: Tensor) -> Tensor:
+        """``[B, L, F]``: mean over the edges of each weight layer of each graph."""
+        means = scatter(edge_features, self.edge_group, 0,
+                        dim_size=self.num_graphs * self.num_layers, reduce="mean")
+        return means.view(self.num_graphs, self.num_layers, -1)
+
+    def node_layer_mean(self, node_features: Tensor) -> Tensor:
+        """``[B, L + 1, F]``: mean over the neurons of each layer of each graph."""
+        means = scatter(node_features, self.node_group, 0,
+                        dim_size=self.num_graphs * (self.num_layers + 1), reduce="mean")
+        return means.view(self.num_graphs, self.num_layers + 1, -1)
+
+    @property
+    def is_input(self) -> Tensor:
+        return self.node_role == int(NodeRole.INPUT)
+
+    @property
+    def is_output(self) -> Tensor:
+        return self.node_role == int(NodeRole.OUTPUT)

@@ -1,0 +1,236 @@
+r"""The tensor formulation: a batch of same-architecture networks as tensors.
+
+A :class:`WeightSpace` holds, for ``L`` weight layers,
+
+- ``weights[i]``: ``[B, C, n_i, n_{i-1}, *kernel_i]`` (``kernel_i`` empty
+  for a ``Linear``, the kernel shape for a conv, ``(H*W,)`` for a
+  ``Linear`` after a ``Flatten`` that kept ``H*W`` positions);
+- ``biases[i]``: ``[B, C, n_i]``,
+
+the layout of the published ``nfn`` package. It is the dense twin of a
+batch of :class:`~nft_pyg.graph.NeuronGraph` s: every graph operator has a
+dense reference written on it, and :meth:`WeightSpace.from_graph` /
+:meth:`WeightSpace.to_graph` move features between the two exactly.
+Normalisation parameters (``node_norm``) are not part of the tensor
+formulation: :meth:`to_graph` gives identity norms.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from ..graph.convert import graph_structure, layout_of, to_module
+from ..graph.layout import Layout
+from ..graph.neuron_graph import NeuronGraph
+
+
+class WeightSpace:
+    """Weights and biases of ``B`` networks of one architecture, ``C`` channels.
+
+    Args:
+        weights (list[Tensor]): ``weights[i]`` ``[B, C, n_i, n_{i-1}, *kernel_i]``.
+        biases (list[Tensor]): ``biases[i]`` ``[B, C, n_i]``.
+        layout (Layout, optional): the architecture, needed by
+            :meth:`to_graph` and the state-dict conversions.
+    """
+
+    def __init__(self, weights: Sequence[Tensor], biases: Sequence[Tensor],
+                 layout: Layout | str | None = None):
+        self.weights = list(weights)
+        self.biases = list(biases)
+        self.layout = None if layout is None else Layout.coerce(layout)
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.weights) != len(self.biases) or not self.weights:
+            raise ValueError(f"WeightSpace: needs one bias per weight layer, got "
+                             f"{len(self.weights)} weights and {len(self.biases)} biases")
+        batch, channels = self.weights[0].shape[:2]
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if w.dim() < 4 or b.dim() != 3 or w.shape[:3] != b.shape or \
+                    tuple(w.shape[:2]) != (batch, channels):
+                raise ValueError(
+                    f"WeightSpace: layer {i + 1} has weight {tuple(w.shape)} and bias "
+                    f"{tuple(b.shape)}; expected [B={batch}, C={channels}, n_i, n_(i-1), "
+                    f"*kernel] and [B, C, n_i]")
+            if i and w.size(3) != self.weights[i - 1].size(2):
+                raise ValueError(f"WeightSpace: layer {i + 1} takes {w.size(3)} inputs but "
+                                 f"layer {i} gives {self.weights[i - 1].size(2)}")
+
+    # --- shape -----------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return self.weights[0].size(0)
+
+    @property
+    def channels(self) -> int:
+        return self.weights[0].size(1)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.weights)
+
+    @property
+    def neuron_layer_sizes(self) -> list[int]:
+        return [self.weights[0].size(3)] + [w.size(2) for w in self.weights]
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(w.shape[2:])) for w in self.weights)
+        return f"WeightSpace(B={self.batch_size}, C={self.channels}, layers=[{shapes}])"
+
+    # --- arithmetic --------------------------------------------------------
+    def map(self, fn: Callable[[Tensor], Tensor]) -> "WeightSpace":
+        """Apply ``fn`` to every weight and bias tensor."""
+        return WeightSpace([fn(w) for w in self.weights], [fn(b) for b in self.biases],
+                           self.layout)
+
+    def __add__(self, other: "WeightSpace") -> "WeightSpace":
+        return WeightSpace([a + b for a, b in zip(self.weights, other.weights)],
+                           [a + b for a, b in zip(self.biases, other.biases)], self.layout)
+
+    def allclose(self, other: "WeightSpace", **kwargs) -> bool:
+        return all(torch.allclose(a, b, **kwargs) for a, b in
+                   zip(self.weights + self.biases, other.weights + other.biases))
+
+    # --- graphs ------------------------------------------------------------
+    @classmethod
+    def from_graph(cls, graph: NeuronGraph, x: Tensor | None = None,
+                   edge_attr: Tensor | None = None) -> "WeightSpace":
+        """Dense tensors of a graph or a batch of graphs of one architecture.
+
+        Args:
+            graph (NeuronGraph): one graph or a ``Batch`` of them; all of one
+                layout. Missing edges (pruned weights) become zeros.
+            x (Tensor, optional): node features ``[N, C]`` to use instead of
+                ``graph.x`` (e.g. an operator's output).
+            edge_attr (Tensor, optional): edge features ``[E, C * S]`` to use
+                instead of ``graph.edge_attr``.
+        """
+        layout = _common_layout(graph)
+        x = graph.x if x is None else x
+        edge_attr = graph.edge_attr if edge_attr is None else edge_attr
+        width = int(graph.kernel_width.reshape(-1)[0])
+        if edge_attr.size(-1) % width:
+            raise ValueError(f"WeightSpace.from_graph: edge features of width "
+                             f"{edge_attr.size(-1)} are not channels x kernel_width={width}")
+        channels = edge_attr.size(-1) // width
+        if x.size(-1) != channels:
+            raise ValueError(f"WeightSpace.from_graph: node features have {x.size(-1)} "
+                             f"channels, edge features {channels}")
+        batch = _batch_vector(graph)
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        src, dst = graph.edge_index
+        edge_graph = batch[src]
+        weights, biases = [], []
+        for layer in layout.weight_layers():
+            n_out, n_in = layer.out_neurons, layer.in_neurons
+            mask = graph.edge_layer == layer.index
+            dense = edge_attr.new_zeros(num_graphs, n_out, n_in, channels, layer.positions)
+            features = edge_attr[mask].view(-1, channels, width)[..., : layer.positions]
+            dense[edge_graph[mask], graph.node_pos[dst[mask]], graph.node_pos[src[mask]]] = \
+                features
+            weights.append(dense.permute(0, 3, 1, 2, 4).reshape(
+                num_graphs, channels, n_out, n_in, *layer.kernel_shape))
+            nodes = graph.node_layer == layer.index
+            bias = x.new_zeros(num_graphs, n_out, channels)
+            bias[batch[nodes], graph.node_pos[nodes]] = x[nodes]
+            biases.append(bias.transpose(1, 2))
+        return cls(weights, biases, layout)
+
+    def to_graph(self, kernel_width: int | None = None) -> Batch:
+        """A ``Batch`` of ``B`` neuron graphs carrying these features.
+
+        ``x`` is ``[B * N, C]`` and ``edge_attr`` ``[B * E, C * S]``, in the
+        canonical node and edge order of :func:`~nft_pyg.graph.graph_structure`.
+        """
+        layout = self._require_layout("to_graph")
+        template = graph_structure(layout, kernel_width, dtype=self.weights[0].dtype)
+        width = int(template.kernel_width[0])
+        x, edge_attr = self.graph_features(width)
+        graphs = []
+        for b in range(self.batch_size):
+            graph = template.clone()
+            graph.x, graph.edge_attr = x[b], edge_attr[b]
+            graphs.append(graph)
+        return Batch.from_data_list(graphs)
+
+    def graph_features(self, kernel_width: int) -> tuple[Tensor, Tensor]:
+        """Per-graph canonical node and edge features ``[B, N, C]``, ``[B, E, C*S]``."""
+        batch, channels = self.batch_size, self.channels
+        edges = []
+        for w in self.weights:
+            kernel = w.reshape(batch, channels, w.size(2) * w.size(3), -1)
+            kernel = nn.functional.pad(kernel, (0, kernel_width - kernel.size(-1)))
+            edges.append(kernel.permute(0, 2, 1, 3).reshape(batch, -1, channels * kernel_width))
+        inputs = self.biases[0].new_zeros(batch, self.neuron_layer_sizes[0], channels)
+        nodes = [inputs] + [b.transpose(1, 2) for b in self.biases]
+        return torch.cat(nodes, dim=1), torch.cat(edges, dim=1)
+
+    # --- modules and state dicts -------------------------------------------
+    @classmethod
+    def from_modules(cls, modules: Sequence[nn.Module]) -> "WeightSpace":
+        """Stack the weights of networks of one architecture (``C = 1``)."""
+        layouts = [layout_of(module) for module in modules]
+        if any(layout.signature != layouts[0].signature for layout in layouts):
+            raise ValueError("WeightSpace.from_modules: the modules differ in architecture")
+        return cls.from_state_dicts([m.state_dict() for m in modules], layouts[0])
+
+    @classmethod
+    def from_state_dicts(cls, state_dicts: Sequence[dict], layout: Layout | str) -> "WeightSpace":
+        layout = Layout.coerce(layout)
+        weights, biases = [], []
+        for layer in layout.weight_layers():
+            w = torch.stack([sd[f"{layer.name}.weight"] for sd in state_dicts])
+            w = w.reshape(len(state_dicts), layer.out_neurons, layer.in_neurons,
+                          *layer.kernel_shape)
+            weights.append(w.unsqueeze(1))
+            if layer.bias:
+                b = torch.stack([sd[f"{layer.name}.bias"] for sd in state_dicts])
+            else:
+                b = w.new_zeros(len(state_dicts), layer.out_neurons)
+            biases.append(b.unsqueeze(1))
+        return cls(weights, biases, layout)
+
+    def to_state_dicts(self) -> list[dict[str, Tensor]]:
+        """One state dict per network (weights and biases only; ``C = 1``)."""
+        layout = self._require_layout("to_state_dicts")
+        if self.channels != 1:
+            raise ValueError(f"WeightSpace.to_state_dicts: needs C = 1, got C = {self.channels}")
+        states = [dict() for _ in range(self.batch_size)]
+        for layer, w, b in zip(layout.weight_layers(), self.weights, self.biases):
+            for state, wb, bb in zip(states, w[:, 0], b[:, 0]):
+                state[f"{layer.name}.weight"] = wb.reshape(layer.weight_shape).clone()
+                if layer.bias:
+                    state[f"{layer.name}.bias"] = bb.clone()
+        return states
+
+    def to_modules(self) -> list[nn.Module]:
+        return [to_module(graph) for graph in self.to_graph().to_data_list()]
+
+    def _require_layout(self, where: str) -> Layout:
+        if self.layout is None:
+            raise ValueError(f"WeightSpace.{where}: this WeightSpace has no layout; build it "
+                             "with from_graph / from_modules or pass layout=")
+        return self.layout
+
+
+def _batch_vector(graph: NeuronGraph) -> Tensor:
+    batch = getattr(graph, "batch", None)
+    if batch is None:
+        batch = torch.zeros(graph.num_nodes, dtype=torch.long, device=graph.x.device)
+    return batch
+
+
+def _common_layout(graph: NeuronGraph) -> Layout:
+    layouts = graph.layout if isinstance(graph.layout, (list, tuple)) else [graph.layout]
+    signatures = {Layout.coerce(layout).signature for layout in set(layouts)}
+    if len(signatures) > 1:
+        shapes = sorted({repr(Layout.coerce(layout)) for layout in set(layouts)})
+        raise ValueError(f"WeightSpace.from_graph: the batch mixes architectures {shapes}; "
+                         "a WeightSpace holds one architecture (split the batch first)")
+    return Layout.coerce(layouts[0], "graph.layout")
+
+
