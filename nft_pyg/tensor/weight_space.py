@@ -95,31 +95,75 @@ class WeightSpace:
         return all(torch.allclose(a, b, **kwargs) for a, b in
                    zip(self.weights + self.biases, other.weights + other.biases))
 
+    # --- kernels as channels ------------------------------------------------
+    def fold_kernels(self, kernel_width: int | None = None) -> "WeightSpace":
+        """Move kernel positions into channels: ``[B, C * S, n_i, n_{i-1}]``.
+
+        This is the view the graph operators take of an edge (its ``C * S``
+        features, channel-major, zero padded to ``kernel_width`` positions),
+        so a dense twin acts on the folded weight space.
+        """
+        width = max(_positions(w) for w in self.weights) if kernel_width is None \
+            else kernel_width
+        weights = []
+        for w in self.weights:
+            b, c, n, m = w.shape[:4]
+            flat = w.reshape(b, c, n, m, -1)
+            flat = nn.functional.pad(flat, (0, width - flat.size(-1)))
+            weights.append(flat.permute(0, 1, 4, 2, 3).reshape(b, c * width, n, m))
+        biases = [bias.repeat_interleave(width, dim=1) * _first_position(width, bias)
+                  for bias in self.biases]
+        return WeightSpace(weights, biases, self.layout)
+
+    def unfold_kernels(self, kernel_shapes: Sequence[tuple[int, ...]]) -> "WeightSpace":
+        """Inverse of :meth:`fold_kernels` given each layer's kernel shape."""
+        width = max(_shape_size(k) for k in kernel_shapes)
+        weights, biases = [], []
+        for w, bias, shape in zip(self.weights, self.biases, kernel_shapes):
+            b, cs, n, m = w.shape
+            kernel = w.reshape(b, cs // width, width, n, m)[:, :, : _shape_size(shape)]
+            weights.append(kernel.permute(0, 1, 3, 4, 2).reshape(b, cs // width, n, m, *shape))
+            biases.append(bias.reshape(b, cs // width, width, n)[:, :, 0])
+        return WeightSpace(weights, biases, self.layout)
+
     # --- graphs ------------------------------------------------------------
     @classmethod
-    def from_graph(cls, graph: NeuronGraph, x: Tensor | None = None,
-                   edge_attr: Tensor | None = None) -> "WeightSpace":
-        """Dense tensors of a graph or a batch of graphs of one architecture.
+    def from_graph(cls, graph: NeuronGraph) -> "WeightSpace":
+        """The raw weights of a graph or a batch of graphs of one architecture.
 
-        Args:
-            graph (NeuronGraph): one graph or a ``Batch`` of them; all of one
-                layout. Missing edges (pruned weights) become zeros.
-            x (Tensor, optional): node features ``[N, C]`` to use instead of
-                ``graph.x`` (e.g. an operator's output).
-            edge_attr (Tensor, optional): edge features ``[E, C * S]`` to use
-                instead of ``graph.edge_attr``.
+        Gives ``C = 1`` and each layer's kernel dimensions. Missing edges
+        (pruned weights) become zeros.
         """
         layout = _common_layout(graph)
-        x = graph.x if x is None else x
-        edge_attr = graph.edge_attr if edge_attr is None else edge_attr
         width = int(graph.kernel_width.reshape(-1)[0])
-        if edge_attr.size(-1) % width:
-            raise ValueError(f"WeightSpace.from_graph: edge features of width "
-                             f"{edge_attr.size(-1)} are not channels x kernel_width={width}")
+        if graph.edge_attr.size(-1) != width or graph.x.size(-1) != 1:
+            raise ValueError(f"WeightSpace.from_graph: expects a raw graph (x [N, 1], "
+                             f"edge_attr [E, {width}]); for operator features use "
+                             "WeightSpace.from_features")
+        return cls._scatter(graph, graph.x, graph.edge_attr, width, layout, kernels=True)
+
+    @classmethod
+    def from_features(cls, graph: NeuronGraph, x: Tensor, edge_attr: Tensor) -> "WeightSpace":
+        """Dense twin of operator features on a graph or batch of one architecture.
+
+        Args:
+            graph (NeuronGraph): the structure (one graph or a ``Batch``).
+            x (Tensor): node features ``[N, C]``.
+            edge_attr (Tensor): edge features ``[E, C]`` (kernels folded into
+                channels, as operators see them).
+
+        Returns ``weights[i]`` ``[B, C, n_i, n_{i-1}]`` and ``biases[i]``
+        ``[B, C, n_i]``; features of input neurons are dropped (they are not
+        part of the tensor formulation).
+        """
+        if x.size(-1) != edge_attr.size(-1):
+            raise ValueError(f"WeightSpace.from_features: node features have {x.size(-1)} "
+                             f"channels, edge features {edge_attr.size(-1)}")
+        return cls._scatter(graph, x, edge_attr, 1, _common_layout(graph), kernels=False)
+
+    @classmethod
+    def _scatter(cls, graph, x, edge_attr, width, layout, kernels) -> "WeightSpace":
         channels = edge_attr.size(-1) // width
-        if x.size(-1) != channels:
-            raise ValueError(f"WeightSpace.from_graph: node features have {x.size(-1)} "
-                             f"channels, edge features {channels}")
         batch = _batch_vector(graph)
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
         src, dst = graph.edge_index
@@ -127,27 +171,32 @@ class WeightSpace:
         weights, biases = [], []
         for layer in layout.weight_layers():
             n_out, n_in = layer.out_neurons, layer.in_neurons
+            positions = layer.positions if kernels else 1
             mask = graph.edge_layer == layer.index
-            dense = edge_attr.new_zeros(num_graphs, n_out, n_in, channels, layer.positions)
-            features = edge_attr[mask].view(-1, channels, width)[..., : layer.positions]
+            dense = edge_attr.new_zeros(num_graphs, n_out, n_in, channels, positions)
+            features = edge_attr[mask].view(-1, channels, width)[..., :positions]
             dense[edge_graph[mask], graph.node_pos[dst[mask]], graph.node_pos[src[mask]]] = \
                 features
             weights.append(dense.permute(0, 3, 1, 2, 4).reshape(
-                num_graphs, channels, n_out, n_in, *layer.kernel_shape))
+                num_graphs, channels, n_out, n_in, *(layer.kernel_shape if kernels else ())))
             nodes = graph.node_layer == layer.index
-            bias = x.new_zeros(num_graphs, n_out, channels)
+            bias = x.new_zeros(num_graphs, n_out, x.size(-1))
             bias[batch[nodes], graph.node_pos[nodes]] = x[nodes]
             biases.append(bias.transpose(1, 2))
         return cls(weights, biases, layout)
 
     def to_graph(self, kernel_width: int | None = None) -> Batch:
-        """A ``Batch`` of ``B`` neuron graphs carrying these features.
+        """A ``Batch`` of ``B`` neuron graphs carrying these weights.
 
         ``x`` is ``[B * N, C]`` and ``edge_attr`` ``[B * E, C * S]``, in the
-        canonical node and edge order of :func:`~nft_pyg.graph.graph_structure`.
+        canonical node and edge order of :func:`~nft_pyg.graph.graph_structure`;
+        for ``C = 1`` these are the raw graphs of the networks. A folded
+        weight space (no kernel dimensions) gives ``[B * E, C]``.
         """
         layout = self._require_layout("to_graph")
         template = graph_structure(layout, kernel_width, dtype=self.weights[0].dtype)
+        if all(w.dim() == 4 for w in self.weights):
+            template.kernel_width = torch.ones_like(template.kernel_width)
         width = int(template.kernel_width[0])
         x, edge_attr = self.graph_features(width)
         graphs = []
@@ -157,8 +206,11 @@ class WeightSpace:
             graphs.append(graph)
         return Batch.from_data_list(graphs)
 
-    def graph_features(self, kernel_width: int) -> tuple[Tensor, Tensor]:
-        """Per-graph canonical node and edge features ``[B, N, C]``, ``[B, E, C*S]``."""
+    def graph_features(self, kernel_width: int = 1) -> tuple[Tensor, Tensor]:
+        """Per-graph canonical node and edge features ``[B, N, C]``, ``[B, E, C*S]``.
+
+        Input neurons get zero features.
+        """
         batch, channels = self.batch_size, self.channels
         edges = []
         for w in self.weights:
@@ -215,6 +267,24 @@ class WeightSpace:
             raise ValueError(f"WeightSpace.{where}: this WeightSpace has no layout; build it "
                              "with from_graph / from_modules or pass layout=")
         return self.layout
+
+
+def _positions(weight: Tensor) -> int:
+    return _shape_size(tuple(weight.shape[4:]))
+
+
+def _shape_size(shape: Sequence[int]) -> int:
+    size = 1
+    for dim in shape:
+        size *= dim
+    return size
+
+
+def _first_position(width: int, bias: Tensor) -> Tensor:
+    """``[1, C * width, 1]`` mask keeping position 0 of each channel."""
+    mask = bias.new_zeros(width)
+    mask[0] = 1
+    return mask.repeat(bias.size(1)).view(1, -1, 1)
 
 
 def _batch_vector(graph: NeuronGraph) -> Tensor:

@@ -1,0 +1,202 @@
+"""SIREN implicit neural representations as plain ``nn.Sequential`` modules.
+
+A SIREN (Sitzmann et al., 2020, "Implicit Neural Representations with
+Periodic Activation Functions") is an MLP with sine activations::
+
+    Linear -> Sine(w0_first) -> Linear -> Sine(w0) -> ... -> Linear
+
+:class:`Sine` multiplies by ``w0`` *inside* the activation, so the weights
+stored in the :class:`~torch.nn.Linear` layers are the raw (unscaled) ones.
+This is the convention assumed everywhere in :mod:`nft_pyg.inr` and is what a
+weight-space model sees when it reads the parameters of an INR.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Sine", "siren", "init_bounds", "siren_layers", "stack_modules"]
+
+
+def init_bounds(sizes: Sequence[int], w0: float) -> List[Tuple[float, float]]:
+    """SIREN initialisation bounds ``(weight_bound, bias_bound)`` per layer.
+
+    Parameters of layer ``i`` (``sizes[i] -> sizes[i + 1]``) are drawn from
+    ``U(-bound, bound)``; see :func:`siren` for the rule.
+
+    Args:
+        sizes: Layer sizes ``[n_0, n_1, ..., n_L]`` (input first).
+        w0: Frequency of the hidden sine activations.
+    """
+    bounds = []
+    for i, n_in in enumerate(sizes[:-1]):
+        w_bound = 1.0 / n_in if i == 0 else math.sqrt(6.0 / n_in) / w0
+        bounds.append((w_bound, 1.0 / math.sqrt(n_in)))
+    return bounds
+
+
+class Sine(nn.Module):
+    r"""Sine activation :math:`x \mapsto \sin(w_0 x)`.
+
+    Args:
+        w0: Frequency factor applied to the input before the sine.
+
+    Shapes:
+        - input: any shape ``[*]``
+        - output: same shape ``[*]``
+    """
+
+    def __init__(self, w0: float = 30.0) -> None:
+        super().__init__()
+        self.w0 = float(w0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(self.w0 * x)
+
+    def extra_repr(self) -> str:
+        return f"w0={self.w0}"
+
+
+def _uniform_(tensor: Tensor, bound: float, generator: Optional[torch.Generator]) -> None:
+    """Fill ``tensor`` in place with samples of U(-bound, bound)."""
+    with torch.no_grad():
+        tensor.uniform_(-bound, bound, generator=generator)
+
+
+def siren(
+    in_features: int = 2,
+    hidden: Sequence[int] = (32, 32),
+    out_features: int = 1,
+    w0: float = 30.0,
+    w0_first: float = 30.0,
+    generator: Optional[torch.Generator] = None,
+) -> nn.Sequential:
+    r"""Build a SIREN with the initialisation of Sitzmann et al. (2020).
+
+    The result is exactly
+    ``Sequential(Linear, Sine(w0_first), Linear, Sine(w0), ..., Linear)``:
+    one :class:`~torch.nn.Linear` per layer, a :class:`Sine` after every
+    layer but the last, and a linear output layer. With ``hidden=()`` it is a
+    single ``Linear``.
+
+    Initialisation (weights ``W`` of shape ``[n_out, n_in]``):
+
+    - first layer: :math:`W \sim U(-1/n_{in}, 1/n_{in})`;
+    - every later layer, including the output layer:
+      :math:`W \sim U(-\sqrt{6/n_{in}}/w_0, \sqrt{6/n_{in}}/w_0)`;
+    - biases: :math:`U(-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}})`, i.e. the
+      distribution of PyTorch's default ``nn.Linear`` bias init, which the
+      reference SIREN implementation keeps. Here it is drawn from
+      ``generator`` so that the whole network is reproducible from it.
+
+    Args:
+        in_features: Coordinate dimension (1 for signals, 2 for images, ...).
+        hidden: Widths of the hidden layers.
+        out_features: Output channels (1 for grey-scale, 3 for colour, ...).
+        w0: Frequency of the hidden sine activations.
+        w0_first: Frequency of the sine after the first layer.
+        generator: Optional random generator; if ``None`` the global RNG is
+            used. Parameters are drawn layer by layer, weight then bias.
+
+    Returns:
+        A float32 ``nn.Sequential`` on the CPU.
+
+    Shapes:
+        - input: ``[*, in_features]``
+        - output: ``[*, out_features]``
+    """
+    sizes = [int(in_features), *[int(h) for h in hidden], int(out_features)]
+    if any(s <= 0 for s in sizes):
+        raise ValueError(f"siren: all layer sizes must be positive, got {sizes}")
+    layers: List[nn.Module] = []
+    num_layers = len(sizes) - 1
+    for i, (w_bound, b_bound) in enumerate(init_bounds(sizes, w0)):
+        # skip_init avoids drawing (and discarding) PyTorch's default init
+        # from the global RNG; every parameter is set below.
+        linear = nn.utils.skip_init(nn.Linear, sizes[i], sizes[i + 1])
+        _uniform_(linear.weight, w_bound, generator)
+        _uniform_(linear.bias, b_bound, generator)
+        layers.append(linear)
+        if i < num_layers - 1:
+            layers.append(Sine(w0_first if i == 0 else w0))
+    return nn.Sequential(*layers)
+
+
+def siren_layers(module: nn.Module) -> Tuple[List[nn.Linear], List[float]]:
+    """Parse a SIREN ``nn.Sequential`` into its linear layers and frequencies.
+
+    Args:
+        module: ``Sequential(Linear, Sine, Linear, Sine, ..., Linear)``, as
+            built by :func:`siren`. Every ``Linear`` must have a bias and
+            consecutive layer sizes must match.
+
+    Returns:
+        ``(linears, w0s)`` with ``len(w0s) == len(linears) - 1``; ``w0s[i]``
+        is the frequency of the sine after ``linears[i]``.
+
+    Raises:
+        ValueError: naming the module, if it does not have this structure.
+    """
+    name = type(module).__name__
+
+    def fail(reason: str) -> ValueError:
+        return ValueError(
+            f"expected a SIREN nn.Sequential(Linear, Sine, ..., Linear), got "
+            f"{name}: {reason}"
+        )
+
+    if not isinstance(module, nn.Sequential):
+        raise fail("not an nn.Sequential")
+    children = list(module)
+    if len(children) % 2 == 0:
+        raise fail(f"it has {len(children)} children; expected an odd number")
+    linears: List[nn.Linear] = []
+    w0s: List[float] = []
+    for j, child in enumerate(children):
+        if j % 2 == 0:
+            if not isinstance(child, nn.Linear):
+                raise fail(f"child {j} is {type(child).__name__}, expected Linear")
+            if child.bias is None:
+                raise fail(f"child {j} (Linear) has no bias")
+            if linears and linears[-1].out_features != child.in_features:
+                raise fail(
+                    f"child {j} has in_features={child.in_features} but the previous "
+                    f"Linear has out_features={linears[-1].out_features}"
+                )
+            linears.append(child)
+        else:
+            if not isinstance(child, Sine):
+                raise fail(f"child {j} is {type(child).__name__}, expected Sine")
+            w0s.append(child.w0)
+    return linears, w0s
+
+
+def stack_modules(modules: Sequence[nn.Module]) -> Tuple[List[Tensor], List[Tensor]]:
+    """Stack the parameters of equally shaped SIRENs into batched tensors.
+
+    This is the inverse of :func:`nft_pyg.inr.to_modules` (the frequencies are
+    not returned; see :func:`siren_layers`). The result is detached.
+
+    Args:
+        modules: ``B >= 1`` SIRENs with identical layer sizes.
+
+    Returns:
+        ``(weights, biases)`` with ``weights[i]`` of shape ``[B, n_i, n_{i-1}]``
+        and ``biases[i]`` of shape ``[B, n_i]``.
+    """
+    if len(modules) == 0:
+        raise ValueError("stack_modules: need at least one module")
+    parsed = [siren_layers(m)[0] for m in modules]
+    shapes = [tuple(l.weight.shape for l in p) for p in parsed]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(
+            f"stack_modules: all modules must have the same layer shapes, got "
+            f"{sorted(set(shapes))}"
+        )
+    depth = len(parsed[0])
+    weights = [torch.stack([p[i].weight.detach() for p in parsed]) for i in range(depth)]
+    biases = [torch.stack([p[i].bias.detach() for p in parsed]) for i in range(depth)]
+    return weights, biases
