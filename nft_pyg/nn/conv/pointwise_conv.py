@@ -1,0 +1,116 @@
+r"""The pointwise ablation of the NFN layers: one linear map per layer, no coupling."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+
+from ...tensor.pointwise_dense import pointwise_layer_dense
+from ...tensor.weight_space import WeightSpace
+from ..pool.np_pool import check_graph_features, is_input_node
+
+
+def layer_linear(features: Tensor, weight: Tensor, layer: Tensor) -> Tensor:
+    r"""Row ``r`` times ``weight[layer[r]]``: ``[M, C]`` x ``[T, C, C']`` -> ``[M, C']``.
+
+    A loop over the ``T`` layer types (as PyG's ``HeteroLinear`` does
+    without ``pyg-lib``): gathering one weight matrix per row instead would
+    need ``M * C * C'`` memory, which for the edges of a network is far
+    more than the features themselves.
+    """
+    if weight.size(0) == 1:
+        return features @ weight[0]
+    out = features.new_zeros(features.size(0), weight.size(-1))
+    for t in range(weight.size(0)):
+        rows = (layer == t).nonzero().view(-1)
+        if rows.numel():
+            out.index_copy_(0, rows, features.index_select(0, rows) @ weight[t])
+    return out
+
+
+def uniform_(tensor: Tensor, variance: float) -> Tensor:
+    """Fill with a zero-mean uniform of the given variance."""
+    bound = math.sqrt(3.0 * variance)
+    return nn.init.uniform_(tensor, -bound, bound)
+
+
+class PointwiseConv(MessagePassing):
+    r"""The pointwise ablation of the NFN layers: every weight and every bias
+    mapped on its own by a linear map typed by its layer.
+
+    The baseline of "Permutation Equivariant Neural Functionals" (Zhou et
+    al., NeurIPS 2023, arXiv 2302.14040) that drops every coupling term of
+    the NP / HNP layers and keeps only the pointwise one. For an edge
+    :math:`e` of weight layer :math:`l` and a neuron :math:`v` of neuron
+    layer :math:`l \ge 1`:
+
+    .. math::
+        \mathbf{h}'_e = \mathbf{A}_l \mathbf{h}_e + \mathbf{a}_l, \qquad
+        \mathbf{x}'_v = \mathbf{E}_l \mathbf{x}_v + \mathbf{e}_l,
+
+    and :math:`\mathbf{x}'_v = \mathbf{0}` for input neurons. It commutes
+    with any relabelling of neurons (input and output ones included) but
+    sees nothing of the network beyond each single parameter. It equals
+    :class:`~nft_pyg.nn.conv.np_conv.NPConv` with every term but the two
+    self terms set to zero.
+
+    Args:
+        in_channels (int): :math:`C`, channels of ``x`` and ``edge_attr``.
+        out_channels (int): :math:`C'`.
+        num_layers (int): :math:`L`, the most weight layers a graph may have.
+        bias (bool): learn :math:`\mathbf{a}_l, \mathbf{e}_l` (default ``True``).
+
+    Shapes:
+        - **input:** node features :math:`(N, C)`, edge features
+          :math:`(E, C)`, the graph (structure).
+        - **output:** :math:`(N, C')`, :math:`(E, C')`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int,
+                 bias: bool = True):
+        super().__init__(aggr="mean")
+        if min(in_channels, out_channels, num_layers) < 1:
+            raise ValueError(f"PointwiseConv: in_channels, out_channels and num_layers must "
+                             f"be >= 1, got {in_channels}, {out_channels}, {num_layers}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.num_layers = int(num_layers)
+        shape = (self.num_layers, self.in_channels, self.out_channels)
+        self.edge_weight = nn.Parameter(torch.empty(shape))
+        self.node_weight = nn.Parameter(torch.empty(shape))
+        if bias:
+            self.edge_bias = nn.Parameter(torch.empty(self.num_layers, self.out_channels))
+            self.node_bias = nn.Parameter(torch.empty(self.num_layers, self.out_channels))
+        else:
+            self.register_parameter("edge_bias", None)
+            self.register_parameter("node_bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # variance 1 / C keeps the feature scale through a stack of layers
+        uniform_(self.edge_weight, 1.0 / self.in_channels)
+        uniform_(self.node_weight, 1.0 / self.in_channels)
+        if self.edge_bias is not None:
+            nn.init.zeros_(self.edge_bias)
+            nn.init.zeros_(self.node_bias)
+
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+        structure = check_graph_features("PointwiseConv", x, edge_attr, graph,
+                                         self.in_channels, self.num_layers)
+        edge_type = structure.edge_layer - 1
+        # input neurons (layer 0) get type 0 here and are zeroed below
+        node_type = (structure.node_layer - 1).clamp(min=0)
+        edge_out = layer_linear(edge_attr, self.edge_weight, edge_type)
+        node_out = layer_linear(x, self.node_weight, node_type)
+        if self.edge_bias is not None:
+            edge_out = edge_out + self.edge_bias[edge_type]
+            node_out = node_out + self.node_bias[node_type]
+        return node_out.masked_fill(is_input_node(structure), 0.0), edge_out
+
+    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+        return pointwise_layer_dense(self, ws)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
+                f"num_layers={self.num_layers}, bias={self.edge_bias is not None})")

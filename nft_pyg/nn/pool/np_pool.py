@@ -1,0 +1,124 @@
+r"""The NP invariant pool: per-layer means of the weights and biases."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ...graph.types import NodeRole
+from ...tensor.np_dense import np_pool_dense
+from ...tensor.weight_space import WeightSpace
+from ..structure import LayerStructure
+
+
+def check_graph_features(where: str, x: Tensor, edge_attr: Tensor, graph,
+                         channels: int, num_layers: int) -> LayerStructure:
+    """Validate operator inputs; return the graph's (cached) :class:`LayerStructure`.
+
+    Raises a ``ValueError`` naming ``where`` if an attribute is missing, the
+    feature shapes do not fit the graph or the operator, or the graph is
+    deeper than the ``num_layers`` the operator was built for.
+    """
+    if graph is None:
+        raise ValueError(f"{where}: needs the graph (structure) as third argument")
+    for name, tensor, rows in (("x", x, "N"), ("edge_attr", edge_attr, "E")):
+        if not isinstance(tensor, Tensor) or tensor.dim() != 2:
+            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise ValueError(f"{where}: {name} must be a 2-D tensor [{rows}, {channels}], "
+                             f"got {shape}")
+        if tensor.size(1) != channels:
+            raise ValueError(f"{where}: expected {name} with in_channels={channels} channels, "
+                             f"got {tensor.size(1)}")
+    structure = LayerStructure.of(graph, where)
+    if x.size(0) != structure.num_nodes:
+        raise ValueError(f"{where}: x has {x.size(0)} rows but the graph has "
+                         f"{structure.num_nodes} nodes")
+    if edge_attr.size(0) != structure.src.numel():
+        raise ValueError(f"{where}: edge_attr has {edge_attr.size(0)} rows but the graph has "
+                         f"{structure.src.numel()} edges")
+    if structure.num_layers > num_layers:
+        raise ValueError(f"{where}: the graph has {structure.num_layers} weight layers but the "
+                         f"operator was built for num_layers={num_layers}")
+    if structure.edge_layer.numel() and int(structure.edge_layer.min()) < 1:
+        raise ValueError(f"{where}: edge_layer must be 1..L, got "
+                         f"{int(structure.edge_layer.min())}")
+    return structure
+
+
+def np_summary(x: Tensor, edge_attr: Tensor, structure: LayerStructure,
+               num_layers: int) -> Tensor:
+    r"""``[B, 2, L, C]``: per-graph means of each weight layer's edges (``[:, 0]``)
+    and of each neuron layer ``1..L``'s nodes (``[:, 1]``).
+
+    Layers a graph does not have (up to ``num_layers``) give zeros.
+    """
+    edge_means = structure.edge_layer_mean(edge_attr)           # [B, L_g, C]
+    node_means = structure.node_layer_mean(x)[:, 1:]           # [B, L_g, C]
+    summary = x.new_zeros(structure.num_graphs, 2, num_layers, x.size(-1))
+    summary[:, 0, : structure.num_layers] = edge_means
+    summary[:, 1, : structure.num_layers] = node_means
+    return summary
+
+
+class NPPool(nn.Module):
+    r"""Invariant readout of the NP neural functional: the mean of every weight
+    layer and of every bias layer.
+
+    From "Permutation Equivariant Neural Functionals" (Zhou et al., NeurIPS
+    2023, arXiv 2302.14040), the invariant pooling of the NP (all neurons
+    permutable) NFN: for a graph with weight layers :math:`l = 1..L`,
+
+    .. math::
+        \mathbf{g} = \Big[\tfrac{1}{|\mathcal{E}_1|}\textstyle\sum_{e \in \mathcal{E}_1}
+        \mathbf{h}_e, \ldots, \tfrac{1}{|\mathcal{E}_L|}\sum_{e \in \mathcal{E}_L}
+        \mathbf{h}_e,\ \tfrac{1}{|\mathcal{V}_1|}\sum_{v \in \mathcal{V}_1}
+        \mathbf{x}_v, \ldots, \tfrac{1}{|\mathcal{V}_L|}\sum_{v \in \mathcal{V}_L}
+        \mathbf{x}_v\Big] \in \mathbb{R}^{2 L C},
+
+    with :math:`\mathcal{E}_l` the edges of weight layer :math:`l` and
+    :math:`\mathcal{V}_l` the neurons of neuron layer :math:`l` (input
+    neurons carry no parameters and are left out). Entry
+    ``(k * L + l - 1) * C + c`` is channel ``c`` of layer ``l``'s edge
+    (``k = 0``) or node (``k = 1``) mean. A graph with fewer than ``L``
+    layers gets zeros for the missing ones. Every term is a mean over a
+    whole layer, so :math:`\mathbf{g}` is invariant to any relabelling of
+    neurons, input and output neurons included.
+
+    Args:
+        channels (int): :math:`C`, feature channels of ``x`` and ``edge_attr``.
+        num_layers (int): :math:`L`, the most weight layers a graph may have.
+
+    Shapes:
+        - **input:** node features :math:`(N, C)`, edge features
+          :math:`(E, C)`, the graph (structure, with ``batch`` for a batch).
+        - **output:** :math:`(B, 2 L C)`.
+    """
+
+    def __init__(self, channels: int, num_layers: int):
+        super().__init__()
+        if channels < 1 or num_layers < 1:
+            raise ValueError(f"NPPool: channels and num_layers must be >= 1, got "
+                             f"{channels} and {num_layers}")
+        self.channels, self.num_layers = int(channels), int(num_layers)
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.num_layers * self.channels
+
+    def reset_parameters(self) -> None:
+        pass
+
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> Tensor:
+        structure = check_graph_features("NPPool", x, edge_attr, graph, self.channels,
+                                         self.num_layers)
+        summary = np_summary(x, edge_attr, structure, self.num_layers)
+        return summary.reshape(structure.num_graphs, -1)
+
+    def forward_dense(self, ws: WeightSpace) -> Tensor:
+        return np_pool_dense(ws, self.num_layers, self.channels, "NPPool")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.channels}, num_layers={self.num_layers})"
+
+
+def is_input_node(structure: LayerStructure) -> Tensor:
+    """``[N, 1]`` bool mask of input neurons."""
+    return (structure.node_role == int(NodeRole.INPUT)).unsqueeze(-1)

@@ -1,0 +1,111 @@
+r"""Dense twins of the NP layer and the NP pool (Zhou et al., arXiv 2302.14040).
+
+Written on a *folded* :class:`~nft_pyg.tensor.WeightSpace` (``weights[l-1]``
+``[B, C, n_l, n_{l-1}]``, ``biases[l-1]`` ``[B, C, n_l]``; kernel positions
+moved into channels by :meth:`WeightSpace.fold_kernels`) with einsums and
+means over tensor dimensions only: no scatter, no graph. The graph
+operators :class:`~nft_pyg.nn.conv.np_conv.NPConv` and
+:class:`~nft_pyg.nn.pool.np_pool.NPPool` must agree with these functions.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .weight_space import WeightSpace
+
+
+def check_folded(ws: WeightSpace, channels: int, num_layers: int, where: str) -> None:
+    """Raise a ``ValueError`` naming ``where`` if ``ws`` does not fit the operator."""
+    if not isinstance(ws, WeightSpace):
+        raise ValueError(f"{where}.forward_dense: expected a WeightSpace, got "
+                         f"{type(ws).__name__}")
+    if any(w.dim() != 4 for w in ws.weights):
+        raise ValueError(f"{where}.forward_dense: expects a folded WeightSpace (weights "
+                         "[B, C, n_i, n_(i-1)]); fold kernels with ws.fold_kernels()")
+    if ws.channels != channels:
+        raise ValueError(f"{where}.forward_dense: expected in_channels={channels} channels, "
+                         f"got {ws.channels}")
+    if ws.num_layers > num_layers:
+        raise ValueError(f"{where}.forward_dense: the weight space has {ws.num_layers} weight "
+                         f"layers but the operator was built for num_layers={num_layers}")
+
+
+def np_pool_dense(ws: WeightSpace, num_layers: int, channels: int | None = None,
+                  where: str = "np_pool_dense") -> Tensor:
+    r"""``[B, 2 L C]``: the mean of every weight matrix, then of every bias
+    vector, each ``[B, C]``, zeros for layers past ``ws.num_layers``."""
+    check_folded(ws, ws.channels if channels is None else channels, num_layers, where)
+    zeros = [ws.weights[0].new_zeros(ws.batch_size, ws.channels)] * \
+        (num_layers - ws.num_layers)
+    weight_means = [w.mean(dim=(2, 3)) for w in ws.weights] + zeros
+    bias_means = [b.mean(dim=2) for b in ws.biases] + zeros
+    return torch.cat(weight_means + bias_means, dim=1)
+
+
+def embed_io_dense(conv, ws: WeightSpace) -> WeightSpace:
+    """Add ``conv``'s learned input / output position embeddings (see NPConv)."""
+    weights, biases = list(ws.weights), list(ws.biases)
+    n_in, n_out = ws.neuron_layer_sizes[0], ws.neuron_layer_sizes[-1]
+    for name, n, limit in (("input", n_in, conv.num_inputs), ("output", n_out, conv.num_outputs)):
+        if n > limit:
+            raise ValueError(f"{type(conv).__name__}.forward_dense: the weight space has {n} "
+                             f"{name} neurons but the IO embedding was built for "
+                             f"num_{name}s={limit}")
+    # [n, C] -> channels first, broadcast over the other neuron axis
+    weights[0] = weights[0] + conv.input_embedding[:n_in].t()[None, :, None, :]
+    weights[-1] = weights[-1] + conv.output_embedding[:n_out].t()[None, :, :, None]
+    biases[-1] = biases[-1] + conv.output_bias_embedding[:n_out].t()[None]
+    return WeightSpace(weights, biases, ws.layout)
+
+
+def neuron_summaries(ws: WeightSpace) -> list[Tensor]:
+    r"""``s_k`` ``[B, 3C, n_k]`` for neuron layers ``k = 0..L``: the mean of the
+    weights into each neuron (row means of ``W_k``), its bias ``b_k`` and the
+    mean of the weights out of it (column means of ``W_{k+1}``); absent parts
+    (into / bias of inputs, out of outputs) are zeros."""
+    weights, biases = ws.weights, ws.biases
+    sizes = ws.neuron_layer_sizes
+    summaries = []
+    for k, n in enumerate(sizes):
+        zero = weights[0].new_zeros(ws.batch_size, ws.channels, n)
+        into = weights[k - 1].mean(dim=3) if k > 0 else zero
+        bias = biases[k - 1] if k > 0 else zero
+        out_of = weights[k].mean(dim=2) if k < ws.num_layers else zero
+        summaries.append(torch.cat([into, bias, out_of], dim=1))
+    return summaries
+
+
+def np_layer_dense(conv, ws: WeightSpace) -> WeightSpace:
+    r"""The NP layer of ``conv`` (an :class:`NPConv`) on a folded weight space.
+
+    For weight layer ``l`` (parameters at index ``l - 1``):
+
+    .. math::
+        W'_l = A_l W_l + B_l s_{l-1} \mathbf{1}^\top_{\text{rows}}
+        + C_l s_l \mathbf{1}^\top_{\text{cols}} + D_l g + a_l, \qquad
+        b'_l = E_l s_l + F_l g + e_l,
+
+    every matrix acting on the channel dimension.
+    """
+    where = type(conv).__name__
+    check_folded(ws, conv.in_channels, conv.num_layers, where)
+    if conv.io_embedding:
+        ws = embed_io_dense(conv, ws)
+    summaries = neuron_summaries(ws)
+    glob = np_pool_dense(ws, conv.num_layers)                              # [B, 2LC]
+    edge_glob = torch.einsum("bf,lfo->blo", glob, conv.edge_global)       # [B, L, C']
+    node_glob = torch.einsum("bf,lfo->blo", glob, conv.node_global)
+    if conv.edge_bias is not None:
+        edge_glob = edge_glob + conv.edge_bias
+        node_glob = node_glob + conv.node_bias
+    weights, biases = [], []
+    for i, w in enumerate(ws.weights):          # weight layer l = i + 1
+        src, dst = summaries[i], summaries[i + 1]
+        weight = torch.einsum("bcij,co->boij", w, conv.edge_self[i])
+        weight = weight + torch.einsum("bcj,co->boj", src, conv.edge_src[i])[:, :, None, :]
+        weight = weight + torch.einsum("bci,co->boi", dst, conv.edge_dst[i])[:, :, :, None]
+        weights.append(weight + edge_glob[:, i, :, None, None])
+        bias = torch.einsum("bci,co->boi", dst, conv.node_self[i])
+        biases.append(bias + node_glob[:, i, :, None])
+    return WeightSpace(weights, biases, ws.layout)
