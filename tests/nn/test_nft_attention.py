@@ -1,0 +1,290 @@
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.utils import scatter
+
+import nft_pyg
+from nft_pyg import WeightSpace
+from nft_pyg.nn.conv.nft_attention import CrossPaths, NFTAttention
+from nft_pyg.tensor.nft_dense import nft_attention_dense
+
+from nft_helpers import (drop_edges, feature_batch, folded_features, permute_graph,
+                         permute_weight_space, random_cnn, random_hidden_permutation,
+                         random_mlp, split_outputs)
+
+torch.set_num_threads(1)
+
+MLP_SIZES = {1: [3, 2], 2: [2, 5, 3], 3: [3, 4, 5, 2], 4: [2, 3, 4, 3, 2]}
+
+
+def make_attention(channels=8, heads=1, dtype=torch.float64, **kwargs):
+    return NFTAttention(channels, heads=heads, **kwargs).to(dtype).eval()
+
+
+def assert_matches_dense(attn, graph, x, edge_attr, atol=1e-10):
+    """Graph path on ``graph`` (one architecture) equals the dense twin."""
+    x_out, edge_out = attn(x, edge_attr, graph)
+    assert x_out.shape == x.shape and edge_out.shape == edge_attr.shape
+    assert x_out[graph.node_layer == 0].abs().max() == 0
+    expected = attn.forward_dense(WeightSpace.from_features(graph, x, edge_attr))
+    got = WeightSpace.from_features(graph, x_out, edge_out)
+    for a, b in zip(got.weights + got.biases, expected.weights + expected.biases):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("heads", [1, 4])
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("dense_blocks", [True, False])
+def test_graph_matches_dense_mlp(depth, heads, batch_size, dense_blocks):
+    modules = [random_mlp(MLP_SIZES[depth]) for _ in range(batch_size)]
+    graph, x, edge_attr = feature_batch(modules, channels=8)
+    attn = make_attention(8, heads, dense_blocks=dense_blocks)
+    assert_matches_dense(attn, graph, x, edge_attr)
+
+
+def test_graph_matches_dense_cnn_folded_kernels():
+    graph = Batch.from_data_list([nft_pyg.from_module(random_cnn()) for _ in range(2)])
+    x, edge_attr = folded_features(graph)  # 9 kernel positions as channels
+    dense_input = WeightSpace.from_graph(graph).fold_kernels(9)
+    assert dense_input.allclose(WeightSpace.from_features(graph, x, edge_attr), atol=0)
+    assert_matches_dense(make_attention(9, heads=3), graph, x, edge_attr)
+
+
+def test_float32_matches_dense():
+    modules = [random_mlp([3, 6, 5, 2]) for _ in range(2)]
+    graph, x, edge_attr = feature_batch(modules, channels=8, dtype=torch.float32)
+    assert_matches_dense(make_attention(8, 2, dtype=torch.float32), graph, x, edge_attr,
+                         atol=1e-5)
+
+
+@pytest.mark.parametrize("dense_blocks", [True, False])
+def test_mixed_architecture_batch(dense_blocks):
+    modules = [random_mlp([2, 5, 3]), random_mlp([3, 4, 5, 2]), random_cnn(),
+               random_mlp([2, 3, 3])]
+    graph, x, edge_attr = feature_batch(modules, channels=8)
+    attn = make_attention(8, heads=2, dense_blocks=dense_blocks)
+    x_out, edge_out = attn(x, edge_attr, graph)
+    for (single, x_b, edge_b), (_, x_out_b, edge_out_b) in zip(
+            split_outputs(graph, x, edge_attr), split_outputs(graph, x_out, edge_out)):
+        expected = attn.forward_dense(WeightSpace.from_features(single, x_b, edge_b))
+        got = WeightSpace.from_features(single, x_out_b, edge_out_b)
+        assert got.allclose(expected, atol=1e-10, rtol=0)
+
+
+def test_attention_weights_sum_to_one_and_match_dense():
+    modules = [random_mlp([2, 4, 3, 2]) for _ in range(2)]
+    graph, x, edge_attr = feature_batch(modules, channels=8)
+    attn = make_attention(8, heads=4)
+    _, _, (token_index, alpha) = attn(x, edge_attr, graph, return_attention_weights=True)
+    assert alpha.shape == (token_index.size(1), 4)
+    sums = scatter(alpha, token_index[0], 0, reduce="sum")
+    torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-12, rtol=0)
+    # dense network: pairs are the row-major [T_i, T_i] blocks, graph by graph, layer by layer
+    _, dense_alpha = nft_attention_dense(attn, WeightSpace.from_features(graph, x, edge_attr),
+                                         return_attention_weights=True)
+    blocks = [a[b].permute(1, 2, 0).reshape(-1, 4) for b in range(2) for a in dense_alpha]
+    torch.testing.assert_close(alpha, torch.cat(blocks), atol=1e-12, rtol=0)
+    sizes = [2, 4, 3, 2]  # T_i = n_{i-1} + 1 + n_{i+1}, no bias / column tokens at i = 0
+    tokens = [sizes[1]] + [sizes[i - 1] + 1 + (sizes[i + 1] if i + 1 < 4 else 0)
+                           for i in range(1, 4)]
+    assert token_index.size(1) == 2 * sum(t * t for t in tokens)
+
+
+def test_attention_weights_sum_to_one_on_pruned_graph():
+    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2])], channels=4)
+    pruned, kept = drop_edges(graph, keep=0.5)
+    attn = make_attention(4, heads=2)
+    _, _, (token_index, alpha) = attn(x, edge_attr[kept], pruned,
+                                      return_attention_weights=True)
+    sums = scatter(alpha, token_index[0], 0, reduce="sum")
+    present = torch.bincount(token_index[0], minlength=sums.size(0)) > 0
+    torch.testing.assert_close(sums[present], torch.ones_like(sums[present]))
+
+
+def test_helper_permutation_matches_permuted_module():
+    module = random_mlp([3, 5, 4, 2])
+    graph = nft_pyg.from_module(module)
+    node_map = random_hidden_permutation(graph)
+    permuted, edge_map = permute_graph(graph, node_map)
+    sizes = [3, 5, 4, 2]
+    starts = [0, 3, 8, 12]
+    perms = [node_map[starts[i]:starts[i] + sizes[i]] - starts[i] for i in range(4)]
+    assert not torch.equal(perms[1], torch.arange(5)) or not torch.equal(perms[2],
+                                                                        torch.arange(4))
+    with torch.no_grad():
+        for i, linear in enumerate(module[::2]):
+            linear.weight.copy_(linear.weight[perms[i + 1]][:, perms[i]])
+            linear.bias.copy_(linear.bias[perms[i + 1]])
+    expected = nft_pyg.from_module(module)
+    assert torch.equal(permuted.edge_index, expected.edge_index)
+    assert torch.equal(permuted.x, expected.x)
+    assert torch.equal(graph.edge_attr[edge_map], expected.edge_attr)
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_equivariance_graph(prune):
+    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2]), random_mlp([2, 4, 3])],
+                                        channels=8)
+    if prune:
+        graph, kept = drop_edges(graph, keep=0.6)
+        edge_attr = edge_attr[kept]
+    attn = make_attention(8, heads=2)
+    x_out, edge_out = attn(x, edge_attr, graph)
+    node_map = random_hidden_permutation(graph)
+    permuted, edge_map = permute_graph(graph, node_map)
+    x_perm, edge_perm = attn(x[node_map], edge_attr[edge_map], permuted)
+    torch.testing.assert_close(x_perm, x_out[node_map], atol=1e-12, rtol=0)
+    torch.testing.assert_close(edge_perm, edge_out[edge_map], atol=1e-12, rtol=0)
+    assert not torch.allclose(x_perm, x_out)  # the permutation really moved neurons
+
+
+def test_equivariance_dense():
+    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2])], channels=8)
+    attn = make_attention(8, heads=2)
+    ws = WeightSpace.from_features(graph, x, edge_attr)
+    node_map = random_hidden_permutation(graph)
+    permute = lambda w: permute_weight_space(w, graph, node_map)  # noqa: E731
+    assert permute(attn.forward_dense(ws)).allclose(attn.forward_dense(permute(ws)),
+                                                    atol=1e-12, rtol=0)
+    assert not permute(ws).allclose(ws)
+
+
+def test_batch_mixing_pruned_and_dense_graphs():
+    """A pruned graph (explicit paths) next to dense graphs (blocks) in one batch."""
+    graphs = [feature_batch([random_mlp(sizes)], channels=4)[0].get_example(0)
+              for sizes in ([3, 5, 4, 2], [3, 5, 4, 2], [2, 6, 2])]
+    graphs[1], _ = drop_edges(graphs[1], keep=0.6)
+    batch = Batch.from_data_list(graphs)
+    attn = make_attention(4, heads=2)
+    _, edge_out, (token_index, alpha) = attn(batch.x, batch.edge_attr, batch,
+                                             return_attention_weights=True)
+    for graph, (_, _, edge_b) in zip(graphs, split_outputs(batch, batch.x, edge_out)):
+        alone = attn(graph.x, graph.edge_attr, graph)[1]
+        torch.testing.assert_close(edge_b, alone, atol=1e-12, rtol=0)
+    sums = scatter(alpha, token_index[0], 0, reduce="sum")
+    present = torch.bincount(token_index[0], minlength=sums.size(0)) > 0
+    torch.testing.assert_close(sums[present], torch.ones_like(sums[present]))
+    for graph in (graphs[0], graphs[2]):
+        assert_matches_dense(attn, graph, graph.x, graph.edge_attr)
+
+
+def test_masked_blocks_match_paths_on_pruned_graphs():
+    """Pruned groups: masked dense blocks (dense enough) == explicit paths."""
+    graphs = [feature_batch([random_mlp([3, 6, 5, 2])], channels=4)[0].get_example(0)
+              for _ in range(3)]
+    graphs = [drop_edges(graph, keep)[0] for graph, keep in zip(graphs, (0.1, 0.5, 0.9))]
+    batch = Batch.from_data_list(graphs)
+    paths = make_attention(4, heads=2, dense_blocks=False)
+    blocks = make_attention(4, heads=2)
+    blocks.load_state_dict(paths.state_dict())
+    got = blocks(batch.x, batch.edge_attr, batch, return_attention_weights=True)
+    expected = paths(batch.x, batch.edge_attr, batch, return_attention_weights=True)
+    for a, b in zip(got[:2], expected[:2]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert torch.equal(got[2][0], expected[2][0])
+    torch.testing.assert_close(got[2][1], expected[2][1], atol=1e-12, rtol=0)
+    structure = nft_pyg.nn.LayerStructure.of(batch)
+    cross = CrossPaths.of(batch, structure, dense_blocks=True)
+    assert cross.path_pair.numel() > 0 and any(b.mask is not None for b in cross.blocks)
+
+
+@pytest.mark.parametrize("dense_blocks", [True, False])
+def test_pruned_graph_differs_from_zero_weights(dense_blocks):
+    """Missing edges are absent entries, not zero vectors (documented choice)."""
+    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2])], channels=4)
+    pruned, kept = drop_edges(graph, keep=0.6)
+    attn = make_attention(4, dense_blocks=dense_blocks)
+    _, edge_pruned = attn(x, edge_attr[kept], pruned)
+    _, edge_zeroed = attn(x, edge_attr * kept.unsqueeze(-1).double(), graph)
+    assert not torch.allclose(edge_pruned, edge_zeroed[kept])
+
+
+@pytest.mark.parametrize("flags", [dict(cross_term=False), dict(global_term=False)])
+def test_each_term_alone_matches_dense_and_matters(flags):
+    graph, x, edge_attr = feature_batch([random_mlp([2, 5, 3, 2]) for _ in range(2)],
+                                        channels=8)
+    full = make_attention(8, heads=2)
+    alone = make_attention(8, heads=2, **flags)
+    alone.load_state_dict(full.state_dict())
+    assert_matches_dense(alone, graph, x, edge_attr)
+    x_full, edge_full = full(x, edge_attr, graph)
+    x_alone, edge_alone = alone(x, edge_attr, graph)
+    assert not torch.allclose(edge_full, edge_alone, atol=1e-6)
+    assert not torch.allclose(x_full, x_alone, atol=1e-6)
+
+
+def test_input_node_features_are_ignored():
+    graph, x, edge_attr = feature_batch([random_mlp([3, 4, 2])], channels=4)
+    attn = make_attention(4)
+    x_out, edge_out = attn(x, edge_attr, graph)
+    changed = x.clone()
+    changed[graph.node_layer == 0] += 5.0
+    x_out2, edge_out2 = attn(changed, edge_attr, graph)
+    assert torch.equal(x_out, x_out2) and torch.equal(edge_out, edge_out2)
+
+
+def test_dropout_only_in_training():
+    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 2])], channels=4)
+    attn = make_attention(4, dropout=0.5)
+    plain = make_attention(4)
+    plain.load_state_dict(attn.state_dict())
+    x_out, edge_out = attn(x, edge_attr, graph)
+    x_plain, edge_plain = plain(x, edge_attr, graph)
+    assert torch.equal(x_out, x_plain) and torch.equal(edge_out, edge_plain)
+    attn.train()
+    _, edge_train = attn(x, edge_attr, graph)
+    assert not torch.allclose(edge_train, edge_plain)
+
+
+def test_gradients_reach_every_projection():
+    graph, x, edge_attr = feature_batch([random_mlp([3, 4, 2])], channels=4)
+    attn = make_attention(4, heads=2)
+    x_out, edge_out = attn(x, edge_attr, graph)
+    (x_out.pow(2).sum() + edge_out.pow(2).sum()).backward()
+    for name, param in attn.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_gradcheck_blocks_and_paths():
+    graphs = [feature_batch([random_mlp([2, 3, 2])], channels=2)[0].get_example(0)
+              for _ in range(2)]
+    graphs[1], _ = drop_edges(graphs[1], keep=0.1)  # below BLOCK_DENSITY: paths
+    batch = Batch.from_data_list(graphs)
+    attn = make_attention(2, heads=2)
+    x = batch.x.clone().requires_grad_()
+    edge_attr = batch.edge_attr.clone().requires_grad_()
+    cross = CrossPaths.of(batch, nft_pyg.nn.LayerStructure.of(batch))
+    assert cross.path_pair.numel() > 0 and any(b.mask is not None for b in cross.blocks)
+    assert torch.autograd.gradcheck(lambda a, b: attn(a, b, batch), (x, edge_attr))
+
+
+def test_bad_inputs():
+    graph, x, edge_attr = feature_batch([random_mlp([3, 4, 5, 2])], channels=4)
+    with pytest.raises(ValueError, match="NFTAttention.*multiple of heads"):
+        NFTAttention(6, heads=4)
+    with pytest.raises(ValueError, match="NFTAttention.*global term, the cross term"):
+        NFTAttention(4, global_term=False, cross_term=False)
+    with pytest.raises(ValueError, match="NFTAttention.*at most 2 weight layers"):
+        make_attention(4, num_layers=2)(x, edge_attr, graph)
+    with pytest.raises(ValueError, match="NFTAttention.*at most 2 weight layers"):
+        make_attention(4, num_layers=2).forward_dense(
+            WeightSpace.from_features(graph, x, edge_attr))
+    with pytest.raises(ValueError, match="NFTAttention.*built for 4 channels"):
+        make_attention(4)(x[:, :3], edge_attr, graph)
+    with pytest.raises(ValueError, match="NFTAttention.*rows"):
+        make_attention(4)(x, edge_attr[1:], graph)
+    missing = graph.clone()
+    del missing.node_pos
+    with pytest.raises(ValueError, match="NFTAttention.*node_pos"):
+        make_attention(4)(x, edge_attr, missing)
+    with pytest.raises(ValueError, match="forward_dense.*folded"):
+        make_attention(1).forward_dense(WeightSpace.from_modules([random_cnn()]))
+
+
+def test_repr_and_reset_parameters():
+    attn = NFTAttention(8, heads=2, num_layers=3, global_term=False)
+    assert repr(attn) == "NFTAttention(8, heads=2, terms=cross, num_layers=3)"
+    before = attn.query.weight.clone()
+    attn.reset_parameters()
+    assert not torch.equal(before, attn.query.weight)
