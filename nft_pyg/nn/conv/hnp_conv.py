@@ -1,0 +1,257 @@
+r"""The HNP layer (hidden neurons permutable) as message passing."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+
+from ...tensor.hnp_dense import hnp_layer_dense, hnp_num_types
+from ...tensor.weight_space import WeightSpace
+from ..pool.hnp_pool import check_hnp_graph, hnp_summary, hnp_typing
+
+
+class HNPConv(MessagePassing):
+    r"""The HNP weight-space layer of "Permutation Equivariant Neural
+    Functionals" (Zhou et al., NeurIPS 2023, arXiv 2302.14040): linear and
+    equivariant to :math:`S_{n_1} \times \dots \times S_{n_{L-1}}`, the
+    permutations of the *hidden* neurons; input neurons (layer 0) and output
+    neurons (layer L) are fixed by position. Its span equals the DWSNets
+    layer (Navon et al., "Equivariant Architectures for Learning in Deep
+    Weight Spaces", ICML 2023).
+
+    Each weight index :math:`W_l[i, j]` lives in neuron layers
+    :math:`(l, l-1)` and each bias :math:`b_l[i]` in layer :math:`l`; an
+    index of layer 0 or L is fixed. The basis is spanned by the orbits of
+    the group on (output index, input index) pairs: a hidden layer shared by
+    the output and input entries gives "same neuron" (local terms below) or
+    "mean over it" (global terms); fixed indices get dense, position-typed
+    parameters. For a hidden neuron :math:`v` of layer :math:`h` its summary
+    is
+
+    .. math::
+        s(v) = \big[\,\mathrm{in}_h(v),\ \mathbf{x}_v,\ \mathrm{out}_h(v)\,\big],
+
+    where :math:`\mathrm{in}_h(v)` is the mean of its in-edges, except for
+    :math:`h = 1`, where it is *all* its in-edges ordered by input position
+    (:math:`W_1[v, :]`, :math:`n_0 C` numbers); :math:`\mathrm{out}_h(v)`
+    is the mean of its out-edges, except for :math:`h = L-1`, where it is
+    all of them by output position (:math:`W_L[:, v]`, :math:`n_L C`). Let
+    :math:`\mathbf{g}` be the invariant summary of :class:`HNPPool`
+    (:math:`G` types: columns of :math:`W_1`, hidden weight layers, rows of
+    :math:`W_L`, hidden bias layers, entries of :math:`b_L`) and
+    :math:`\tau(\cdot)` the type of an entry. For an edge :math:`e = (u \to v)`
+    of weight layer :math:`l` and a neuron :math:`v` of layer :math:`h`:
+
+    .. math::
+        \mathbf{h}'_e &= \begin{cases}
+            \mathbf{M}^{(1)}_{\mathrm{pos}(u)}\, s(v) & l = 1 \\
+            \mathbf{A}_l \mathbf{h}_e + \mathbf{B}_l\, s(u) + \mathbf{C}_l\, s(v) & 1 < l < L \\
+            \mathbf{M}^{(L)}_{\mathrm{pos}(v)}\, s(u) & l = L
+        \end{cases}
+        \;+\; \big(\mathbf{D}\,\mathbf{g} + \mathbf{c}\big)_{\tau(e)} \\
+        \mathbf{x}'_v &= \mathbf{E}_h\, s(v)\,[h < L] \;+\;
+            \big(\mathbf{D}\,\mathbf{g} + \mathbf{c}\big)_{\tau(v)},
+        \qquad \mathbf{x}'_v = 0 \text{ for input neurons.}
+
+    Term by term (tensor form, :math:`\bar{\ }` = mean over a hidden index;
+    an index of layer 0 or L is never averaged: the map is dense in it):
+
+    - :math:`W_l \leftarrow W_l`: pointwise :math:`\mathbf{A}_l`, row mean
+      :math:`\bar W_l[i, \cdot]` (:math:`\mathrm{in}(v)` in
+      :math:`\mathbf{C}_l`), column mean :math:`\bar W_l[\cdot, j]`
+      (:math:`\mathrm{out}(u)` in :math:`\mathbf{B}_l`). For :math:`l = 1`:
+      :math:`\sum_q A[j, q] W_1[i, q]` (:math:`n_0^2` maps); for
+      :math:`l = L`: :math:`\sum_p A[i, p] W_L[p, j]` (:math:`n_L^2`).
+    - :math:`W_l \leftarrow W_{l-1}` (:math:`l \ge 2`): row :math:`j` of
+      :math:`W_{l-1}` (mean, or all of it by input position if
+      :math:`l = 2`), i.e. :math:`\mathrm{in}(u)`.
+    - :math:`W_l \leftarrow W_{l+1}` (:math:`l < L`): column :math:`i` of
+      :math:`W_{l+1}` (mean, or all of it by output position if
+      :math:`l + 1 = L`), i.e. :math:`\mathrm{out}(v)`.
+    - :math:`W_l \leftarrow b_l` (:math:`l < L`): :math:`b_l[i] = \mathbf{x}_v`.
+    - :math:`W_l \leftarrow b_{l-1}` (:math:`l \ge 2`): :math:`b_{l-1}[j] =
+      \mathbf{x}_u`, including :math:`b_{L-1} \to W_L` (typed by the output
+      row), a term the official ``nfn`` code omits.
+    - :math:`b_h \leftarrow W_h,\ b_h,\ W_{h+1}` (:math:`h < L`): the three
+      parts of :math:`s(v)` through :math:`\mathbf{E}_h`.
+    - global: every entry of type :math:`t` gets :math:`(\mathbf{D}\mathbf{g}
+      + \mathbf{c})_t`: all invariant features of the whole weight space
+      (hidden-layer means, :math:`W_1` column means, :math:`W_L` row means,
+      :math:`b_L`), mapped densely to every type, which includes
+      :math:`b_L \leftarrow \text{everything}` and the mean terms of all
+      other layers.
+
+    For :math:`L = 1` nothing is permutable and the layer is a dense linear
+    map of the whole weight space (:math:`G = n_1 n_0 + n_1`). Entries on
+    either side of a term are ``C`` channels; all maps mix channels.
+
+    Number of parameters (:math:`c_{in} c_{out}` per entry below, plus
+    :math:`G c_{out}` for the bias), with :math:`s_h = i_h + 1 + o_h`,
+    :math:`i_1 = n_0`, :math:`o_{L-1} = n_L`, else :math:`i_h = o_h = 1`:
+
+    .. math::
+        G^2 + n_0 s_1 + n_L s_{L-1} + \sum_{h=1}^{L-1} s_h
+        + \sum_{l=2}^{L-1} (1 + s_{l-1} + s_l),
+        \qquad G = n_0 + 2 n_L + 2L - 3,
+
+    of order :math:`(L + n_0 + n_L)^2` (and :math:`G^2`,
+    :math:`G = n_1 n_0 + n_1`, for :math:`L = 1`).
+
+    Typing and batches: the layer is built for one depth :math:`L` and one
+    :math:`n_0, n_L`; each graph of a batch must match them (hidden widths
+    are free). Mixed-depth batches are rejected: a weight layer's terms
+    depend on its distance to both fixed ends (e.g. :math:`W_2` is the last
+    layer of a 2-layer net but hidden in a 4-layer one), so no single typing
+    serves two depths. Missing (pruned) edges count as absent in the means,
+    while the dense twin treats them as zeros; the two agree on dense layers.
+
+    Args:
+        in_channels (int): input feature channels ``C``.
+        out_channels (int): output feature channels.
+        num_layers (int): weight layers ``L`` of every graph.
+        num_inputs (int): input neurons :math:`n_0`.
+        num_outputs (int): output neurons :math:`n_L`.
+        bias (bool, optional): learn the invariant bias :math:`\mathbf{c}`
+            (one vector per type). (default: :obj:`True`)
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, C_{in})`, edge
+          features :math:`(|\mathcal{E}|, C_{in})`, the graph (batch)
+          structure
+        - **output:** node features :math:`(|\mathcal{V}|, C_{out})` (zero on
+          input neurons), edge features :math:`(|\mathcal{E}|, C_{out})`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int,
+                 num_inputs: int, num_outputs: int, bias: bool = True):
+        super().__init__(aggr="mean")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("num_layers", num_layers), ("num_inputs", num_inputs),
+                            ("num_outputs", num_outputs)):
+            if value < 1:
+                raise ValueError(f"HNPConv: {name} must be >= 1, got {value}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.num_layers, self.num_inputs, self.num_outputs = num_layers, num_inputs, num_outputs
+        L, c, d = num_layers, in_channels, out_channels
+        self.num_types = sum(hnp_num_types(L, num_inputs, num_outputs))
+        self.global_map = nn.Linear(self.num_types * c, self.num_types * d, bias=bias)
+        # summary s(v) of hidden layer h: (in, x, out) widths in units of C
+        self.summary_parts = {h: (num_inputs if h == 1 else 1, 1,
+                                  num_outputs if h == L - 1 else 1) for h in range(1, L)}
+        width = {h: sum(parts) * c for h, parts in self.summary_parts.items()}
+        self.node_maps = nn.ModuleList(nn.Linear(width[h], d, bias=False) for h in range(1, L))
+        self.pointwise = nn.ModuleList(nn.Linear(c, d, bias=False) for _ in range(2, L))
+        self.src_maps = nn.ModuleList(nn.Linear(width[l - 1], d, bias=False)
+                                      for l in range(2, L))
+        self.dst_maps = nn.ModuleList(nn.Linear(width[l], d, bias=False) for l in range(2, L))
+        self.first_edge = nn.Linear(width[1], num_inputs * d, bias=False) if L > 1 else None
+        self.last_edge = nn.Linear(width[L - 1], num_outputs * d, bias=False) if L > 1 else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    # --- graph form ----------------------------------------------------------
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+        L, n_in, n_out, d = self.num_layers, self.num_inputs, self.num_outputs, \
+            self.out_channels
+        structure = check_hnp_graph("HNPConv", x, edge_attr, graph, self.in_channels, L,
+                                    n_in, n_out)
+        typing = hnp_typing(structure, L, n_in, n_out)
+        summary = hnp_summary(x, edge_attr, structure, typing)             # [B, G, C]
+        glob = self.global_map(summary.flatten(1)).view(structure.num_graphs, -1, d)
+        edge_out = glob[structure.edge_batch, typing.edge_type]
+        has_params = (typing.node_type >= 0).unsqueeze(1)
+        node_out = glob[structure.node_batch, typing.node_type.clamp(min=0)] * has_params
+        if L == 1:
+            return node_out, edge_out
+
+        src, dst, pos = structure.src, structure.dst, structure.node_pos
+        num_nodes = structure.num_nodes
+        edge_index = torch.stack([src, dst])
+        in_mean = self.propagate(edge_index, edge_attr=edge_attr, size=(num_nodes, num_nodes))
+        out_mean = self.propagate(edge_index.flip(0), edge_attr=edge_attr,
+                                  size=(num_nodes, num_nodes))
+        layer_nodes = {h: (structure.node_layer == h).nonzero().view(-1) for h in range(1, L)}
+        layer_edges = {l: (structure.edge_layer == l).nonzero().view(-1)
+                       for l in range(1, L + 1)}
+        rank = torch.zeros_like(pos)  # index of a hidden node among its layer's nodes
+        for nodes in layer_nodes.values():
+            rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
+
+        first, last = layer_edges[1], layer_edges[L]
+        incoming_first = x.new_zeros(layer_nodes[1].numel(), n_in, x.size(1))
+        incoming_first[rank[dst[first]], pos[src[first]]] = edge_attr[first]
+        outgoing_last = x.new_zeros(layer_nodes[L - 1].numel(), n_out, x.size(1))
+        outgoing_last[rank[src[last]], pos[dst[last]]] = edge_attr[last]
+        summaries = {}
+        for h, nodes in layer_nodes.items():
+            incoming = incoming_first.flatten(1) if h == 1 else in_mean[nodes]
+            outgoing = outgoing_last.flatten(1) if h == L - 1 else out_mean[nodes]
+            summaries[h] = torch.cat([incoming, x[nodes], outgoing], dim=1)
+            node_out = node_out.index_add(0, nodes, self.node_maps[h - 1](summaries[h]))
+
+        by_input = self.first_edge(summaries[1]).view(-1, n_in, d)
+        edge_out = edge_out.index_add(0, first, by_input[rank[dst[first]], pos[src[first]]])
+        for layer in range(2, L):
+            edges, k = layer_edges[layer], layer - 2
+            from_src = self.src_maps[k](summaries[layer - 1])[rank[src[edges]]]
+            from_dst = self.dst_maps[k](summaries[layer])[rank[dst[edges]]]
+            edge_out = edge_out.index_add(
+                0, edges, self.pointwise[k](edge_attr[edges]) + from_src + from_dst)
+        by_output = self.last_edge(summaries[L - 1]).view(-1, n_out, d)
+        edge_out = edge_out.index_add(0, last, by_output[rank[src[last]], pos[dst[last]]])
+        return node_out, edge_out
+
+    def message(self, edge_attr: Tensor) -> Tensor:
+        return edge_attr
+
+    # --- dense twin ------------------------------------------------------------
+    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+        """The same map on a folded :class:`WeightSpace` (see
+        :func:`~nft_pyg.tensor.hnp_dense.hnp_layer_dense`)."""
+        return hnp_layer_dense(self, ws)
+
+    # --- introspection -----------------------------------------------------------
+    def terms(self) -> dict[str, tuple[Tensor, slice]]:
+        """Every term of the basis: name -> (weight matrix, its columns for the term).
+
+        Zeroing ``weight[:, columns]`` switches that term off; ``"global"``
+        and ``"bias"`` are the invariant terms.
+        """
+        c, L = self.in_channels, self.num_layers
+        terms = {"global": (self.global_map.weight, slice(None))}
+        if self.global_map.bias is not None:
+            terms["bias"] = (self.global_map.bias, slice(None))
+
+        def split(weight: Tensor, h: int, names: tuple[str, str, str]) -> None:
+            ins, _, outs = self.summary_parts[h]
+            bounds = (0, ins * c, (ins + 1) * c, (ins + 1 + outs) * c)
+            for name, start, stop in zip(names, bounds, bounds[1:]):
+                terms[name] = (weight, slice(start, stop))
+
+        for h in range(1, L):
+            split(self.node_maps[h - 1].weight, h, (f"b_{h} <- W_{h}", f"b_{h} <- b_{h}",
+                                                    f"b_{h} <- W_{h + 1}"))
+        if L > 1:
+            split(self.first_edge.weight, 1, ("W_1 <- W_1", "W_1 <- b_1", "W_1 <- W_2"))
+            split(self.last_edge.weight, L - 1, (f"W_{L} <- W_{L - 1}", f"W_{L} <- b_{L - 1}",
+                                                 f"W_{L} <- W_{L}"))
+        for layer in range(2, L):
+            k = layer - 2
+            terms[f"W_{layer} <- W_{layer} (pointwise)"] = (self.pointwise[k].weight, slice(None))
+            split(self.src_maps[k].weight, layer - 1,
+                  (f"W_{layer} <- W_{layer - 1}", f"W_{layer} <- b_{layer - 1}",
+                   f"W_{layer} <- W_{layer} (column mean)"))
+            split(self.dst_maps[k].weight, layer,
+                  (f"W_{layer} <- W_{layer} (row mean)", f"W_{layer} <- b_{layer}",
+                   f"W_{layer} <- W_{layer + 1}"))
+        return terms
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+                f"num_layers={self.num_layers}, num_inputs={self.num_inputs}, "
+                f"num_outputs={self.num_outputs})")
