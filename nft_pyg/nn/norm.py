@@ -1,0 +1,80 @@
+r"""Layer normalisation of weight-space features, entry by entry."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..tensor import pointwise_ops_dense as dense
+from ..tensor.weight_space import WeightSpace
+from .pointwise import check_features, zero_input_nodes
+
+
+class WeightSpaceLayerNorm(nn.Module):
+    r"""Layer norm over the channels of every weight and bias feature.
+
+    The pre-norm of the NFT blocks (Zhou et al., "Neural Functional
+    Transformers", NeurIPS 2023, arXiv 2305.13546): each edge (weight) and
+    each non-input node (bias) is normalised on its own over its :math:`C`
+    channels, with one shared affine map,
+
+    .. math::
+        \mathbf{h}'_e = \boldsymbol{\gamma} \odot
+        \frac{\mathbf{h}_e - \mu(\mathbf{h}_e)}{\sqrt{\sigma^2(\mathbf{h}_e) + \epsilon}}
+        + \boldsymbol{\beta},
+        \qquad \mu(\mathbf{h}) = \tfrac{1}{C} \textstyle\sum_c h_c,\ \
+        \sigma^2(\mathbf{h}) = \tfrac{1}{C} \textstyle\sum_c (h_c - \mu)^2,
+
+    and the same for :math:`\mathbf{x}_v`; input neurons are set to zero.
+    Being per entry, it commutes with every neuron permutation. For a
+    folded CNN feature graph the :math:`C` channels are the ``C * S``
+    folded channels (padded positions included).
+
+    Args:
+        channels (int): :math:`C`.
+        eps (float): :math:`\epsilon` (default ``1e-5``).
+        affine (bool): learn :math:`\boldsymbol{\gamma}, \boldsymbol{\beta}`
+            (initialised to ones and zeros; default ``True``).
+
+    Shapes:
+        - **input:** node features :math:`(N, C)`, edge features
+          :math:`(E, C)`, the graph (structure).
+        - **output:** :math:`(N, C)`, :math:`(E, C)`.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        if int(channels) < 1:
+            raise ValueError(f"WeightSpaceLayerNorm: channels must be positive, got {channels}")
+        self.channels, self.eps, self.affine = int(channels), float(eps), bool(affine)
+        if self.affine:
+            self.weight = nn.Parameter(torch.empty(self.channels))
+            self.bias = nn.Parameter(torch.empty(self.channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def _norm(self, features: Tensor) -> Tensor:
+        return nn.functional.layer_norm(features, (self.channels,), self.weight, self.bias,
+                                        self.eps)
+
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+        where = type(self).__name__
+        check_features(where, x, edge_attr, graph, self.channels)
+        return zero_input_nodes(self._norm(x), graph, where), self._norm(edge_attr)
+
+    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+        """The same map on a folded :class:`WeightSpace` ``[B, C, n_i, n_{i-1}]``."""
+        if ws.channels != self.channels:
+            raise ValueError(f"WeightSpaceLayerNorm: built for {self.channels} channels, got "
+                             f"a weight space with {ws.channels}")
+        return dense.layer_norm_dense(ws, self.weight, self.bias, self.eps)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.channels}, eps={self.eps}, "
+                f"affine={self.affine})")

@@ -1,0 +1,274 @@
+r"""Pointwise weight-space modules: activations, dropout, channel mixing, chaining.
+
+Each module acts on every edge (weight) and every node (bias) on its own,
+so it commutes with any relabelling of neurons. Input neurons carry no
+parameters (see the operator convention), so their features are set to
+zero on the way out.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+from torch import Tensor, nn
+
+from ..graph.types import NodeRole
+from ..tensor import pointwise_ops_dense as dense
+from ..tensor.weight_space import WeightSpace
+
+
+# --- helpers shared by the pointwise-style modules -------------------------
+def check_features(where: str, x: Tensor, edge_attr: Tensor, graph,
+                   channels: int | None = None) -> None:
+    """Raise a ``ValueError`` naming ``where`` if the features do not fit ``graph``."""
+    if graph is None:
+        raise ValueError(f"{where}: needs the graph (structure) as third argument")
+    for name, tensor in (("x", x), ("edge_attr", edge_attr)):
+        if not isinstance(tensor, Tensor) or tensor.dim() != 2:
+            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise ValueError(f"{where}: {name} must be a 2-D tensor [{'N' if name == 'x' else 'E'}"
+                             f", C], got {shape}")
+    if x.size(-1) != edge_attr.size(-1):
+        raise ValueError(f"{where}: x has {x.size(-1)} channels but edge_attr has "
+                         f"{edge_attr.size(-1)}")
+    if channels is not None and x.size(-1) != channels:
+        raise ValueError(f"{where}: built for {channels} channels, got features with "
+                         f"{x.size(-1)}")
+    if x.size(0) != graph.num_nodes:
+        raise ValueError(f"{where}: x has {x.size(0)} rows but the graph has "
+                         f"{graph.num_nodes} nodes")
+    edge_index = getattr(graph, "edge_index", None)
+    if edge_index is None:
+        raise ValueError(f"{where}: the graph has no edge_index")
+    if edge_attr.size(0) != edge_index.size(1):
+        raise ValueError(f"{where}: edge_attr has {edge_attr.size(0)} rows but the graph has "
+                         f"{edge_index.size(1)} edges")
+
+
+def graph_attr(graph, key: str, where: str) -> Tensor:
+    """``graph[key]``, or a ``ValueError`` naming ``where`` if it is missing."""
+    value = getattr(graph, key, None)
+    if value is None:
+        raise ValueError(f"{where}: the graph has no {key}; build it with "
+                         "nft_pyg.from_module or keep this attribute")
+    return value
+
+
+def input_node_mask(graph, where: str) -> Tensor:
+    """``[N, 1]`` bool: which nodes are input neurons (to be zeroed)."""
+    return (graph_attr(graph, "node_role", where) == int(NodeRole.INPUT)).unsqueeze(-1)
+
+
+def zero_input_nodes(x: Tensor, graph, where: str) -> Tensor:
+    return x.masked_fill(input_node_mask(graph, where), 0.0)
+
+
+# --- activations -------------------------------------------------------------
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+}
+
+
+def resolve_activation(act: nn.Module | str, where: str) -> nn.Module:
+    if isinstance(act, nn.Module):
+        return act
+    if isinstance(act, str) and act.lower() in _ACTIVATIONS:
+        return _ACTIVATIONS[act.lower()]()
+    raise ValueError(f"{where}: unknown activation {act!r}; pass an nn.Module or one of "
+                     f"{sorted(_ACTIVATIONS)}")
+
+
+class WeightSpaceActivation(nn.Module):
+    r"""An element-wise non-linearity on every weight and bias feature.
+
+    As between the equivariant layers of NFN (Zhou et al., "Permutation
+    Equivariant Neural Functionals", NeurIPS 2023, arXiv 2302.14040) and in
+    the feed-forward blocks of NFT (Zhou et al., "Neural Functional
+    Transformers", NeurIPS 2023, arXiv 2305.13546):
+
+    .. math::
+        \mathbf{h}'_e = \sigma(\mathbf{h}_e), \qquad
+        \mathbf{x}'_v = \sigma(\mathbf{x}_v) \ (v \text{ not an input neuron}),
+        \qquad \mathbf{x}'_v = \mathbf{0} \ (v \text{ an input neuron}).
+
+    Args:
+        act (torch.nn.Module or str): an element-wise module (e.g.
+            ``nn.GELU()``) or one of ``"relu"``, ``"gelu"``, ``"silu"``,
+            ``"tanh"``, ``"sigmoid"``, ``"leaky_relu"``, ``"elu"``,
+            ``"identity"``.
+
+    Shapes:
+        - **input:** node features :math:`(N, C)`, edge features
+          :math:`(E, C)`, the graph (structure).
+        - **output:** :math:`(N, C)`, :math:`(E, C)`.
+    """
+
+    def __init__(self, act: nn.Module | str = "relu"):
+        super().__init__()
+        self.act = resolve_activation(act, type(self).__name__)
+
+    def reset_parameters(self) -> None:
+        if hasattr(self.act, "reset_parameters"):
+            self.act.reset_parameters()
+
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+        where = type(self).__name__
+        check_features(where, x, edge_attr, graph)
+        return zero_input_nodes(self.act(x), graph, where), self.act(edge_attr)
+
+    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+        return dense.activation_dense(ws, self.act)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.act})"
+
+
+class WeightSpaceDropout(nn.Module):
+    r"""Dropout on every weight and bias feature entry (independent masks).
+
+    .. math::
+        \mathbf{h}'_e = \mathbf{m}_e \odot \mathbf{h}_e / (1 - p), \qquad
+        \mathbf{x}'_v = \mathbf{m}_v \odot \mathbf{x}_v / (1 - p),
+        \qquad m \sim \mathrm{Bernoulli}(1 - p),
+
+    with input neurons set to zero. Identity in eval mode. Used inside the
+    NFT blocks (Zhou et al., "Neural Functional Transformers", NeurIPS
+    2023, arXiv 2305.13546).
+
+    Args:
+        p (float): drop probability in :math:`[0, 1)`.
+
+    Shapes:
+        - **input:** :math:`(N, C)`, :math:`(E, C)`, the graph.
+        - **output:** :math:`(N, C)`, :math:`(E, C)`.
+    """
+
+    def __init__(self, p: float = 0.1):
+        super().__init__()
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"WeightSpaceDropout: p must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def reset_parameters(self) -> None:
+        pass
+
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+        where = type(self).__name__
+        check_features(where, x, edge_attr, graph)
+        x = nn.functional.dropout(x, self.p, self.training)
+        edge_attr = nn.functional.dropout(edge_attr, self.p, self.training)
+        return zero_input_nodes(x, graph, where), edge_attr
+
+    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+        return ws.map(lambda t: nn.functional.dropout(t, self.p, self.training))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class WeightSpaceLinear(nn.Module):
+    r"""A channel-mixing linear map shared by every weight and bias.
+
+    The pointwise term of the NFN layers and the feed-forward map of the
+    NFT blocks (Zhou et al., "Neural Functional Transformers", NeurIPS 2023,
+    arXiv 2305.13546):
+
+    .. math::
+        \mathbf{h}'_e = \mathbf{W} \mathbf{h}_e + \mathbf{b}, \qquad
+        \mathbf{x}'_v = \mathbf{W} \mathbf{x}_v + \mathbf{b},
+
+    the same :math:`\mathbf{W}, \mathbf{b}` for every edge and node of every
+    layer; input neurons are set to zero.
+
+    Args:
+        in_channels (int): :math:`C`.
+        out_channels (int): :math:`C'`.
+        bias (bool): learn :math:`\mathbf{b}` (default ``True``).
+
+    Shapes:
+        - **input:** :math:`(N, C)`, :math:`(E, C)`, the graph.
+        - **output:** :math:`(N, C')`, :math:`(E, C')`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.lin = nn.Linear(self.in_channels, self.out_channels, bias=bias)
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+        where = type(self).__name__
+        check_features(where, x, edge_attr, graph, self.in_channels)
+        return zero_input_nodes(self.lin(x), graph, where), self.lin(edge_attr)
+
+    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+        return dense.linear_dense(ws, self.lin.weight, self.lin.bias)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
+                f"bias={self.lin.bias is not None})")
+
+
+class WeightSpaceSequential(nn.Sequential):
+    r"""Chain weight-space modules with the ``(x, edge_attr, graph)`` signature.
+
+    .. math::
+        (\mathbf{X}, \mathbf{H}) \mapsto f_k(\cdots f_1(\mathbf{X}, \mathbf{H},
+        \mathcal{G}) \cdots, \mathcal{G})
+
+    Indexing, ``len`` and ``append`` work as for ``torch.nn.Sequential``.
+    :meth:`forward_dense` chains the modules' own dense twins.
+
+    Args:
+        *modules (torch.nn.Module): each with ``forward(x, edge_attr, graph)
+            -> (x, edge_attr)``.
+
+    Shapes:
+        - **input:** :math:`(N, C)`, :math:`(E, C)`, the graph.
+        - **output:** :math:`(N, C')`, :math:`(E, C')`.
+    """
+
+    def __init__(self, *modules: nn.Module):
+        # nn.Sequential also takes one OrderedDict (and slicing builds one)
+        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) \
+            else enumerate(modules)
+        for index, module in named:
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"WeightSpaceSequential: item {index} is a "
+                                f"{type(module).__name__}, not an nn.Module")
+        super().__init__(*modules)
+
+    def reset_parameters(self) -> None:
+        for module in self:
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+        for index, module in enumerate(self):
+            result = module(x, edge_attr, graph)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(f"WeightSpaceSequential: module {index} "
+                                f"({type(module).__name__}) must return (x, edge_attr)")
+            x, edge_attr = result
+        return x, edge_attr
+
+    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+        for index, module in enumerate(self):
+            if not hasattr(module, "forward_dense"):
+                raise TypeError(f"WeightSpaceSequential: module {index} "
+                                f"({type(module).__name__}) has no forward_dense")
+            ws = module.forward_dense(ws)
+        return ws
+
+
+__all__ = ["WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
+           "WeightSpaceSequential"]
