@@ -1,4 +1,15 @@
-"""Weight-space neural network modules (operators, pools, encodings, models)."""
+"""Weight-space neural network modules: operators, pools, encodings, models."""
+from .conv import HNPConv, NFTAttention, NPConv, PointwiseConv
+from .encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncoding
+from .kernel_projection import KernelProjection, KernelReadout
+from .norm import WeightSpaceLayerNorm
+from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
+                        WeightSpaceSequential)
+from .pool import HNPPool, NPPool
 from .structure import LayerStructure
 
-__all__ = ["LayerStructure"]
+__all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "HNPPool",
+           "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
+           "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm",
+           "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
+           "WeightSpaceSequential", "LayerStructure"]
