@@ -8,14 +8,18 @@ exact: no arithmetic touches a weight on the way.
 """
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch_geometric.data import Batch
 
 from . import modules
-from .layout import NORM_KINDS, Layout
+from .layout import NORM_KINDS, Layout, WeightLayer, state_key
 from .neuron_graph import NORM_IDENTITY, NeuronGraph
 from .trace import module_chain
 from .types import Activation, EdgeKind, NodeRole
@@ -26,9 +30,15 @@ NONFINITE_CHOICES = ("error", "keep")
 # --- module -> layout ----------------------------------------------------
 def layout_of(module: nn.Module) -> Layout:
     """The :class:`Layout` of a supported module (see :func:`from_module`)."""
+    return _checked_layout(_steps_and_leaves(module)[0], module)
+
+
+def _steps_and_leaves(module: nn.Module) -> tuple[list[dict[str, Any]], list[nn.Module]]:
+    """The unchecked layout steps of ``module`` and the leaf module of each step."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_module: expected a torch.nn.Module, got {type(module).__name__}")
     steps: list[dict[str, Any]] = []
+    leaves: list[nn.Module] = []
     channels = None  # output channels of the last conv, while a feature map is live
     flattened = False
     for name, leaf in module_chain(module):
@@ -37,6 +47,11 @@ def layout_of(module: nn.Module) -> Layout:
             channels, flattened = step["out"], False
         elif step["kind"] == "flatten":
             flattened = channels is not None
+        elif step["kind"] == "layernorm" and channels is not None and not flattened:
+            raise modules.UnsupportedModuleError(
+                name, leaf, "a LayerNorm on a conv feature map normalises its last spatial "
+                "axis, not the channels; only a LayerNorm over the neurons of a Linear layer "
+                "keeps one set of parameters per neuron")
         elif step["kind"] == "linear" and channels is not None:
             if not flattened:
                 raise modules.UnsupportedModuleError(
@@ -49,7 +64,8 @@ def layout_of(module: nn.Module) -> Layout:
                 step["positions"] = step["in"] // channels
             channels = None
         steps.append(step)
-    return _checked_layout(steps, module)
+        leaves.append(leaf)
+    return steps, leaves
 
 
 def _checked_layout(steps: list[dict[str, Any]], module: nn.Module) -> Layout:
@@ -83,15 +99,83 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
             largest kernel of the network.
         nonfinite (str): ``"error"`` (default) rejects NaN/inf weights,
             ``"keep"`` copies them.
+
+    To convert many networks of one architecture into a batch, use
+    :func:`from_modules` (one stacked copy per weight layer instead of one
+    graph per network).
     """
-    layout = layout_of(module)
-    return from_state_dict(module.state_dict(), layout, kernel_width=kernel_width,
-                           nonfinite=nonfinite)
+    steps, leaves = _steps_and_leaves(module)
+    template = _template_of_steps(steps, module, kernel_width)
+    _check_nonfinite_choice(nonfinite)
+    return _graph_from_state(template, _module_state(module, steps, leaves), nonfinite)
+
+
+def from_modules(modules: Sequence[nn.Module], *, kernel_width: int | None = None,
+                 nonfinite: str = "error") -> Batch:
+    """Convert many networks into one ``Batch`` of :class:`NeuronGraph` s.
+
+    The result equals ``Batch.from_data_list([from_module(m) for m in
+    modules])`` (same attributes, same ``to_data_list()``). When all networks
+    share one layout (the usual case: a model zoo, a batch of INRs) it is
+    built directly, with one ``torch.stack`` per weight tensor, several
+    times faster than converting and collating graph by graph; otherwise
+    (or with tracked BatchNorm statistics, whose counters live in each
+    graph's layout) it falls back to exactly that.
+
+    Args:
+        modules (Sequence[torch.nn.Module]): the networks.
+        kernel_width (int, optional): see :func:`from_module`.
+        nonfinite (str): see :func:`from_module`.
+    """
+    modules = list(modules)
+    if not modules:
+        raise ValueError("from_modules: needs at least one module")
+    steps, leaves = _steps_and_leaves(modules[0])
+    template = _template_of_steps(steps, modules[0], kernel_width)
+    _check_nonfinite_choice(nonfinite)
+    states = [_module_state(modules[0], steps, leaves)]
+    for module in modules[1:]:
+        other_steps, other_leaves = _steps_and_leaves(module)
+        if other_steps != steps:
+            states = None
+            break
+        states.append(_module_state(module, other_steps, other_leaves))
+    if states is None or not _batchable(template, states):
+        return Batch.from_data_list([from_module(module, kernel_width=kernel_width,
+                                                 nonfinite=nonfinite) for module in modules])
+    return _batch_from_states(template, states, nonfinite)
+
+
+def _module_state(module: nn.Module, steps: list[dict[str, Any]],
+                  leaves: list[nn.Module]) -> Mapping[str, torch.Tensor]:
+    """The entries of ``module.state_dict()`` that the layout needs, read from
+    the leaves directly (``state_dict()`` walks every module with hooks and
+    costs more than the rest of the conversion on a small network)."""
+    if module._state_dict_hooks or module._state_dict_pre_hooks:
+        return module.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for step, leaf in zip(steps, leaves):
+        if leaf._state_dict_hooks or leaf._state_dict_pre_hooks:
+            return module.state_dict()
+        prefix = f"{step['name']}." if step["name"] else ""
+        for key, value in leaf._parameters.items():
+            if value is not None:
+                state[prefix + key] = value.detach()
+        for key, value in leaf._buffers.items():
+            if value is not None and key not in leaf._non_persistent_buffers_set:
+                state[prefix + key] = value.detach()
+    return state
 
 
 # --- state dict -> graph -------------------------------------------------
-def _tensor(state_dict: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...],
-            nonfinite: str) -> torch.Tensor:
+def _check_nonfinite_choice(nonfinite: str) -> None:
+    if nonfinite not in NONFINITE_CHOICES:
+        raise ValueError(f"from_state_dict: nonfinite must be one of {NONFINITE_CHOICES}, "
+                         f"got {nonfinite!r}")
+
+
+def _tensor(state_dict: Mapping[str, torch.Tensor], key: str,
+            shape: tuple[int, ...]) -> torch.Tensor:
     if key not in state_dict:
         raise KeyError(f"from_state_dict: the state dict has no entry '{key}' "
                        f"(expected shape {tuple(shape)})")
@@ -101,10 +185,22 @@ def _tensor(state_dict: Mapping[str, torch.Tensor], key: str, shape: tuple[int, 
     if tuple(value.shape) != tuple(shape):
         raise ValueError(f"from_state_dict: '{key}' has shape {tuple(value.shape)}, "
                          f"the layout expects {tuple(shape)}")
-    if nonfinite == "error" and value.is_floating_point() and not torch.isfinite(value).all():
-        raise ValueError(f"from_state_dict: '{key}' holds NaN or inf values "
-                         "(pass nonfinite='keep' to convert them anyway)")
     return value
+
+
+def _check_finite(totals: list[torch.Tensor], named: list[tuple[str, torch.Tensor]]) -> None:
+    """Reject NaN / inf among ``named`` tensors (in order).
+
+    A sum of finite numbers is finite unless it overflows, and any NaN or
+    inf makes it non-finite: one reduction over the assembled features
+    decides the common case; only a non-finite sum looks at each tensor.
+    """
+    if all(bool(torch.isfinite(total)) for total in totals):
+        return
+    for key, value in named:
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"from_state_dict: '{key}' holds NaN or inf values "
+                             "(pass nonfinite='keep' to convert them anyway)")
 
 
 def from_state_dict(state_dict: Mapping[str, torch.Tensor], layout: Layout | str | list, *,
@@ -119,32 +215,28 @@ def from_state_dict(state_dict: Mapping[str, torch.Tensor], layout: Layout | str
         kernel_width (int, optional): see :func:`from_module`.
         nonfinite (str): see :func:`from_module`.
     """
-    if nonfinite not in NONFINITE_CHOICES:
-        raise ValueError(f"from_state_dict: nonfinite must be one of {NONFINITE_CHOICES}, "
-                         f"got {nonfinite!r}")
-    layout = Layout.coerce(layout)
-    graph = graph_structure(layout, kernel_width, dtype=_weight_dtype(state_dict, layout))
-    offsets = layer_offsets(layout)
-    for layer, start in zip(layout.weight_layers(), edge_layer_offsets(layout)):
-        weight = _tensor(state_dict, f"{layer.name}.weight", layer.weight_shape, nonfinite)
-        kernels = weight.reshape(-1, layer.positions).to(graph.edge_attr.dtype)
-        graph.edge_attr[start:start + kernels.size(0), : layer.positions] = kernels
-        if layer.bias:
-            bias = _tensor(state_dict, f"{layer.name}.bias", (layer.out_neurons,), nonfinite)
-            graph.x[offsets[layer.index]:offsets[layer.index + 1], 0] = bias
-    sizes = layout.neuron_layer_sizes
-    for neuron_layer, step in layout.steps_by_neuron_layer():
-        span = slice(offsets[neuron_layer], offsets[neuron_layer + 1])
-        if step["kind"] in NORM_KINDS:
-            for column, key in _norm_entries(step):
-                graph.node_norm[span, column] = _tensor(
-                    state_dict, f"{step['name']}.{key}", (sizes[neuron_layer],), nonfinite)
-            tracked = state_dict.get(f"{step['name']}.num_batches_tracked")
-            if step["kind"] == "batchnorm" and tracked is not None \
-                    and int(tracked) != step["num_batches_tracked"]:
-                layout = _with_batches_tracked(layout, step["name"], int(tracked))
-                graph.layout = layout.to_json()
-    return graph
+    _check_nonfinite_choice(nonfinite)
+    return _graph_from_state(_template(layout, kernel_width), state_dict, nonfinite)
+
+
+def from_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]],
+                     layout: Layout | str | list, *, kernel_width: int | None = None,
+                     nonfinite: str = "error") -> Batch:
+    """One ``Batch`` of the graphs of many state dicts of one layout.
+
+    Equals ``Batch.from_data_list([from_state_dict(sd, layout) for sd in
+    state_dicts])``, built with one ``torch.stack`` per tensor (see
+    :func:`from_modules`).
+    """
+    _check_nonfinite_choice(nonfinite)
+    states = list(state_dicts)
+    if not states:
+        raise ValueError("from_state_dicts: needs at least one state dict")
+    template = _template(layout, kernel_width)
+    if not _batchable(template, states):
+        return Batch.from_data_list([from_state_dict(state, layout, kernel_width=kernel_width,
+                                                     nonfinite=nonfinite) for state in states])
+    return _batch_from_states(template, states, nonfinite)
 
 
 def layer_offsets(layout: Layout) -> list[int]:
@@ -170,10 +262,102 @@ def graph_structure(layout: Layout | str | list, kernel_width: int | None = None
     Nodes are sorted by layer, then position; edges by layer, then target,
     then source (the row-major order of each weight matrix).
     """
-    layout = Layout.coerce(layout)
+    template = _template(layout, kernel_width)
     dtype = dtype or torch.get_default_dtype()
+    return template.graph(torch.zeros(template.num_nodes, 1, dtype=dtype),
+                          torch.zeros(template.num_edges, template.width, dtype=dtype),
+                          template.identity_norms(dtype), template.layout_json)
+
+
+# --- per-layout structure, cached -------------------------------------------
+@dataclass(eq=False)
+class _Template:
+    """What a layout's graph holds besides weights: built once per layout.
+
+    Never handed out: graphs get clones of the id tensors.
+    """
+
+    layout: Layout
+    layout_json: str
+    layers: list[WeightLayer]
+    sizes: list[int]
+    offsets: list[int]
+    width: int
+    norm_steps: list[tuple[int, dict[str, Any]]]
+    node_ids: torch.Tensor    # [4, N]: node_layer, node_role, node_pos, node_act
+    edge_ids: torch.Tensor    # [2, E]: edge_layer, edge_kind
+    edge_index: torch.Tensor  # [2, E]
+
+    @property
+    def num_nodes(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def num_edges(self) -> int:
+        return self.edge_index.size(1)
+
+    def identity_norms(self, dtype: torch.dtype, copies: int = 1) -> torch.Tensor:
+        return torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(copies * self.num_nodes, 1)
+
+    def graph(self, x: torch.Tensor, edge_attr: torch.Tensor, node_norm: torch.Tensor,
+              layout_json: str) -> NeuronGraph:
+        node_ids, edge_ids = self.node_ids.clone(), self.edge_ids.clone()
+        return NeuronGraph.from_attributes(
+            x=x, edge_index=self.edge_index.clone(), edge_attr=edge_attr,
+            node_layer=node_ids[0], node_role=node_ids[1], node_pos=node_ids[2],
+            node_act=node_ids[3], edge_layer=edge_ids[0], edge_kind=edge_ids[1],
+            node_norm=node_norm, kernel_width=torch.tensor([self.width]), layout=layout_json,
+            num_nodes=self.num_nodes)
+
+
+#: (layout JSON, kernel_width) -> _Template, least recently built dropped first
+_TEMPLATES: "OrderedDict[tuple[str, int | None], _Template]" = OrderedDict()
+_TEMPLATE_CACHE_SIZE = 256
+
+
+def _width_key(kernel_width: int | None) -> int | None:
+    return None if kernel_width is None else int(kernel_width)
+
+
+def _remember(key: tuple[str, int | None], template: _Template) -> _Template:
+    _TEMPLATES[key] = template
+    while len(_TEMPLATES) > _TEMPLATE_CACHE_SIZE:
+        _TEMPLATES.popitem(last=False)
+    return template
+
+
+def _template(layout: Layout | str | list, kernel_width: int | None) -> _Template:
+    width = _width_key(kernel_width)
+    if isinstance(layout, str):  # a graph's own layout string: no parsing on a hit
+        hit = _TEMPLATES.get((layout, width))
+        if hit is not None:
+            return hit
+    parsed = Layout.coerce(layout)
+    layout_json = parsed.to_json()
+    template = _TEMPLATES.get((layout_json, width))
+    if template is None:
+        template = _remember((layout_json, width), _build_template(parsed, layout_json, width))
+    if isinstance(layout, str) and layout != layout_json:
+        _remember((layout, width), template)
+    return template
+
+
+def _template_of_steps(steps: list[dict[str, Any]], module: nn.Module,
+                       kernel_width: int | None) -> _Template:
+    """The template of a module's (unchecked) steps; checks them on a cache miss
+    only (equal steps pass the same checks)."""
+    width = _width_key(kernel_width)
+    layout_json = json.dumps(steps, separators=(",", ":"), sort_keys=True)  # Layout.to_json
+    template = _TEMPLATES.get((layout_json, width))
+    if template is None:
+        layout = _checked_layout(steps, module)
+        template = _remember((layout_json, width), _build_template(layout, layout_json, width))
+    return template
+
+
+def _build_template(layout: Layout, layout_json: str, kernel_width: int | None) -> _Template:
     sizes = layout.neuron_layer_sizes
-    width = layout.kernel_width if kernel_width is None else int(kernel_width)
+    width = layout.kernel_width if kernel_width is None else kernel_width
     if width < layout.kernel_width:
         raise ValueError(f"kernel_width={width} is smaller than the largest kernel of the "
                          f"network ({layout.kernel_width} positions)")
@@ -183,13 +367,18 @@ def graph_structure(layout: Layout | str | list, kernel_width: int | None = None
     node_role[: sizes[0]] = int(NodeRole.INPUT)
     node_role[offsets[-2]:] = int(NodeRole.OUTPUT)
     node_act = torch.full((num_nodes,), int(Activation.IDENTITY), dtype=torch.long)
+    norm_steps = []
     for neuron_layer, step in layout.steps_by_neuron_layer():
-        if step["kind"] == "act" and neuron_layer > 0:
+        if step["kind"] == "act" and neuron_layer > 0 \
+                and modules.activation_code(step) != Activation.IDENTITY:
             node_act[offsets[neuron_layer]:offsets[neuron_layer + 1]] = int(
                 modules.activation_code(step))
+        elif step["kind"] in NORM_KINDS:
+            norm_steps.append((neuron_layer, step))
 
+    layers = layout.weight_layers()
     edge_index, edge_layer, edge_kind = [], [], []
-    for layer in layout.weight_layers():
+    for layer in layers:
         dst = torch.arange(layer.out_neurons).repeat_interleave(layer.in_neurons)
         src = torch.arange(layer.in_neurons).repeat(layer.out_neurons)
         edge_index.append(torch.stack([src + offsets[layer.index - 1],
@@ -198,20 +387,147 @@ def graph_structure(layout: Layout | str | list, kernel_width: int | None = None
         kind = (EdgeKind.CONV if layer.kind == "conv" else
                 EdgeKind.FLATTEN if layer.kernel_shape else EdgeKind.LINEAR)
         edge_kind.append(torch.full((dst.numel(),), int(kind), dtype=torch.long))
-    edge_index = torch.cat(edge_index, dim=1)
-    return NeuronGraph(
-        x=torch.zeros(num_nodes, 1, dtype=dtype), edge_index=edge_index,
-        edge_attr=torch.zeros(edge_index.size(1), width, dtype=dtype),
-        node_layer=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
-        node_role=node_role, node_pos=torch.cat([torch.arange(n) for n in sizes]),
-        node_act=node_act, edge_layer=torch.cat(edge_layer), edge_kind=torch.cat(edge_kind),
-        node_norm=torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(num_nodes, 1),
-        kernel_width=torch.tensor([width]), layout=layout.to_json(), num_nodes=num_nodes)
+    node_layer = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    node_pos = torch.cat([torch.arange(n) for n in sizes])
+    return _Template(layout, layout_json, layers, sizes, offsets, width, norm_steps,
+                     torch.stack([node_layer, node_role, node_pos, node_act]),
+                     torch.stack([torch.cat(edge_layer), torch.cat(edge_kind)]),
+                     torch.cat(edge_index, dim=1))
 
 
-def _weight_dtype(state_dict: Mapping[str, torch.Tensor], layout: Layout) -> torch.dtype:
-    key = f"{layout.weight_layers()[0].name}.weight"
-    value = state_dict.get(key)
+# --- filling a template with weights ------------------------------------------
+def _as_edge_rows(weight: torch.Tensor, layer: WeightLayer, width: int,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """``[..., out * in, width]``: a (stacked) weight as zero-padded edge kernels."""
+    lead = weight.shape[: weight.dim() - len(layer.weight_shape)]
+    kernels = weight.to("cpu", dtype).reshape(*lead, -1, layer.positions)
+    if layer.positions < width:
+        kernels = F.pad(kernels, (0, width - layer.positions))
+    return kernels
+
+
+def _graph_from_state(template: _Template, state_dict: Mapping[str, torch.Tensor],
+                      nonfinite: str) -> NeuronGraph:
+    dtype = _weight_dtype(state_dict, template.layers)
+    named: list[tuple[str, torch.Tensor]] = []
+
+    def entry(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        value = _tensor(state_dict, key, shape)
+        named.append((key, value))
+        return value
+
+    edges, nodes = [], [torch.zeros(template.sizes[0], dtype=dtype)]
+    for layer in template.layers:
+        edges.append(_as_edge_rows(entry(state_key(layer.name, "weight"), layer.weight_shape),
+                                   layer, template.width, dtype))
+        nodes.append(entry(state_key(layer.name, "bias"), (layer.out_neurons,)).to("cpu", dtype)
+                     if layer.bias else torch.zeros(layer.out_neurons, dtype=dtype))
+    edge_attr = torch.cat(edges)
+    x = torch.cat(nodes).unsqueeze(1)
+    node_norm = template.identity_norms(dtype)
+    layout, layout_json = template.layout, template.layout_json
+    offsets = template.offsets
+    for neuron_layer, step in template.norm_steps:
+        span = slice(offsets[neuron_layer], offsets[neuron_layer + 1])
+        for column, key in _norm_entries(step):
+            node_norm[span, column] = entry(state_key(step["name"], key),
+                                            (template.sizes[neuron_layer],))
+        tracked = state_dict.get(state_key(step["name"], "num_batches_tracked"))
+        if step["kind"] == "batchnorm" and tracked is not None \
+                and int(tracked) != step["num_batches_tracked"]:
+            layout = _with_batches_tracked(layout, step["name"], int(tracked))
+            layout_json = layout.to_json()
+    if nonfinite == "error":
+        _check_finite([edge_attr.sum() + x.sum() + node_norm.sum()], named)
+    return template.graph(x, edge_attr, node_norm, layout_json)
+
+
+def _batchable(template: _Template, states: list[Mapping[str, torch.Tensor]]) -> bool:
+    """Whether :func:`_batch_from_states` gives what graph-by-graph collation gives:
+    one weight dtype (collation would promote) and no per-graph layout changes."""
+    if any(step["kind"] == "batchnorm" and step["track_running_stats"]
+           for _, step in template.norm_steps):
+        return False
+    dtype = _weight_dtype(states[0], template.layers)
+    return all(_weight_dtype(state, template.layers) == dtype for state in states[1:])
+
+
+def _batch_from_states(template: _Template, states: list[Mapping[str, torch.Tensor]],
+                       nonfinite: str) -> Batch:
+    dtype = _weight_dtype(states[0], template.layers)
+    count = len(states)
+    named: list[tuple[str, torch.Tensor]] = []
+
+    def stacked(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        values = []
+        for state in states:
+            value = _tensor(state, key, shape)
+            named.append((key, value))
+            values.append(value.to("cpu", dtype))
+        return torch.stack(values)
+
+    edges, nodes = [], [torch.zeros(count, template.sizes[0], dtype=dtype)]
+    for layer in template.layers:
+        edges.append(_as_edge_rows(stacked(state_key(layer.name, "weight"), layer.weight_shape),
+                                   layer, template.width, dtype))
+        nodes.append(stacked(state_key(layer.name, "bias"), (layer.out_neurons,)) if layer.bias
+                     else torch.zeros(count, layer.out_neurons, dtype=dtype))
+    edge_attr = torch.cat(edges, dim=1).reshape(-1, template.width)
+    x = torch.cat(nodes, dim=1).reshape(-1, 1)
+    node_norm = template.identity_norms(dtype, count)
+    per_graph = node_norm.view(count, template.num_nodes, len(NORM_IDENTITY))
+    offsets = template.offsets
+    for neuron_layer, step in template.norm_steps:
+        span = slice(offsets[neuron_layer], offsets[neuron_layer + 1])
+        for column, key in _norm_entries(step):
+            per_graph[:, span, column] = stacked(state_key(step["name"], key),
+                                                 (template.sizes[neuron_layer],))
+    if nonfinite == "error":
+        _check_finite([edge_attr.sum() + x.sum() + node_norm.sum()], named)
+    return _collated(template, count, x, edge_attr, node_norm)
+
+
+def _collated(template: _Template, count: int, x: torch.Tensor, edge_attr: torch.Tensor,
+              node_norm: torch.Tensor) -> Batch:
+    """The ``Batch`` that ``Batch.from_data_list`` makes of ``count`` graphs of one
+    template (attributes, slices and increments), without building the graphs."""
+    num_nodes, num_edges = template.num_nodes, template.num_edges
+    graph_ids = torch.arange(count)
+    node_slices = torch.arange(count + 1) * num_nodes
+    edge_slices = torch.arange(count + 1) * num_edges
+    node_shift = node_slices[:-1]
+    edge_index = (template.edge_index.unsqueeze(1) + node_shift.view(1, -1, 1)).reshape(2, -1)
+    node_ids = template.node_ids.repeat(1, count)
+    edge_ids = template.edge_ids.repeat(1, count)
+    attributes = {
+        "x": x, "edge_index": edge_index, "edge_attr": edge_attr,
+        "node_layer": node_ids[0], "node_role": node_ids[1], "node_pos": node_ids[2],
+        "node_act": node_ids[3], "edge_layer": edge_ids[0], "edge_kind": edge_ids[1],
+        "node_norm": node_norm, "kernel_width": torch.full((count,), template.width),
+        "layout": [template.layout_json] * count}
+    node_keys = ("x", "node_layer", "node_role", "node_pos", "node_act", "node_norm")
+    slices = {key: node_slices if key in node_keys else
+              graph_ids.new_tensor(range(count + 1)) if key in ("kernel_width", "layout")
+              else edge_slices for key in attributes}
+    increments = {key: None if key == "layout" else
+                  node_shift if key == "edge_index" else torch.zeros(count, dtype=torch.long)
+                  for key in attributes}
+    batch = Batch(_base_cls=NeuronGraph)
+    for key, value in attributes.items():
+        batch[key] = value
+    batch._store._num_nodes = [num_nodes] * count
+    batch.num_nodes = num_nodes * count
+    batch.batch = graph_ids.repeat_interleave(num_nodes)
+    batch.ptr = node_slices
+    batch._num_graphs = count
+    batch._slice_dict = slices
+    batch._inc_dict = increments
+    return batch
+
+
+def _weight_dtype(state_dict: Mapping[str, torch.Tensor],
+                  layers: list[WeightLayer]) -> torch.dtype:
+    value = state_dict.get(f"{layers[0].name}.weight")
     return value.dtype if isinstance(value, torch.Tensor) and value.is_floating_point() \
         else torch.get_default_dtype()
 
@@ -265,17 +581,17 @@ def to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, torch.Tensor]":
         span = slice(offsets[neuron_layer], offsets[neuron_layer + 1])
         if step["kind"] in ("linear", "conv"):
             layer = layers[step["name"]]
-            state[f"{layer.name}.weight"] = _layer_weight(graph, layer, offsets, width)
+            state[state_key(layer.name, "weight")] = _layer_weight(graph, layer, offsets, width)
             if layer.bias:
-                state[f"{layer.name}.bias"] = graph.x[span, 0].clone()
+                state[state_key(layer.name, "bias")] = graph.x[span, 0].clone()
             elif bool((graph.x[span, 0] != 0).any()):
                 raise ValueError(f"to_state_dict: layer '{layer.name}' has no bias but the "
                                  "graph gives its neurons nonzero biases")
         elif step["kind"] in NORM_KINDS:
             for column, key in _norm_entries(step):
-                state[f"{step['name']}.{key}"] = graph.node_norm[span, column].clone()
+                state[state_key(step["name"], key)] = graph.node_norm[span, column].clone()
             if step["kind"] == "batchnorm" and step["track_running_stats"]:
-                state[f"{step['name']}.num_batches_tracked"] = torch.tensor(
+                state[state_key(step["name"], "num_batches_tracked")] = torch.tensor(
                     step["num_batches_tracked"], dtype=torch.long)
     return state
 
@@ -318,7 +634,7 @@ def to_module(graph: NeuronGraph) -> nn.Sequential:
         child = modules.build(step).to(dtype)
         children.append(child)
         for key in child.state_dict():
-            renamed[f"{index}.{key}"] = state[f"{step['name']}.{key}"]
+            renamed[f"{index}.{key}"] = state[state_key(step["name"], key)]
     module = nn.Sequential(*children)
     module.load_state_dict(renamed)
     return module

@@ -31,6 +31,11 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 WEIGHT_KINDS = ("linear", "conv")
+
+
+def state_key(name: str, suffix: str) -> str:
+    """State-dict key of a step's tensor (a root leaf module has the name '')."""
+    return f"{name}.{suffix}" if name else suffix
 NORM_KINDS = ("batchnorm", "layernorm")
 
 

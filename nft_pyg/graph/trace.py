@@ -90,11 +90,14 @@ def _traced_chain(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]
 
 def _node_modules(node, module, prefix, full, seen):
     if node.op == "call_module":
-        if node.target in seen:
-            raise UnsupportedModuleError(full(node.target), module.get_submodule(node.target),
+        submodule = module.get_submodule(node.target)
+        stateful = any(True for _ in submodule.parameters()) or \
+            any(True for _ in submodule.buffers())
+        if node.target in seen and stateful:  # shared weights; a shared ReLU is fine
+            raise UnsupportedModuleError(full(node.target), submodule,
                                          "the same module is applied twice")
         seen.add(node.target)
-        return module_chain(module.get_submodule(node.target), full(node.target))
+        return module_chain(submodule, full(node.target))
     if node.op == "call_function" and node.target in (torch.flatten,):
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)

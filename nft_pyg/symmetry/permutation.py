@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from ..graph.convert import layout_of
-from ..graph.layout import NORM_KINDS, WEIGHT_KINDS, Layout
+from ..graph.layout import NORM_KINDS, WEIGHT_KINDS, Layout, state_key
 from ..graph.neuron_graph import EDGE_IDS, NODE_IDS
 from ..tensor.weight_space import WeightSpace
 
@@ -368,18 +368,18 @@ def permute_state_dict(state_dict: Mapping[str, Tensor], layout: Layout | str | 
         if step["kind"] in WEIGHT_KINDS:
             layer = layers[step["name"]]
             cols = perm[layer.index - 1]
-            key = f"{layer.name}.weight"
+            key = state_key(layer.name, "weight")
             weight = _entry(state, key, where)
             # a Flatten-then-Linear weight holds `positions` consecutive columns per channel
             kernels = weight.reshape(layer.out_neurons, layer.in_neurons, layer.positions)
             kernels = kernels[rows.to(weight.device)][:, cols.to(weight.device)]
             state[key] = kernels.reshape(weight.shape).clone()
             if layer.bias:
-                bias = _entry(state, f"{layer.name}.bias", where)
-                state[f"{layer.name}.bias"] = bias[rows.to(bias.device)].clone()
+                bias = _entry(state, state_key(layer.name, "bias"), where)
+                state[state_key(layer.name, "bias")] = bias[rows.to(bias.device)].clone()
         elif step["kind"] in NORM_KINDS:
             for suffix in _NORM_ENTRIES:
-                key = f"{step['name']}.{suffix}"
+                key = state_key(step["name"], suffix)
                 if key in state and state[key] is not None:
                     state[key] = state[key][rows.to(state[key].device)].clone()
     return state

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from ..graph.convert import graph_structure, layout_of, to_module
-from ..graph.layout import Layout
+from ..graph.layout import Layout, state_key
 from ..graph.neuron_graph import NeuronGraph
 
 
@@ -115,9 +115,12 @@ class WeightSpace:
                   for bias in self.biases]
         return WeightSpace(weights, biases, self.layout)
 
-    def unfold_kernels(self, kernel_shapes: Sequence[tuple[int, ...]]) -> "WeightSpace":
-        """Inverse of :meth:`fold_kernels` given each layer's kernel shape."""
-        width = max(_shape_size(k) for k in kernel_shapes)
+    def unfold_kernels(self, kernel_shapes: Sequence[tuple[int, ...]],
+                       kernel_width: int | None = None) -> "WeightSpace":
+        """Inverse of :meth:`fold_kernels` given each layer's kernel shape and the
+        ``kernel_width`` it was folded with (default: the largest kernel)."""
+        width = max(_shape_size(k) for k in kernel_shapes) if kernel_width is None \
+            else kernel_width
         weights, biases = [], []
         for w, bias, shape in zip(self.weights, self.biases, kernel_shapes):
             b, cs, n, m = w.shape
@@ -235,12 +238,12 @@ class WeightSpace:
         layout = Layout.coerce(layout)
         weights, biases = [], []
         for layer in layout.weight_layers():
-            w = torch.stack([sd[f"{layer.name}.weight"] for sd in state_dicts])
+            w = torch.stack([sd[state_key(layer.name, "weight")] for sd in state_dicts])
             w = w.reshape(len(state_dicts), layer.out_neurons, layer.in_neurons,
                           *layer.kernel_shape)
             weights.append(w.unsqueeze(1))
             if layer.bias:
-                b = torch.stack([sd[f"{layer.name}.bias"] for sd in state_dicts])
+                b = torch.stack([sd[state_key(layer.name, "bias")] for sd in state_dicts])
             else:
                 b = w.new_zeros(len(state_dicts), layer.out_neurons)
             biases.append(b.unsqueeze(1))
@@ -254,9 +257,9 @@ class WeightSpace:
         states = [dict() for _ in range(self.batch_size)]
         for layer, w, b in zip(layout.weight_layers(), self.weights, self.biases):
             for state, wb, bb in zip(states, w[:, 0], b[:, 0]):
-                state[f"{layer.name}.weight"] = wb.reshape(layer.weight_shape).clone()
+                state[state_key(layer.name, "weight")] = wb.reshape(layer.weight_shape).clone()
                 if layer.bias:
-                    state[f"{layer.name}.bias"] = bb.clone()
+                    state[state_key(layer.name, "bias")] = bb.clone()
         return states
 
     def to_modules(self) -> list[nn.Module]:

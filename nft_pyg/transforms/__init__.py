@@ -1,0 +1,4 @@
+"""PyG transforms for neuron graphs."""
+from .pad_kernels import PadKernels
+
+__all__ = ["PadKernels"]
