@@ -102,7 +102,8 @@ def siren(
             used. Parameters are drawn layer by layer, weight then bias.
 
     Returns:
-        A float32 ``nn.Sequential`` on the CPU.
+        An ``nn.Sequential`` on the CPU in the default dtype (float32 unless
+        changed); use ``.double()`` / ``.to(...)`` to convert.
 
     Shapes:
         - input: ``[*, in_features]``
