@@ -2,6 +2,7 @@
 from .conv import HNPConv, NFTAttention, NPConv, PointwiseConv
 from .encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncoding
 from .kernel_projection import KernelProjection, KernelReadout
+from .nft_block import LatentCrossAttention, NFTBlock
 from .norm import WeightSpaceLayerNorm
 from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
                         WeightSpaceSequential)
@@ -12,4 +13,4 @@ __all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "HNPP
            "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
            "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm",
            "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
-           "WeightSpaceSequential", "LayerStructure"]
+           "WeightSpaceSequential", "LayerStructure", "NFTBlock", "LatentCrossAttention"]
