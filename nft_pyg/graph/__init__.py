@@ -1,10 +1,12 @@
 """Networks <-> neuron graphs."""
-from .convert import from_module, from_state_dict, layout_of, to_module, to_state_dict
+from .convert import (from_module, from_state_dict, graph_structure, layout_of, to_module,
+                      to_state_dict)
 from .layout import Layout, WeightLayer
 from .modules import Sine, UnsupportedModuleError
 from .neuron_graph import NeuronGraph
 from .types import Activation, EdgeKind, NodeRole
+from .validate import GraphFormatError, validate
 
-__all__ = ["from_module", "from_state_dict", "layout_of", "to_module", "to_state_dict",
-           "Layout", "WeightLayer", "Sine", "UnsupportedModuleError", "NeuronGraph",
-           "Activation", "EdgeKind", "NodeRole"]
+__all__ = ["from_module", "from_state_dict", "graph_structure", "layout_of", "to_module",
+           "to_state_dict", "Layout", "WeightLayer", "Sine", "UnsupportedModuleError",
+           "NeuronGraph", "Activation", "EdgeKind", "NodeRole", "GraphFormatError", "validate"]
