@@ -19,8 +19,14 @@ from .types import Activation
 class Sine(nn.Module):
     r"""The SIREN activation :math:`\sin(\omega_0 x)` (Sitzmann et al., 2020).
 
+    The one sine class of the project (``nft_pyg.Sine``, ``nft_pyg.inr.Sine``).
+
     Args:
         w0 (float): the frequency :math:`\omega_0` (30 in the SIREN paper).
+
+    Shapes:
+        - input: any shape ``[*]``
+        - output: the same shape
     """
 
     def __init__(self, w0: float = 30.0):

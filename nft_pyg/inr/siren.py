@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..graph.modules import Sine
+
 __all__ = ["Sine", "siren", "init_bounds", "siren_layers", "stack_modules"]
 
 
@@ -36,28 +38,6 @@ def init_bounds(sizes: Sequence[int], w0: float) -> List[Tuple[float, float]]:
         w_bound = 1.0 / n_in if i == 0 else math.sqrt(6.0 / n_in) / w0
         bounds.append((w_bound, 1.0 / math.sqrt(n_in)))
     return bounds
-
-
-class Sine(nn.Module):
-    r"""Sine activation :math:`x \mapsto \sin(w_0 x)`.
-
-    Args:
-        w0: Frequency factor applied to the input before the sine.
-
-    Shapes:
-        - input: any shape ``[*]``
-        - output: same shape ``[*]``
-    """
-
-    def __init__(self, w0: float = 30.0) -> None:
-        super().__init__()
-        self.w0 = float(w0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sin(self.w0 * x)
-
-    def extra_repr(self) -> str:
-        return f"w0={self.w0}"
 
 
 def _uniform_(tensor: Tensor, bound: float, generator: Optional[torch.Generator]) -> None:
@@ -126,13 +106,30 @@ def siren(
     return nn.Sequential(*layers)
 
 
+def _sine_w0(module: nn.Module) -> Optional[float]:
+    """The frequency of a sine activation, or ``None`` if ``module`` is not one.
+
+    Accepts :class:`Sine` and, like :mod:`nft_pyg.graph`, any class named
+    ``Sine`` with a numeric ``w0`` (or ``omega_0``) computing ``sin(w0 * x)``.
+    """
+    if not isinstance(module, Sine) and type(module).__name__ != "Sine":
+        return None
+    w0 = getattr(module, "w0", getattr(module, "omega_0", None))
+    if isinstance(w0, bool) or not isinstance(w0, (int, float)):
+        return None
+    return float(w0)
+
+
 def siren_layers(module: nn.Module) -> Tuple[List[nn.Linear], List[float]]:
     """Parse a SIREN ``nn.Sequential`` into its linear layers and frequencies.
 
     Args:
         module: ``Sequential(Linear, Sine, Linear, Sine, ..., Linear)``, as
             built by :func:`siren`. Every ``Linear`` must have a bias and
-            consecutive layer sizes must match.
+            consecutive layer sizes must match. Besides :class:`Sine`, any
+            class named ``Sine`` with a numeric ``w0`` (or ``omega_0``)
+            attribute counts as a sine activation (e.g. the one of
+            :mod:`nft_pyg.graph`).
 
     Returns:
         ``(linears, w0s)`` with ``len(w0s) == len(linears) - 1``; ``w0s[i]``
@@ -169,9 +166,10 @@ def siren_layers(module: nn.Module) -> Tuple[List[nn.Linear], List[float]]:
                 )
             linears.append(child)
         else:
-            if not isinstance(child, Sine):
+            w0 = _sine_w0(child)
+            if w0 is None:
                 raise fail(f"child {j} is {type(child).__name__}, expected Sine")
-            w0s.append(child.w0)
+            w0s.append(w0)
     return linears, w0s
 
 

@@ -101,3 +101,22 @@ def test_stack_modules():
         stack_modules([siren(2, (5,), 1), siren(2, (6,), 1)])
     with pytest.raises(ValueError, match="at least one"):
         stack_modules([])
+
+
+def test_siren_layers_accepts_other_sine_classes():
+    class Sine(nn.Module):  # e.g. a third-party SIREN's activation
+        def __init__(self, omega_0):
+            super().__init__()
+            self.omega_0 = omega_0
+
+        def forward(self, x):
+            return torch.sin(self.omega_0 * x)
+
+    net = nn.Sequential(nn.Linear(2, 4), Sine(15), nn.Linear(4, 1))
+    assert siren_layers(net)[1] == [15.0]
+
+    class Wave(nn.Module):
+        w0 = 3.0
+
+    with pytest.raises(ValueError, match="child 1 is Wave, expected Sine"):
+        siren_layers(nn.Sequential(nn.Linear(2, 4), Wave(), nn.Linear(4, 1)))
