@@ -1,6 +1,7 @@
 """Networks <-> neuron graphs."""
 from .convert import (from_module, from_state_dict, graph_structure, layout_of, to_module,
                       to_state_dict)
+from .escnn import EscnnUnsupportedError, from_escnn
 from .layout import Layout, WeightLayer
 from .modules import Sine, UnsupportedModuleError
 from .neuron_graph import NeuronGraph
@@ -9,4 +10,5 @@ from .validate import GraphFormatError, validate
 
 __all__ = ["from_module", "from_state_dict", "graph_structure", "layout_of", "to_module",
            "to_state_dict", "Layout", "WeightLayer", "Sine", "UnsupportedModuleError",
-           "NeuronGraph", "Activation", "EdgeKind", "NodeRole", "GraphFormatError", "validate"]
+           "NeuronGraph", "Activation", "EdgeKind", "NodeRole", "GraphFormatError", "validate",
+           "from_escnn", "EscnnUnsupportedError"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -88,7 +88,7 @@ def _checked_layout(steps: list[dict[str, Any]], module: nn.Module) -> Layout:
 
 
 def from_module(module: nn.Module, *, kernel_width: int | None = None,
-                nonfinite: str = "error") -> NeuronGraph:
+                nonfinite: str = "error", view: str | None = None) -> NeuronGraph:
     """Convert a network into a :class:`NeuronGraph`.
 
     Args:
@@ -99,11 +99,19 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
             largest kernel of the network.
         nonfinite (str): ``"error"`` (default) rejects NaN/inf weights,
             ``"keep"`` copies them.
+        view (str, optional): escnn networks only: ``"channel"`` (default)
+            or ``"field"``, see :func:`nft_pyg.graph.escnn.from_escnn`.
 
     To convert many networks of one architecture into a batch, use
     :func:`from_modules` (one stacked copy per weight layer instead of one
     graph per network).
     """
+    from .escnn import from_escnn, is_escnn_module  # lazy: escnn.py imports this module
+    if is_escnn_module(module):
+        return from_escnn(module, view or "channel", kernel_width=kernel_width,
+                          nonfinite=nonfinite)
+    if view is not None:
+        raise ValueError(f"from_module: view={view!r} is for escnn networks only")
     steps, leaves = _steps_and_leaves(module)
     template = _template_of_steps(steps, module, kernel_width)
     _check_nonfinite_choice(nonfinite)
@@ -287,6 +295,8 @@ class _Template:
     node_ids: torch.Tensor    # [4, N]: node_layer, node_role, node_pos, node_act
     edge_ids: torch.Tensor    # [2, E]: edge_layer, edge_kind
     edge_index: torch.Tensor  # [2, E]
+    kernel_width: torch.Tensor  # [1]
+    _identity_norms: dict = field(default_factory=dict)  # dtype -> [N, 4]
 
     @property
     def num_nodes(self) -> int:
@@ -297,7 +307,14 @@ class _Template:
         return self.edge_index.size(1)
 
     def identity_norms(self, dtype: torch.dtype, copies: int = 1) -> torch.Tensor:
-        return torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(copies * self.num_nodes, 1)
+        """A fresh ``[copies * N, 4]`` tensor of identity norm parameters."""
+        if copies != 1:
+            return torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(copies * self.num_nodes, 1)
+        norms = self._identity_norms.get(dtype)
+        if norms is None:
+            norms = torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(self.num_nodes, 1)
+            self._identity_norms[dtype] = norms
+        return norms.clone()
 
     def graph(self, x: torch.Tensor, edge_attr: torch.Tensor, node_norm: torch.Tensor,
               layout_json: str) -> NeuronGraph:
@@ -306,7 +323,7 @@ class _Template:
             x=x, edge_index=self.edge_index.clone(), edge_attr=edge_attr,
             node_layer=node_ids[0], node_role=node_ids[1], node_pos=node_ids[2],
             node_act=node_ids[3], edge_layer=edge_ids[0], edge_kind=edge_ids[1],
-            node_norm=node_norm, kernel_width=torch.tensor([self.width]), layout=layout_json,
+            node_norm=node_norm, kernel_width=self.kernel_width.clone(), layout=layout_json,
             num_nodes=self.num_nodes)
 
 
@@ -392,7 +409,7 @@ def _build_template(layout: Layout, layout_json: str, kernel_width: int | None) 
     return _Template(layout, layout_json, layers, sizes, offsets, width, norm_steps,
                      torch.stack([node_layer, node_role, node_pos, node_act]),
                      torch.stack([torch.cat(edge_layer), torch.cat(edge_kind)]),
-                     torch.cat(edge_index, dim=1))
+                     torch.cat(edge_index, dim=1), torch.tensor([width]))
 
 
 # --- filling a template with weights ------------------------------------------
@@ -438,7 +455,8 @@ def _graph_from_state(template: _Template, state_dict: Mapping[str, torch.Tensor
             layout = _with_batches_tracked(layout, step["name"], int(tracked))
             layout_json = layout.to_json()
     if nonfinite == "error":
-        _check_finite([edge_attr.sum() + x.sum() + node_norm.sum()], named)
+        total = edge_attr.sum() + x.sum()
+        _check_finite([total + node_norm.sum() if template.norm_steps else total], named)
     return template.graph(x, edge_attr, node_norm, layout_json)
 
 

@@ -3,6 +3,7 @@ from .conv import HNPConv, NFTAttention, NPConv, PointwiseConv
 from .encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncoding
 from .kernel_projection import KernelProjection, KernelReadout
 from .nft_block import LatentCrossAttention, NFTBlock
+from .mixing import EndpointEdgeUpdate, NodeEdgeAdapter
 from .norm import WeightSpaceLayerNorm
 from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
                         WeightSpaceSequential)
@@ -13,4 +14,5 @@ __all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "HNPP
            "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
            "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm",
            "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
-           "WeightSpaceSequential", "LayerStructure", "NFTBlock", "LatentCrossAttention"]
+           "WeightSpaceSequential", "LayerStructure", "NFTBlock", "LatentCrossAttention",
+           "NodeEdgeAdapter", "EndpointEdgeUpdate"]

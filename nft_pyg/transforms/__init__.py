@@ -1,4 +1,8 @@
-"""PyG transforms for neuron graphs."""
+"""PyG transforms for neuron graphs (``torch_geometric.transforms.BaseTransform``)."""
+from .encodings import AddIOPositions, AddLayerEncoding
+from .normalize import NormalizeWeights, WeightStatistics
 from .pad_kernels import PadKernels
+from .reverse_edges import AddReverseEdges, forward_edges
 
-__all__ = ["PadKernels"]
+__all__ = ["PadKernels", "AddLayerEncoding", "AddIOPositions", "NormalizeWeights",
+           "WeightStatistics", "AddReverseEdges", "forward_edges"]
