@@ -1,0 +1,11 @@
+"""The ticket tests run on one thread (the timings and results assume it)."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
