@@ -8,7 +8,7 @@ cached on the batch (``graph._nft_structure``) so stacked layers share it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -47,9 +47,10 @@ class LayerStructure:
     edge_batch: Tensor
     edge_group: Tensor
     node_group: Tensor
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of(cls, graph, where: str = "operator") -> "LayerStructure":
+    def of(cls, graph, where: str = "operator") -> LayerStructure:
         """The (cached) structure of a ``NeuronGraph`` or a batch of them."""
         missing = [key for key in _REQUIRED if getattr(graph, key, None) is None]
         if missing:
@@ -70,7 +71,7 @@ class LayerStructure:
     @classmethod
     def build(cls, edge_index: Tensor, node_layer: Tensor, edge_layer: Tensor,
               node_role: Tensor, node_pos: Tensor, batch: Tensor | None,
-              num_nodes: int) -> "LayerStructure":
+              num_nodes: int) -> LayerStructure:
         if batch is None:
             batch = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
         num_graphs = int(batch.max()) + 1 if num_nodes else 0
@@ -81,6 +82,45 @@ class LayerStructure:
                    node_role, node_pos, batch, edge_batch,
                    edge_batch * num_layers + edge_layer - 1,
                    batch * (num_layers + 1) + node_layer)
+
+    # --- derived index sets, built on first use -----------------------------
+    def _cached(self, key, build):
+        if key not in self._derived:  # a None result is cached too
+            self._derived[key] = build()
+        return self._derived[key]
+
+    def edge_layer_plan(self, num_types: int) -> TypePlan | None:
+        """How to group edges by weight layer (type ``edge_layer - 1``)."""
+        return self._cached(("edge_plan", num_types), lambda: TypePlan.of(
+            self.edge_layer - 1, num_types, self.num_graphs))
+
+    def node_layer_plan(self, num_types: int) -> TypePlan | None:
+        """How to group neurons by type ``max(node_layer - 1, 0)`` (input neurons
+        share type 0 with layer 1)."""
+        return self._cached(("node_plan", num_types), lambda: TypePlan.of(
+            (self.node_layer - 1).clamp(min=0), num_types, self.num_graphs))
+
+    def neuron_layer_plan(self, num_types: int) -> TypePlan | None:
+        """How to group neurons by neuron layer (type ``node_layer``)."""
+        return self._cached(("neuron_plan", num_types), lambda: TypePlan.of(
+            self.node_layer, num_types, self.num_graphs))
+
+    @property
+    def in_degree(self) -> Tensor:
+        """``[N]`` number of edges into each neuron."""
+        return self._cached("in_degree", lambda: torch.bincount(self.dst,
+                                                               minlength=self.num_nodes))
+
+    @property
+    def reversed_edge_index(self) -> Tensor:
+        """``[2, E]`` edges pointing from target to source (for out-neighbourhoods)."""
+        return self._cached("reversed", lambda: torch.stack([self.dst, self.src]))
+
+    def node_weight_group(self, num_layers: int) -> Tensor:
+        """``[N]`` id ``b * num_layers + (l - 1)`` of each neuron's (graph, weight
+        layer into it); input neurons get their graph's layer-1 id."""
+        return self._cached(("node_weight_group", num_layers), lambda: self.node_batch *
+                            num_layers + (self.node_layer - 1).clamp(min=0))
 
     # --- reductions ---------------------------------------------------------
     def in_mean(self, edge_features: Tensor) -> Tensor:
@@ -110,3 +150,37 @@ class LayerStructure:
     @property
     def is_output(self) -> Tensor:
         return self.node_role == int(NodeRole.OUTPUT)
+
+
+@dataclass(frozen=True)
+class TypePlan:
+    """Rows of a feature matrix grouped by an integer type, for per-type maps.
+
+    ``period`` blocks (the graphs of a batch of one layout) each hold
+    ``counts[t]`` rows of type ``t``, in type order: ``features.view(period,
+    -1, C).split(counts, 1)`` groups them without copying. Otherwise
+    ``order`` sorts the rows by type (``period = 1``) and ``inverse`` undoes
+    it.
+    """
+
+    counts: list[int]
+    period: int
+    order: Tensor | None = None
+    inverse: Tensor | None = None
+
+    @classmethod
+    def of(cls, types: Tensor, num_types: int, num_blocks: int) -> TypePlan | None:
+        """The plan of ``types`` ``[M]``; ``None`` if a type is outside ``0..num_types-1``."""
+        if types.numel() == 0 or int(types.min()) < 0 or int(types.max()) >= num_types:
+            return None
+        rows = types.numel()
+        if num_blocks > 0 and rows % num_blocks == 0:
+            block = types.view(num_blocks, -1)
+            first = block[0]
+            if bool((first[1:] >= first[:-1]).all()) and bool((block == first).all()):
+                counts = torch.bincount(first, minlength=num_types).tolist()
+                return cls(counts, num_blocks)
+        order = torch.sort(types, stable=True).indices
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(rows, device=order.device)
+        return cls(torch.bincount(types, minlength=num_types).tolist(), 1, order, inverse)

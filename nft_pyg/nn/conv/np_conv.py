@@ -186,22 +186,28 @@ class NPConv(MessagePassing):
         num_nodes, L = structure.num_nodes, self.num_layers
         edge_index = graph.edge_index
         into = self.propagate(edge_index, edge_attr=edge_attr, size=(num_nodes, num_nodes))
-        out_of = self.propagate(edge_index.flip(0), edge_attr=edge_attr,
+        out_of = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
                                 size=(num_nodes, num_nodes))
         summary = torch.cat([into, x, out_of], dim=-1)                        # [N, 3C]
-        glob = np_summary(x, edge_attr, structure, L).reshape(structure.num_graphs, -1)
+        glob = np_summary(x, edge_attr, structure, L, in_mean=into).reshape(
+            structure.num_graphs, -1)
 
         # B_l, C_l, E_l projected once per neuron, then gathered per edge
-        projected = layer_linear(summary, self._neuron_layer_weight(), structure.node_layer)
+        projected = layer_linear(summary, self._neuron_layer_weight(), structure.node_layer,
+                                 structure.neuron_layer_plan(L + 1))
         as_src, as_dst, node_out = projected.split(self.out_channels, dim=-1)
         edge_glob, node_glob = self._global_terms(glob)                        # [B * L, C']
 
-        edge_layer = structure.edge_layer - 1
-        edge_out = layer_linear(edge_attr, self.edge_self, edge_layer)
-        edge_out = edge_out + as_src[structure.src] + as_dst[structure.dst]
-        edge_out = edge_out + edge_glob[structure.edge_batch * L + edge_layer]
-        node_layer = (structure.node_layer - 1).clamp(min=0)
-        node_out = node_out + node_glob[structure.node_batch * L + node_layer]
+        # the (graph, layer) global term of an edge is that of its target neuron:
+        # add it per neuron, then gather once per endpoint
+        node_group = structure.node_weight_group(L)
+        as_dst = as_dst + edge_glob.index_select(0, node_group)
+        edge_out = layer_linear(edge_attr, self.edge_self, structure.edge_layer - 1,
+                                structure.edge_layer_plan(L))
+        # in place: edge_out is a fresh [E, C'] tensor, no [E, C'] temporaries
+        edge_out.add_(as_src.index_select(0, structure.src))
+        edge_out.add_(as_dst.index_select(0, structure.dst))
+        node_out = node_out + node_glob.index_select(0, node_group)
         return node_out.masked_fill(input_nodes, 0.0), edge_out
 
     def message(self, edge_attr: Tensor) -> Tensor:

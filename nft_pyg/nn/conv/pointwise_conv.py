@@ -10,18 +10,32 @@ from torch_geometric.nn import MessagePassing
 from ...tensor.pointwise_dense import pointwise_layer_dense
 from ...tensor.weight_space import WeightSpace
 from ..pool.np_pool import check_graph_features, is_input_node
+from ..structure import TypePlan
 
 
-def layer_linear(features: Tensor, weight: Tensor, layer: Tensor) -> Tensor:
+def layer_linear(features: Tensor, weight: Tensor, layer: Tensor,
+                 plan: TypePlan | None = None) -> Tensor:
     r"""Row ``r`` times ``weight[layer[r]]``: ``[M, C]`` x ``[T, C, C']`` -> ``[M, C']``.
 
-    A loop over the ``T`` layer types (as PyG's ``HeteroLinear`` does
-    without ``pyg-lib``): gathering one weight matrix per row instead would
-    need ``M * C * C'`` memory, which for the edges of a network is far
-    more than the features themselves.
+    One matmul per layer type (as PyG's ``HeteroLinear`` does without
+    ``pyg-lib``): gathering one weight matrix per row instead would need
+    ``M * C * C'`` memory. With a :class:`~nft_pyg.nn.structure.TypePlan`
+    (cached per graph by :class:`~nft_pyg.nn.structure.LayerStructure`) the
+    rows are grouped by a view (a batch of one layout) or one sort, and the
+    results put back by one ``cat`` (and one gather): no zero fill, no
+    scatter in the backward pass.
     """
     if weight.size(0) == 1:
         return features @ weight[0]
+    if plan is not None:
+        grouped = features if plan.order is None else features.index_select(0, plan.order)
+        pieces = grouped.reshape(plan.period, -1, features.size(-1)).split(plan.counts, dim=1)
+        # piece @ W copies a strided piece once and runs one matmul; a bmm against
+        # the expanded weight would avoid the copy but compute the weight gradient
+        # once per block, far slower with few rows per block and many channels
+        out = torch.cat([piece @ weight[t] for t, piece in enumerate(pieces)], dim=1)
+        out = out.view(-1, weight.size(-1))
+        return out if plan.inverse is None else out.index_select(0, plan.inverse)
     out = features.new_zeros(features.size(0), weight.size(-1))
     for t in range(weight.size(0)):
         rows = (layer == t).nonzero().view(-1)
@@ -101,8 +115,10 @@ class PointwiseConv(MessagePassing):
         edge_type = structure.edge_layer - 1
         # input neurons (layer 0) get type 0 here and are zeroed below
         node_type = (structure.node_layer - 1).clamp(min=0)
-        edge_out = layer_linear(edge_attr, self.edge_weight, edge_type)
-        node_out = layer_linear(x, self.node_weight, node_type)
+        L = self.num_layers
+        edge_out = layer_linear(edge_attr, self.edge_weight, edge_type,
+                                structure.edge_layer_plan(L))
+        node_out = layer_linear(x, self.node_weight, node_type, structure.node_layer_plan(L))
         if self.edge_bias is not None:
             edge_out = edge_out + self.edge_bias[edge_type]
             node_out = node_out + self.node_bias[node_type]

@@ -2,6 +2,7 @@ r"""The NP invariant pool: per-layer means of the weights and biases."""
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch_geometric.utils import scatter
 
 from ...graph.types import NodeRole
 from ...tensor.np_dense import np_pool_dense
@@ -44,13 +45,20 @@ def check_graph_features(where: str, x: Tensor, edge_attr: Tensor, graph,
 
 
 def np_summary(x: Tensor, edge_attr: Tensor, structure: LayerStructure,
-               num_layers: int) -> Tensor:
+               num_layers: int, in_mean: Tensor | None = None) -> Tensor:
     r"""``[B, 2, L, C]``: per-graph means of each weight layer's edges (``[:, 0]``)
     and of each neuron layer ``1..L``'s nodes (``[:, 1]``).
 
-    Layers a graph does not have (up to ``num_layers``) give zeros.
+    Layers a graph does not have (up to ``num_layers``) give zeros. With
+    ``in_mean`` (``[N, C]``, the mean of each neuron's in-edges, already
+    computed by the caller) the edge means come from the neurons: the edges
+    of weight layer ``l`` are exactly the in-edges of neuron layer ``l``, so
+    no second pass over the edges is needed.
     """
-    edge_means = structure.edge_layer_mean(edge_attr)           # [B, L_g, C]
+    if in_mean is None:
+        edge_means = structure.edge_layer_mean(edge_attr)       # [B, L_g, C]
+    else:
+        edge_means = _edge_layer_mean_from_nodes(in_mean, structure)
     node_means = structure.node_layer_mean(x)[:, 1:]           # [B, L_g, C]
     summary = x.new_zeros(structure.num_graphs, 2, num_layers, x.size(-1))
     summary[:, 0, : structure.num_layers] = edge_means
@@ -122,3 +130,13 @@ class NPPool(nn.Module):
 def is_input_node(structure: LayerStructure) -> Tensor:
     """``[N, 1]`` bool mask of input neurons."""
     return (structure.node_role == int(NodeRole.INPUT)).unsqueeze(-1)
+
+
+def _edge_layer_mean_from_nodes(in_mean: Tensor, structure: LayerStructure) -> Tensor:
+    """``[B, L, C]`` edge-layer means from in-edge means weighted by in-degree."""
+    num_groups = structure.num_graphs * structure.num_layers
+    group = structure.node_weight_group(structure.num_layers)
+    degree = structure.in_degree.to(in_mean.dtype)
+    sums = scatter(in_mean * degree.unsqueeze(-1), group, 0, dim_size=num_groups, reduce="sum")
+    counts = scatter(degree, group, 0, dim_size=num_groups, reduce="sum").clamp(min=1)
+    return (sums / counts.unsqueeze(-1)).view(structure.num_graphs, structure.num_layers, -1)
