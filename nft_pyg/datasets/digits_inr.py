@@ -1,0 +1,194 @@
+"""``DigitsINR``: SIRENs fitted to the scikit-learn digits.
+
+Each 8x8 digit is upsampled (bilinear) to ``resolution x resolution``
+(28x28 by default, the size of MNIST) and fitted by a SIREN
+(:func:`nft_pyg.inr.siren`, coordinates in ``[-1, 1]^2``, grey value in
+``[0, 1]``) with :func:`nft_pyg.inr.fit_sirens`. Training images get
+``extra_fits`` more SIRENs fitted from other random initialisations, the
+weight-space augmentation of NFN / DWSNets; the split is by source image,
+so all fits of one digit are in the same split.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..graph.convert import from_state_dict, layout_of
+from ..graph.layout import Layout
+from ..graph.neuron_graph import NeuronGraph
+from ..inr import fit_sirens, siren
+from .digits_cnn_zoo import assign_splits, load_digits_tensors, one_thread
+from .generated import SPLITS, GeneratedDataset
+
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {"num_images": 120, "extra_fits": 1, "steps": 100, "images_per_shard": 30},
+    "full": {"num_images": 1797, "extra_fits": 2, "steps": 200, "images_per_shard": 64},
+}
+
+
+def digit_images(resolution: int) -> tuple[Tensor, Tensor]:
+    """All 1,797 digits upsampled to ``[1797, 1, resolution, resolution]`` in
+    ``[0, 1]``, and their labels."""
+    images, labels = load_digits_tensors()
+    if resolution != images.shape[-1]:
+        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear",
+                               align_corners=False).clamp_(0.0, 1.0)
+    return images, labels
+
+
+class DigitsINR(GeneratedDataset):
+    r"""SIRENs of the scikit-learn digits, as neuron graphs.
+
+    Each graph is one SIREN (``2 -> hidden -> 1``, sine activations) with
+
+    - ``y`` ``[1]`` (long): the digit's class;
+    - ``image`` ``[1, 1, H, W]``: the image the SIREN was fitted to (the
+      upsampled source digit), e.g. the target of editing tasks;
+    - ``source_id`` ``[1]`` (long): the digit's index in
+      ``sklearn.datasets.load_digits()``;
+    - ``fit_id`` ``[1]`` (long): 0 for the main fit, ``1..extra_fits`` for
+      the augmentation copies (training split only);
+    - ``psnr`` ``[1]``: the fit's PSNR (dB) on its image.
+
+    Args:
+        root (str): dataset folder.
+        split (str): ``"train"``, ``"val"`` or ``"test"`` (70 / 15 / 15 % of
+            the source images).
+        size (str): ``"small"`` (120 digits, 1 extra fit, 100 steps: ~200
+            INRs) or ``"full"`` (all 1,797 digits, 2 extra fits, 200 steps).
+        seed (int): selects the digits, the split and every initialisation.
+        num_images, extra_fits, steps: override the size's values.
+        resolution (int): side of the fitted images (default 28).
+        hidden (sequence of int): SIREN hidden widths (default ``(32, 32)``).
+        lr (float): peak Adam learning rate of the fits (cosine decay).
+        w0 (float): sine frequency.
+        images_per_shard (int): source digits per shard.
+        transform, num_workers, progress: see
+            :class:`~nft_pyg.datasets.generated.GeneratedDataset`.
+    """
+
+    name = "digits_inr"
+
+    def __init__(self, root: str, split: str = "train", size: str = "small", seed: int = 0,
+                 num_images: int | None = None, extra_fits: int | None = None,
+                 steps: int | None = None, resolution: int = 28,
+                 hidden: Sequence[int] = (32, 32), lr: float = 3e-3, w0: float = 30.0,
+                 images_per_shard: int | None = None, transform: Callable | None = None,
+                 num_workers: int = 2, progress: bool = True):
+        if size not in SIZES:
+            raise ValueError(f"DigitsINR: size must be one of {sorted(SIZES)}, got {size!r}")
+        preset = SIZES[size]
+        self.size = size
+        self.seed = int(seed)
+        self.num_images = int(num_images if num_images is not None else preset["num_images"])
+        self.extra_fits = int(extra_fits if extra_fits is not None else preset["extra_fits"])
+        self.steps = int(steps if steps is not None else preset["steps"])
+        self.images_per_shard = int(images_per_shard or preset["images_per_shard"])
+        self.resolution, self.hidden = int(resolution), tuple(int(h) for h in hidden)
+        self.lr, self.w0 = float(lr), float(w0)
+        if not 3 <= self.num_images <= 1797:
+            raise ValueError(f"DigitsINR: num_images must be in [3, 1797], got {num_images}")
+        if self.extra_fits < 0 or self.steps < 0 or self.images_per_shard < 1:
+            raise ValueError("DigitsINR: extra_fits and steps must be >= 0 and "
+                             "images_per_shard >= 1")
+        order = torch.randperm(1797, generator=torch.Generator().manual_seed(self.seed))
+        self.source_ids = order[: self.num_images].tolist()
+        self.source_splits = dict(zip(self.source_ids,
+                                      assign_splits(self.num_images, self.seed + 1)))
+        super().__init__(root, split, transform, num_workers, progress)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_images": self.num_images, "extra_fits": self.extra_fits,
+                "steps": self.steps, "resolution": self.resolution, "hidden": list(self.hidden),
+                "lr": self.lr, "w0": self.w0, "seed": self.seed,
+                "images_per_shard": self.images_per_shard, "version": 1}
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num_images / self.images_per_shard)
+
+    @property
+    def layout(self) -> Layout:
+        """The layout shared by every SIREN of the dataset."""
+        return layout_of(siren(2, self.hidden, 1, self.w0, self.w0))
+
+    def generate_shard(self, index: int) -> dict[str, Any]:
+        sources = self.source_ids[index * self.images_per_shard:
+                                  (index + 1) * self.images_per_shard]
+        source_ids, fit_ids = [], []
+        for source in sources:
+            fits = 1 + self.extra_fits if self.source_splits[source] == "train" else 1
+            source_ids += [source] * fits
+            fit_ids += list(range(fits))
+        images, _ = digit_images(self.resolution)
+        with one_thread():
+            fit = fit_sirens(images[source_ids], hidden=self.hidden, steps=self.steps,
+                             lr=self.lr, w0=self.w0, w0_first=self.w0,
+                             seed=self.seed * 1_000_003 + index, progress=False)
+        names = [layer.name for layer in self.layout.weight_layers()]
+        params = {}
+        for name, weight, bias in zip(names, fit.weights, fit.biases):
+            params[f"{name}.weight"], params[f"{name}.bias"] = weight, bias
+        return {"source_ids": torch.tensor(source_ids), "fit_ids": torch.tensor(fit_ids),
+                "params": params, "psnr": fit.psnr}
+
+    def shard_graphs(self, shard: dict[str, Any]) -> dict[str, list[NeuronGraph]]:
+        images, labels = digit_images(self.resolution)
+        layout = self.layout
+        graphs: dict[str, list[NeuronGraph]] = {split: [] for split in SPLITS}
+        for i, (source, fit_id) in enumerate(zip(shard["source_ids"].tolist(),
+                                                 shard["fit_ids"].tolist())):
+            state = {name: value[i] for name, value in shard["params"].items()}
+            graph = from_state_dict(state, layout)
+            graph.y = labels[source].view(1)
+            graph.image = images[source].unsqueeze(0)
+            graph.source_id = torch.tensor([source])
+            graph.fit_id = torch.tensor([fit_id])
+            graph.psnr = shard["psnr"][i].view(1).float()
+            graphs[self.source_splits[source]].append(graph)
+        return graphs
+
+
+def save_renderings(dataset: DigitsINR, path: str, count: int = 8,
+                    super_resolution: int = 3) -> None:
+    """Save a figure of ``count`` SIRENs of ``dataset``: the 8x8 source digit,
+    the image it was fitted to, its rendering at that resolution and at
+    ``super_resolution`` times that resolution (a SIREN is continuous).
+    Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..graph.convert import to_module
+    from ..inr import make_grid
+
+    sources, _ = load_digits_tensors()
+    res = dataset.resolution
+    graphs = [dataset[i] for i in range(min(count, len(dataset)))]
+    rows = ("source 8x8", f"target {res}x{res}", f"SIREN {res}x{res}",
+            f"SIREN {res * super_resolution}x{res * super_resolution}")
+    figure, axes = plt.subplots(len(rows), len(graphs), squeeze=False,
+                                figsize=(1.2 * len(graphs), 1.3 * len(rows)))
+    for column, graph in enumerate(graphs):
+        module = to_module(graph).eval()
+        with torch.no_grad():
+            renders = [module(make_grid(r)).view(r, r)
+                       for r in (res, res * super_resolution)]
+        pictures = [sources[graph.source_id.item(), 0], graph.image[0, 0], *renders]
+        for row, picture in enumerate(pictures):
+            axis = axes[row, column]
+            axis.imshow(picture.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0:
+                axis.set_ylabel(rows[row], fontsize=7)
+        axes[0, column].set_title(f"label {graph.y.item()}\n{graph.psnr.item():.1f} dB",
+                                  fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
