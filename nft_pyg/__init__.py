@@ -1,9 +1,10 @@
 """nft_pyg: learning on neural-network weights with PyTorch Geometric."""
 from .graph import (GraphFormatError, Layout, NeuronGraph, Sine, UnsupportedModuleError,
-                    from_module, from_state_dict, to_module, to_state_dict, validate)
+                    from_module, from_modules, from_state_dict, from_state_dicts, to_module,
+                    to_state_dict, validate)
 from .tensor import WeightSpace
 
 __version__ = "0.1.0"
 __all__ = ["Layout", "NeuronGraph", "Sine", "UnsupportedModuleError", "GraphFormatError",
-           "from_module", "from_state_dict", "to_module", "to_state_dict", "validate",
-           "WeightSpace", "__version__"]
+           "from_module", "from_modules", "from_state_dict", "from_state_dicts", "to_module",
+           "to_state_dict", "validate", "WeightSpace", "__version__"]

@@ -1,6 +1,6 @@
 """Networks <-> neuron graphs."""
-from .convert import (from_module, from_state_dict, graph_structure, layout_of, to_module,
-                      to_state_dict)
+from .convert import (from_module, from_modules, from_state_dict, from_state_dicts,
+                      graph_structure, layout_of, to_module, to_state_dict)
 from .escnn import EscnnUnsupportedError, from_escnn
 from .layout import Layout, WeightLayer
 from .modules import Sine, UnsupportedModuleError
@@ -8,7 +8,7 @@ from .neuron_graph import NeuronGraph
 from .types import Activation, EdgeKind, NodeRole
 from .validate import GraphFormatError, validate
 
-__all__ = ["from_module", "from_state_dict", "graph_structure", "layout_of", "to_module",
+__all__ = ["from_module", "from_modules", "from_state_dict", "from_state_dicts", "graph_structure", "layout_of", "to_module",
            "to_state_dict", "Layout", "WeightLayer", "Sine", "UnsupportedModuleError",
            "NeuronGraph", "Activation", "EdgeKind", "NodeRole", "GraphFormatError", "validate",
            "from_escnn", "EscnnUnsupportedError"]
