@@ -62,6 +62,11 @@ class LayerStructure:
         cached = graph.__dict__.get("_nft_structure")
         if cached is not None and cached[0] == key:
             return cached[1]
+        edge_dir = getattr(graph, "edge_dir", None)
+        if edge_dir is not None and bool((edge_dir != 0).any()):
+            raise ValueError(f"{where}: the graph has reverse edges (edge_dir = 1, from "
+                             "AddReverseEdges); weight-space operators need the forward edges "
+                             "only: use nft_pyg.transforms.forward_edges(graph)")
         structure = cls.build(graph.edge_index, graph.node_layer, graph.edge_layer,
                               graph.node_role, graph.node_pos, batch, graph.num_nodes)
         # kept outside the Data store, so it is never collated or saved
