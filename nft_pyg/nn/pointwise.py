@@ -13,38 +13,12 @@ from typing import Callable
 from torch import Tensor, nn
 
 from ..graph.types import NodeRole
+from .structure import check_features
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
 
 
 # --- helpers shared by the pointwise-style modules -------------------------
-def check_features(where: str, x: Tensor, edge_attr: Tensor, graph,
-                   channels: int | None = None) -> None:
-    """Raise a ``ValueError`` naming ``where`` if the features do not fit ``graph``."""
-    if graph is None:
-        raise ValueError(f"{where}: needs the graph (structure) as third argument")
-    for name, tensor in (("x", x), ("edge_attr", edge_attr)):
-        if not isinstance(tensor, Tensor) or tensor.dim() != 2:
-            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-            raise ValueError(f"{where}: {name} must be a 2-D tensor [{'N' if name == 'x' else 'E'}"
-                             f", C], got {shape}")
-    if x.size(-1) != edge_attr.size(-1):
-        raise ValueError(f"{where}: x has {x.size(-1)} channels but edge_attr has "
-                         f"{edge_attr.size(-1)}")
-    if channels is not None and x.size(-1) != channels:
-        raise ValueError(f"{where}: built for {channels} channels, got features with "
-                         f"{x.size(-1)}")
-    if x.size(0) != graph.num_nodes:
-        raise ValueError(f"{where}: x has {x.size(0)} rows but the graph has "
-                         f"{graph.num_nodes} nodes")
-    edge_index = getattr(graph, "edge_index", None)
-    if edge_index is None:
-        raise ValueError(f"{where}: the graph has no edge_index")
-    if edge_attr.size(0) != edge_index.size(1):
-        raise ValueError(f"{where}: edge_attr has {edge_attr.size(0)} rows but the graph has "
-                         f"{edge_index.size(1)} edges")
-
-
 def graph_attr(graph, key: str, where: str) -> Tensor:
     """``graph[key]``, or a ``ValueError`` naming ``where`` if it is missing."""
     value = getattr(graph, key, None)

@@ -189,3 +189,34 @@ class TypePlan:
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(rows, device=order.device)
         return cls(torch.bincount(types, minlength=num_types).tolist(), 1, order, inverse)
+
+
+def check_features(where: str, x: Tensor, edge_attr: Tensor, graph,
+                   channels: int | None = None) -> None:
+    """Raise a ``ValueError`` naming ``where`` if the features do not fit ``graph``.
+
+    Both must be 2-D (``[N, C]`` and ``[E, C]``) with one row per node / edge
+    of ``graph``, and ``channels`` channels (or, without ``channels``, the
+    same number).
+    """
+    if graph is None:
+        raise ValueError(f"{where}: needs the graph (structure) as third argument")
+    for name, tensor, rows in (("x", x, "N"), ("edge_attr", edge_attr, "E")):
+        if not isinstance(tensor, Tensor) or tensor.dim() != 2:
+            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise ValueError(f"{where}: {name} must be a 2-D tensor [{rows}, C], got {shape}")
+        if channels is not None and tensor.size(1) != channels:
+            raise ValueError(f"{where}: expected {name} with {channels} channels, got "
+                             f"{tensor.size(1)} (the module was built for {channels} channels)")
+    if x.size(-1) != edge_attr.size(-1):
+        raise ValueError(f"{where}: x has {x.size(-1)} channels but edge_attr has "
+                         f"{edge_attr.size(-1)}")
+    if x.size(0) != graph.num_nodes:
+        raise ValueError(f"{where}: x has {x.size(0)} rows but the graph has "
+                         f"{graph.num_nodes} nodes")
+    edge_index = getattr(graph, "edge_index", None)
+    if edge_index is None:
+        raise ValueError(f"{where}: the graph has no edge_index")
+    if edge_attr.size(0) != edge_index.size(1):
+        raise ValueError(f"{where}: edge_attr has {edge_attr.size(0)} rows but the graph has "
+                         f"{edge_index.size(1)} edges")

@@ -76,7 +76,7 @@ def test_fourier_equivariance(network):
 
 def test_fourier_errors():
     graph = nft_pyg.from_module(make_mlp([2, 3, 1]))
-    with pytest.raises(ValueError, match="GaussianFourierFeatures: built for 2 channels"):
+    with pytest.raises(ValueError, match="GaussianFourierFeatures: expected x with 2 channels"):
         GaussianFourierFeatures(2, 4).double()(graph.x, graph.edge_attr, graph)
     with pytest.raises(ValueError, match="sigma must be positive"):
         GaussianFourierFeatures(1, 4, sigma=0.0)
@@ -141,7 +141,7 @@ def test_layer_encoding_errors():
         LayerEncoding(4, 3).double().forward_dense(WeightSpace.from_features(batch, x, edge_attr))
     with pytest.raises(ValueError, match="kind must be one of"):
         LayerEncoding(4, 3, kind="rotary")
-    with pytest.raises(ValueError, match="LayerEncoding: built for 5 channels"):
+    with pytest.raises(ValueError, match="LayerEncoding: expected x with 5 channels"):
         LayerEncoding(5, 4).double()(x, edge_attr, batch)
     assert repr(LayerEncoding(4, 3)) == "LayerEncoding(4, num_layers=3, kind='sinusoidal')"
 
@@ -225,7 +225,7 @@ def test_io_errors():
     with pytest.raises(ValueError, match="built for 2 inputs"):
         IOPositionEncoding(4, 2, 5).double().forward_dense(
             WeightSpace.from_features(batch, x, edge_attr))
-    with pytest.raises(ValueError, match="IOPositionEncoding: built for 3 channels"):
+    with pytest.raises(ValueError, match="IOPositionEncoding: expected x with 3 channels"):
         IOPositionEncoding(3, 3, 2).double()(x, edge_attr, batch)
     no_pos = batch.clone()
     del no_pos.node_pos

@@ -70,7 +70,7 @@ def test_errors_and_repr():
     norm = WeightSpaceLayerNorm(4).double()
     batch, _, _ = mixed_batch(["mlp_shallow"], copies=1)
     x, edge_attr = random_features(batch, 3)
-    with pytest.raises(ValueError, match="WeightSpaceLayerNorm: built for 4 channels"):
+    with pytest.raises(ValueError, match="WeightSpaceLayerNorm: expected x with 4 channels"):
         norm(x, edge_attr, batch)
     with pytest.raises(ValueError, match="WeightSpaceLayerNorm: built for 4 channels"):
         norm.forward_dense(WeightSpace.from_features(batch, x, edge_attr))

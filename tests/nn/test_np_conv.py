@@ -230,9 +230,9 @@ def test_errors():
     with pytest.raises(ValueError, match=r"NPConv: the graph has 3 weight layers .*num_layers=2"):
         make_conv(2, 2, 2)(x, e, batch)
     conv = make_conv(2, 2, 3)
-    with pytest.raises(ValueError, match=r"NPConv: expected x with in_channels=2 .* got 3"):
+    with pytest.raises(ValueError, match=r"NPConv: expected x with 2 channels, got 3"):
         conv(torch.zeros(x.size(0), 3, dtype=x.dtype), e, batch)
-    with pytest.raises(ValueError, match=r"NPConv: expected edge_attr with in_channels=2"):
+    with pytest.raises(ValueError, match=r"NPConv: expected edge_attr with 2 channels"):
         conv(x, e[:, :1], batch)
     with pytest.raises(ValueError, match=r"NPConv: edge_attr has 5 rows"):
         conv(x, e[:5], batch)

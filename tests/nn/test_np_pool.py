@@ -77,7 +77,7 @@ def test_errors_and_repr():
     batch = feature_batch([mlp([3, 4, 4, 2]).double()], channels=2)
     with pytest.raises(ValueError, match=r"NPPool: the graph has 3 weight layers .*=2"):
         NPPool(2, 2)(batch.x, batch.edge_attr, batch)
-    with pytest.raises(ValueError, match=r"NPPool: expected x with in_channels=4"):
+    with pytest.raises(ValueError, match=r"NPPool: expected x with 4 channels"):
         NPPool(4, 3)(batch.x, batch.edge_attr, batch)
     broken = copy.copy(batch)
     del broken.node_role

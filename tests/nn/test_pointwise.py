@@ -117,7 +117,7 @@ def test_equivariance_check_can_fail():
 def test_errors():
     batch, _, _ = mixed_batch(["mlp_shallow"], copies=1)
     x, edge_attr = random_features(batch, 4)
-    with pytest.raises(ValueError, match="WeightSpaceLinear: built for 3 channels"):
+    with pytest.raises(ValueError, match="WeightSpaceLinear: expected x with 3 channels"):
         WeightSpaceLinear(3, 2).double()(x, edge_attr, batch)
     with pytest.raises(ValueError, match="WeightSpaceActivation: x has 4 channels but "
                                          "edge_attr has 2"):

@@ -98,7 +98,7 @@ def test_errors_and_repr():
     x, e = batch.x, batch.edge_attr
     with pytest.raises(ValueError, match=r"PointwiseConv: the graph has 3 weight layers"):
         make_conv(2, 2, 2)(x, e, batch)
-    with pytest.raises(ValueError, match=r"PointwiseConv: expected x with in_channels=3"):
+    with pytest.raises(ValueError, match=r"PointwiseConv: expected x with 3 channels"):
         make_conv(3, 2, 3)(x, e, batch)
     broken = copy.copy(batch)
     del broken.edge_layer

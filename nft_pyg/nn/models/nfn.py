@@ -288,10 +288,12 @@ class NFNEditor(nn.Module):
     parameter still gets a gradient. :meth:`NFNEditor.reset_parameters`
     does the same.
 
+    ``mode``, ``num_layers``, ``hidden_channels``, ``num_nf_layers``,
+    ``num_inputs``, ``num_outputs``, ``kernel_width``, ``kernel_sizes``,
+    ``io_embedding``, ``fourier_features``, ``fourier_sigma`` and ``dropout``
+    are as in :class:`NFN`.
+
     Args:
-        mode, num_layers, hidden_channels, num_nf_layers, num_inputs,
-        num_outputs, kernel_width, kernel_sizes, io_embedding,
-        fourier_features, fourier_sigma, dropout: as in :class:`NFN`.
         bias (bool or list[bool]): whether each weight layer of the edited
             networks has a bias (default ``True``); :meth:`for_layout` reads
             it off a layout.

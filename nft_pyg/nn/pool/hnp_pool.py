@@ -17,7 +17,7 @@ from torch_geometric.utils import scatter
 
 from ...tensor.hnp_dense import hnp_pool_dense, hnp_num_types
 from ...tensor.weight_space import WeightSpace
-from ..structure import LayerStructure
+from ..structure import LayerStructure, check_features
 
 
 @dataclass
@@ -91,23 +91,8 @@ def check_hnp_graph(where: str, x: Tensor, edge_attr: Tensor, graph, channels: i
     ``num_inputs`` input and ``num_outputs`` output neurons (the HNP
     parameters are typed by these); hidden widths are free.
     """
-    if graph is None:
-        raise ValueError(f"{where}: needs the graph (structure) as third argument")
-    for name, tensor, rows in (("x", x, "N"), ("edge_attr", edge_attr, "E")):
-        if not isinstance(tensor, Tensor) or tensor.dim() != 2:
-            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-            raise ValueError(f"{where}: {name} must be a 2-D tensor [{rows}, {channels}], "
-                             f"got {shape}")
-        if tensor.size(1) != channels:
-            raise ValueError(f"{where}: expected {name} with {channels} channels, "
-                             f"got {tensor.size(1)}")
+    check_features(where, x, edge_attr, graph, channels)
     structure = LayerStructure.of(graph, where)
-    if x.size(0) != structure.num_nodes:
-        raise ValueError(f"{where}: x has {x.size(0)} rows but the graph has "
-                         f"{structure.num_nodes} nodes")
-    if edge_attr.size(0) != structure.src.numel():
-        raise ValueError(f"{where}: edge_attr has {edge_attr.size(0)} rows but the graph has "
-                         f"{structure.src.numel()} edges")
     num_graphs = structure.num_graphs
     depth = scatter(structure.edge_layer, structure.edge_batch, 0, dim_size=num_graphs,
                     reduce="max")

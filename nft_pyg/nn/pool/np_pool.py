@@ -7,7 +7,7 @@ from torch_geometric.utils import scatter
 from ...graph.types import NodeRole
 from ...tensor.np_dense import np_pool_dense
 from ...tensor.weight_space import WeightSpace
-from ..structure import LayerStructure
+from ..structure import LayerStructure, check_features
 
 
 def check_graph_features(where: str, x: Tensor, edge_attr: Tensor, graph,
@@ -18,23 +18,8 @@ def check_graph_features(where: str, x: Tensor, edge_attr: Tensor, graph,
     feature shapes do not fit the graph or the operator, or the graph is
     deeper than the ``num_layers`` the operator was built for.
     """
-    if graph is None:
-        raise ValueError(f"{where}: needs the graph (structure) as third argument")
-    for name, tensor, rows in (("x", x, "N"), ("edge_attr", edge_attr, "E")):
-        if not isinstance(tensor, Tensor) or tensor.dim() != 2:
-            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-            raise ValueError(f"{where}: {name} must be a 2-D tensor [{rows}, {channels}], "
-                             f"got {shape}")
-        if tensor.size(1) != channels:
-            raise ValueError(f"{where}: expected {name} with in_channels={channels} channels, "
-                             f"got {tensor.size(1)}")
+    check_features(where, x, edge_attr, graph, channels)
     structure = LayerStructure.of(graph, where)
-    if x.size(0) != structure.num_nodes:
-        raise ValueError(f"{where}: x has {x.size(0)} rows but the graph has "
-                         f"{structure.num_nodes} nodes")
-    if edge_attr.size(0) != structure.src.numel():
-        raise ValueError(f"{where}: edge_attr has {edge_attr.size(0)} rows but the graph has "
-                         f"{structure.src.numel()} edges")
     if structure.num_layers > num_layers:
         raise ValueError(f"{where}: the graph has {structure.num_layers} weight layers but the "
                          f"operator was built for num_layers={num_layers}")
