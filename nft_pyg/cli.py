@@ -1,14 +1,25 @@
 """The ``nft-pyg`` command line.
 
-``nft-pyg demo`` is the README's main job: on an embedded small default it
-converts a few networks to neuron graphs, prints their sizes, checks that a
-random hidden-neuron permutation preserves each network's function and
-maps its graph to an isomorphic one, and saves a drawing.
+- ``nft-pyg demo``: the README's main job. Builds a small DigitsINR (SIRENs
+  of the scikit-learn digits), trains the Neural Functional Transformer and
+  the MLP-on-flattened-weights baseline on INR classification for a short
+  budget, prints their accuracies, saves a few renderings and a neuron-graph
+  drawing, then runs the conversion / permutation checks of
+  ``convert-demo``.
+- ``nft-pyg convert-demo``: converts a few networks to neuron graphs, checks
+  that a random hidden-neuron permutation preserves each network's function
+  and maps its graph to an isomorphic one, and saves a drawing.
+- ``nft-pyg data build NAME [--size small|full]``: build an offline dataset.
+- ``nft-pyg train TASK --model M``: one run (``runs/<task>/<model>/<seed>/``);
+  under ``torchrun`` it trains with DistributedDataParallel.
+- ``nft-pyg results``: collect the runs into a table.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -17,6 +28,7 @@ from torch import nn
 from .graph import Sine, from_module, to_module
 
 
+# --- convert-demo -------------------------------------------------------------------
 def demo_networks() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     """The embedded default: a SIREN, a ReLU MLP with a norm, a small CNN."""
     siren = nn.Sequential(nn.Linear(2, 32), Sine(30.0), nn.Linear(32, 32), Sine(30.0),
@@ -30,7 +42,7 @@ def demo_networks() -> dict[str, tuple[nn.Module, torch.Tensor]]:
             "cnn 1-8-16-10 (8x8 input)": (cnn, torch.randn(16, 1, 8, 8))}
 
 
-def run_demo(out_dir: Path, seed: int = 0) -> list[dict]:
+def run_convert_demo(out_dir: Path, seed: int = 0) -> list[dict]:
     from .symmetry import draw, is_type_preserving_isomorphic, permute, random_permutation
 
     torch.manual_seed(seed)
@@ -52,42 +64,161 @@ def run_demo(out_dir: Path, seed: int = 0) -> list[dict]:
                      "weights (edges)": graph.num_edges, "kernel width":
                      int(graph.kernel_width[0]), "round-trip error": round_trip,
                      "permuted error": perm_error, "isomorphic": isomorphic})
-    drawing = out_dir / "siren_graph.png"
+    drawing = out_dir / "siren_graph_random.png"
     draw(from_module(demo_networks()["siren 2-32-32-1"][0]), path=drawing)
     _print_table(rows)
-    print(f"\nsaved the neuron graph drawing of the SIREN to {drawing}")
+    print(f"\nsaved the neuron graph drawing of a random SIREN to {drawing}")
     return rows
 
 
+def convert_checks_ok(rows: list[dict]) -> bool:
+    return all(row["isomorphic"] and row["permuted error"] < 1e-9 and
+               row["round-trip error"] == 0 for row in rows)
+
+
 def _print_table(rows: list[dict]) -> None:
-    headers = list(rows[0])
-    cells = [[_fmt(row[h]) for h in headers] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for row in cells:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+    from .tasks.demo import print_table
+    print_table(rows)
 
 
-def _fmt(value) -> str:
-    return f"{value:.1e}" if isinstance(value, float) else str(value)
+# --- parser -------------------------------------------------------------------------
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _options(pairs: list[str] | None) -> dict:
+    options = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"nft-pyg: expected KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        options[key] = _parse_value(value)
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .tasks.data import DATASETS
+    from .tasks.models import TASK_MODELS
+
+    parser = argparse.ArgumentParser(prog="nft-pyg", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="the README's main job (about 3 minutes on "
+                                            "2 CPU cores)")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"),
+                      help="folder for the outputs (default: runs/demo)")
+    demo.add_argument("--data-root", type=Path, default=Path("data"))
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--budget", type=float, default=None,
+                      help="training seconds per model (default 60)")
+    demo.add_argument("--threads", type=int, default=1,
+                      help="torch threads (default 1: on a busy or 2-core machine more "
+                           "threads make small graph ops slower, not faster)")
+    demo.add_argument("--no-progress", action="store_true")
+
+    convert = commands.add_parser("convert-demo", help="convert networks, check permutations")
+    convert.add_argument("--out", type=Path, default=Path("runs/demo"))
+    convert.add_argument("--seed", type=int, default=0)
+
+    data = commands.add_parser("data", help="offline datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    build = data_commands.add_parser("build", help="build (or finish building) a dataset")
+    build.add_argument("name", choices=DATASETS)
+    build.add_argument("--size", choices=("small", "full"), default="small")
+    build.add_argument("--root", type=Path, default=Path("data"))
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--workers", type=int, default=2)
+    build.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                       help="dataset option (JSON value), e.g. num_images=300; repeatable")
+
+    train = commands.add_parser("train", help="train one model on one task")
+    train.add_argument("task", choices=tuple(TASK_MODELS))
+    train.add_argument("--model", required=True,
+                       help="; ".join(f"{t}: {', '.join(m)}" for t, m in TASK_MODELS.items()))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--size", choices=("small", "full"), default="small")
+    train.add_argument("--data-root", type=Path, default=Path("data"))
+    train.add_argument("--runs-root", type=Path, default=Path("runs"))
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None, help="global batch size")
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--weight-decay", type=float, default=None)
+    train.add_argument("--max-train-seconds", type=float, default=None)
+    train.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="model option (JSON value), e.g. hidden=64; repeatable")
+    train.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                       help="dataset option, as for `data build`; repeatable")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run from its checkpoint.pt")
+    train.add_argument("--threads", type=int, default=None,
+                       help="torch threads per process (default: torch's default)")
+    train.add_argument("--no-progress", action="store_true")
+
+    results = commands.add_parser("results", help="collect runs into a table")
+    results.add_argument("--runs-root", type=Path, default=Path("runs"))
+    results.add_argument("--json", action="store_true", help="print JSON rows")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nft-pyg", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="the README's main job on an embedded default")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"),
-                      help="folder for the outputs (default: runs/demo)")
-    demo.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     if args.command == "demo":
-        rows = run_demo(args.out, args.seed)
-        ok = all(row["isomorphic"] and row["permuted error"] < 1e-9 and
-                 row["round-trip error"] == 0 for row in rows)
+        from .tasks.demo import run_demo
+        started = time.perf_counter()
+        run_demo(args.out, args.data_root, args.seed, progress=not args.no_progress,
+                 budget_seconds=args.budget)
+        print("\nconversion and permutation checks:")
+        ok = convert_checks_ok(run_convert_demo(args.out, args.seed))
+        print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
         if not ok:
-            print("demo: a check failed (see the table)", file=sys.stderr)
+            print("demo: a conversion check failed (see the table)", file=sys.stderr)
         return 0 if ok else 1
+    if args.command == "convert-demo":
+        ok = convert_checks_ok(run_convert_demo(args.out, args.seed))
+        if not ok:
+            print("convert-demo: a check failed (see the table)", file=sys.stderr)
+        return 0 if ok else 1
+    if args.command == "data":
+        from .tasks.data import load_splits
+        splits = load_splits(args.name, args.root, args.size, args.seed,
+                             num_workers=args.workers, **_options(args.data_option))
+        print(", ".join(f"{split}: {len(ds)} graphs" for split, ds in splits.items()),
+              f"in {args.root / args.name}")
+        return 0
+    if args.command == "train":
+        from .tasks.models import TASK_MODELS
+        from .tasks.runner import run_task
+        from .tasks.trainer import rank_and_world
+        if args.model not in TASK_MODELS[args.task]:
+            print(f"nft-pyg train: {args.model!r} is not a model of {args.task}; choose from "
+                  f"{', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
+            return 2
+        final = run_task(args.task, args.model, seed=args.seed, size=args.size,
+                         data_root=args.data_root, runs_root=args.runs_root,
+                         resume=args.resume, progress=not args.no_progress,
+                         model_options=_options(args.option),
+                         data_options=_options(args.data_option), epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay,
+                         max_train_seconds=args.max_train_seconds)
+        if rank_and_world()[0] == 0:
+            print(json.dumps(final, indent=2))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        return 0
+    if args.command == "results":
+        from .tasks.results import collect_runs, results_table
+        rows = collect_runs(args.runs_root)
+        if not rows:
+            print(f"no finished runs under {args.runs_root}", file=sys.stderr)
+            return 1
+        print(json.dumps(rows, indent=2) if args.json else results_table(rows))
+        return 0
     return 2
 
 

@@ -1,0 +1,30 @@
+"""The offline datasets of the tasks, by name."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATASETS = ("digits_inr", "digits_cnn_zoo")
+#: the dataset each task trains on
+TASK_DATASET = {"classification": "digits_inr", "generalization": "digits_cnn_zoo",
+                "editing": "digits_inr"}
+
+
+def dataset_class(name: str):
+    if name == "digits_inr":
+        from ..datasets.digits_inr import DigitsINR
+        return DigitsINR
+    if name == "digits_cnn_zoo":
+        from ..datasets.digits_cnn_zoo import DigitsCNNZoo
+        return DigitsCNNZoo
+    raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+
+
+def load_splits(name: str, root: str | os.PathLike = "data", size: str = "small",
+                seed: int = 0, progress: bool = True, **options) -> dict:
+    """``{"train", "val", "test"}`` of dataset ``name`` under ``root/name``
+    (built on first use; ``options`` go to the dataset class)."""
+    cls = dataset_class(name)
+    folder = Path(root) / name
+    return {split: cls(str(folder), split, size=size, seed=seed, progress=progress, **options)
+            for split in ("train", "val", "test")}

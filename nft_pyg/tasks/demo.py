@@ -1,0 +1,107 @@
+"""``nft-pyg demo``: build a small DigitsINR, train NFT and the MLP baseline
+on INR classification for a short budget, print their accuracies, save a
+few renderings and a neuron-graph drawing."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .data import load_splits
+from .runner import run_task
+
+#: the embedded default: small enough for 5 minutes on 2 CPU cores, build included
+DEMO_DATA = {"num_images": 120, "extra_fits": 1, "steps": 100}
+DEMO_MODELS = {"nft": {"hidden": 32, "num_blocks": 2, "heads": 2},
+               "mlp": {"hidden": [256, 256]}}
+DEMO_TRAIN = {"epochs": 40, "batch_size": 32, "lr": 2e-3, "max_train_seconds": 60.0}
+
+
+def save_renderings(splits: dict, path: Path, count: int = 6) -> None:
+    """Top row: the digits; bottom row: what their SIRENs render."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from torch_geometric.data import Batch
+
+    from .specs import render_graph
+
+    graphs = [splits["test"][i] for i in range(min(count, len(splits["test"])))]
+    batch = Batch.from_data_list(graphs)
+    with torch.no_grad():
+        rendered = render_graph(batch).clamp(0, 1)
+    figure = Figure(figsize=(1.6 * len(graphs), 3.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, len(graphs), squeeze=False)
+    for i, graph in enumerate(graphs):
+        axes[0, i].imshow(graph.image[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[0, i].set_title(f"digit {int(graph.y)}", fontsize=9)
+        axes[1, i].imshow(rendered[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[1, i].set_title(f"SIREN {float(graph.psnr):.0f} dB", fontsize=9)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.suptitle("test digits (top) and their SIREN renderings (bottom)", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+
+
+def run_demo(out_dir: Path = Path("runs/demo"), data_root: Path = Path("data"), seed: int = 0,
+             progress: bool = True, budget_seconds: float | None = None) -> list[dict]:
+    """Returns one row per model (test / val accuracy, parameters, train time)."""
+    from ..symmetry import draw
+
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print("1/4 building the small DigitsINR (SIRENs of the scikit-learn digits) ...",
+          flush=True)
+    splits = load_splits("digits_inr", data_root, "small", progress=progress, **DEMO_DATA)
+    built = time.perf_counter() - started
+    print(f"    {len(splits['train'])} train / {len(splits['val'])} val / "
+          f"{len(splits['test'])} test INRs in {built:.0f} s", flush=True)
+    train = dict(DEMO_TRAIN)
+    if budget_seconds is not None:
+        train["max_train_seconds"] = budget_seconds
+    rows = []
+    for step, (name, options) in enumerate(DEMO_MODELS.items(), start=2):
+        print(f"{step}/4 training {name} on INR classification "
+              f"(at most {train['epochs']} epochs / {train['max_train_seconds']:.0f} s) ...",
+              flush=True)
+        final = run_task("classification", name, seed=seed, splits=splits,
+                         model_options=options, run_dir=out_dir / "classification" / name,
+                         progress=progress, **train)
+        rows.append({"model": name, "test accuracy": final["test_accuracy"],
+                     "val accuracy": final["val_accuracy"],
+                     "parameters": final["num_parameters"],
+                     "train seconds": round(final["train_seconds"], 1),
+                     "best epoch": final["best_epoch"]})
+    print("4/4 saving figures ...", flush=True)
+    save_renderings(splits, out_dir / "renderings.png")
+    draw(splits["test"][0], path=out_dir / "siren_graph.png")
+    print()
+    print_table(rows, {"test accuracy": ".3f", "val accuracy": ".3f", "train seconds": ".0f"})
+    chance = 1 / 10
+    print(f"\n(chance: {chance:.2f}; {len(splits['test'])} test INRs, so one INR is "
+          f"{1 / len(splits['test']):.3f} of accuracy)")
+    print(f"saved {out_dir / 'renderings.png'} and {out_dir / 'siren_graph.png'}; runs in "
+          f"{out_dir / 'classification'}")
+    print(f"elapsed: {time.perf_counter() - started:.0f} s (dataset build {built:.0f} s)")
+    return rows
+
+
+def print_table(rows: list[dict], formats: dict[str, str] | None = None) -> None:
+    formats = formats or {}
+    headers = list(rows[0])
+    cells = [[_fmt(row[h], formats.get(h)) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for row in cells:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def _fmt(value, spec: str | None = None) -> str:
+    if spec is not None and isinstance(value, (int, float)):
+        return format(value, spec)
+    return f"{value:.1e}" if isinstance(value, float) else str(value)

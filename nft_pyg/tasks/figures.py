@@ -1,0 +1,48 @@
+"""Figures of the tasks (matplotlib with the Agg canvas: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _figure(rows: int, cols: int, width: float = 1.6, height: float = 1.7):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width * cols, height * rows + 0.4))
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, cols, squeeze=False)
+
+
+def save_editing_figure(model: nn.Module, dataset, path: str | Path, count: int = 6) -> None:
+    """Rows: the source INR's rendering, the target (dilated digit), the
+    edited INR's rendering, for the first ``count`` graphs of ``dataset``."""
+    from torch_geometric.data import Batch
+
+    from .specs import dilate, edit_images, render_graph
+
+    graphs = [dataset[i] for i in range(min(count, len(dataset)))]
+    batch = Batch.from_data_list(graphs)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        rows = [render_graph(batch), dilate(batch.image), edit_images(model, batch)]
+    model.train(was_training)
+    figure, axes = _figure(3, len(graphs))
+    names = ("source INR", "target (dilated)", "edited INR")
+    for r, (images, name) in enumerate(zip(rows, names)):
+        for i in range(len(graphs)):
+            ax = axes[r, i]
+            ax.imshow(images[i, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(name, fontsize=9)
+        mse = (rows[2] - rows[1]).pow(2).flatten(1).mean(1)
+    for i in range(len(graphs)):
+        axes[2, i].set_title(f"MSE {float(mse[i]):.4f}", fontsize=8)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)

@@ -1,0 +1,100 @@
+"""One run of a task with one model: data, model, trainer, run folder."""
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import TASK_DATASET, load_splits
+from .models import TASK_MODELS, build_model
+from .specs import SPECS
+from .trainer import TrainConfig, Trainer, init_distributed, rank_and_world
+
+TASKS = tuple(TASK_MODELS)
+#: optimisation defaults per task (overridable)
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {"epochs": 30, "batch_size": 32, "lr": 1e-3},
+    "generalization": {"epochs": 30, "batch_size": 32, "lr": 1e-3},
+    "editing": {"epochs": 30, "batch_size": 32, "lr": 1e-3},
+}
+NUM_CLASSES = 10
+
+
+def run_folder(runs_root: str | os.PathLike, task: str, model: str, seed: int) -> Path:
+    return Path(runs_root) / task / model / str(seed)
+
+
+def run_task(task: str, model: str, seed: int = 0, size: str = "small",
+             data_root: str | os.PathLike = "data", runs_root: str | os.PathLike = "runs",
+             resume: bool = False, progress: bool = True, splits: dict | None = None,
+             model_options: dict | None = None, run_dir: str | os.PathLike | None = None,
+             data_options: dict | None = None, **train_options) -> dict[str, Any]:
+    """Train ``model`` on ``task`` and return the final record (test metrics
+    at the best validation epoch, train time, parameter count).
+
+    Args:
+        task: ``"classification"``, ``"generalization"`` or ``"editing"``.
+        model: one of :data:`~nft_pyg.tasks.models.TASK_MODELS` ``[task]``.
+        seed: model initialisation and batch order (the dataset's seed is fixed).
+        size: dataset size (``"small"`` or ``"full"``).
+        data_root, runs_root: folders of the datasets and of the runs.
+        resume: continue from the run folder's checkpoint.
+        splits: already loaded ``{"train", "val", "test"}`` datasets.
+        model_options: overrides of the model's defaults (e.g. ``hidden``).
+        run_dir: the run folder (default ``runs_root/task/model/seed``).
+        data_options: passed to the dataset class (e.g. ``num_images``).
+        train_options: fields of :class:`~nft_pyg.tasks.trainer.TrainConfig`.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    init_distributed()
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(train_options) - known
+    if unknown:
+        raise ValueError(f"run_task: unknown training options {sorted(unknown)}")
+    config = TrainConfig(**{**TASK_DEFAULTS[task], **{k: v for k, v in train_options.items()
+                                                      if v is not None}})
+    dataset = TASK_DATASET[task]
+    rank, _ = rank_and_world()
+    if splits is None:
+        splits = load_splits(dataset, data_root, size, progress=progress and rank == 0,
+                             **(data_options or {}))
+    torch.manual_seed(seed)
+    out = NUM_CLASSES if task == "classification" else 1
+    net = build_model(task, model, splits["train"], out, model_options)
+    folder = run_folder(runs_root, task, model, seed) if run_dir is None else Path(run_dir)
+    run_config = {"name": f"{task}/{model}/{seed}", "task": task, "model": model,
+                  "dataset": dataset, "size": size, "data_options": data_options or {},
+                  "model_options": model_options or {}, "model_repr": repr(net),
+                  "num_train": len(splits["train"]), "num_val": len(splits["val"]),
+                  "num_test": len(splits["test"]), "torch_threads": torch.get_num_threads()}
+    trainer = Trainer(net, SPECS[task], splits["train"], splits["val"], splits["test"], config,
+                      folder, run_config, seed=seed, resume=resume, progress=progress)
+    final = trainer.fit()
+    if task == "editing" and rank == 0:
+        from .figures import save_editing_figure
+        save_editing_figure(net, splits["test"], folder / "edits.png")
+    return final
+
+
+def inr_classification(model: str = "nft", **kwargs) -> dict[str, Any]:
+    """Classify the digit of each SIREN of :class:`~nft_pyg.datasets.digits_inr.DigitsINR`
+    (test accuracy); see :func:`run_task` for the arguments."""
+    return run_task("classification", model, **kwargs)
+
+
+def generalization_prediction(model: str = "nfn_hnp", **kwargs) -> dict[str, Any]:
+    """Predict the test accuracy of each CNN of
+    :class:`~nft_pyg.datasets.digits_cnn_zoo.DigitsCNNZoo` from its weights
+    (Kendall tau and R^2); see :func:`run_task`."""
+    return run_task("generalization", model, **kwargs)
+
+
+def inr_editing(model: str = "nfn_np", **kwargs) -> dict[str, Any]:
+    """Edit each SIREN of :class:`~nft_pyg.datasets.digits_inr.DigitsINR`, as
+    ``U + f(U)``, so that it renders its dilated digit (test MSE of the
+    renderings); see :func:`run_task`."""
+    return run_task("editing", model, **kwargs)

@@ -1,0 +1,100 @@
+"""The trainer: sharding, DDP on 2 CPU processes == one process, run folder, resume."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nft_pyg.datasets.io import atomic_save, safe_load
+from nft_pyg.tasks.trainer import ShardedBatchSampler, TrainConfig, Trainer
+from tasks_helpers import TINY_TASK, tiny_graphs, tiny_model
+
+#: 11 graphs in global batches of 4: the last batch (3) splits 2 / 1 between ranks
+NUM_GRAPHS, BATCH, EPOCHS = 11, 4, 2
+CONFIG = TrainConfig(epochs=EPOCHS, batch_size=BATCH, lr=1e-2, grad_clip=1.0,
+                     eval_batch_size=8)
+
+
+def test_sharded_batches_partition_each_global_batch():
+    whole = ShardedBatchSampler(NUM_GRAPHS, BATCH, seed=3)
+    shards = [list(ShardedBatchSampler(NUM_GRAPHS, BATCH, seed=3, rank=r, world=2))
+              for r in range(2)]
+    for step, batch in enumerate(whole.global_batches()):
+        assert sorted(shards[0][step] + shards[1][step]) == sorted(batch)
+    assert sorted(i for b in whole.global_batches() for i in b) == list(range(NUM_GRAPHS))
+    whole.set_epoch(1)
+    assert list(whole) != list(ShardedBatchSampler(NUM_GRAPHS, BATCH, seed=3))
+
+
+def test_sampler_rejects_batches_smaller_than_world():
+    with pytest.raises(ValueError, match="smaller than the number of processes"):
+        ShardedBatchSampler(10, 1, seed=0, world=2)
+
+
+def _train(model, run_dir=None, resume=False, epochs=EPOCHS):
+    graphs = tiny_graphs(NUM_GRAPHS)
+    config = TrainConfig(**{**vars(CONFIG), "epochs": epochs})
+    trainer = Trainer(model, TINY_TASK, graphs, graphs[:4], graphs[4:8], config,
+                      run_dir=run_dir, run_config={"task": "tiny"}, seed=5, resume=resume,
+                      progress=False)
+    return trainer.fit()
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        model = tiny_model()
+        _train(model)
+        atomic_save({k: v.clone() for k, v in model.state_dict().items()},
+                    os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [safe_load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    single = tiny_model()
+    start = {k: v.clone() for k, v in single.state_dict().items()}
+    _train(single)
+    moved = False
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(ranks[0][name], ranks[1][name], rtol=0, atol=0)
+        torch.testing.assert_close(ranks[0][name], value, rtol=0, atol=1e-6)
+        moved |= not torch.equal(value, start[name])
+    assert moved, "training did not change the parameters"
+
+
+def test_run_folder_and_resume_continue_exactly(tmp_path):
+    full = tiny_model()
+    final = _train(full, run_dir=tmp_path / "full")
+    assert {p.name for p in (tmp_path / "full").iterdir()} >= {
+        "config.json", "metrics.jsonl", "checkpoint.pt"}
+    records = [json.loads(line) for line in
+               (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in records[:-1]] == list(range(1, EPOCHS + 1))
+    assert records[-1]["final"] and records[-1] == json.loads(json.dumps(final))
+    checkpoint = safe_load(tmp_path / "full" / "checkpoint.pt")
+    assert checkpoint["epoch"] == EPOCHS and "optimizer" in checkpoint and "rng" in checkpoint
+
+    interrupted = tiny_model()
+    _train(interrupted, run_dir=tmp_path / "resumed", epochs=1)   # stops after epoch 1
+    resumed = tiny_model(seed=123)                                  # different init: overwritten
+    _train(resumed, run_dir=tmp_path / "resumed", resume=True)
+    for name, value in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line).get("epoch") for line in lines[:-1]] == [1, 2]
