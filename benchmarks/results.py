@@ -131,6 +131,9 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
             lines.append(f"| {model} | {s['seeds']} | " + " | ".join(cells)
                          + f" | {s['train_seconds']:.0f} | {s['num_parameters']:,} |")
         lines.append("")
+    tickets = Path(__file__).with_name("results_tickets.md")
+    if tickets.exists():  # measured by `nft-pyg tickets`, not by the runs above
+        lines += [tickets.read_text().rstrip(), ""]
     lines += ["## Reported by the papers (their data)", "", PAPER_NUMBERS, ""]
     findings = config.get("findings")
     if findings:

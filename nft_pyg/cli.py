@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads per process (default: torch's default)")
     train.add_argument("--no-progress", action="store_true")
 
+    tickets = commands.add_parser("tickets", help="winning tickets: predict IMP masks from "
+                                                  "initialisations with an equivariant CVAE")
+    from .tickets import task as tickets_task
+    tickets_task.add_arguments(tickets)
+
     results = commands.add_parser("results", help="collect runs into a table")
     results.add_argument("--runs-root", type=Path, default=Path("runs"))
     results.add_argument("--json", action="store_true", help="print JSON rows")
@@ -210,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(final, indent=2))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        return 0
+    if args.command == "tickets":
+        from .tickets import task as tickets_task
+        tickets_task.main(args)
         return 0
     if args.command == "results":
         from .tasks.results import collect_runs, results_table
