@@ -21,7 +21,6 @@ runs, so a group of 32 runs costs about as much as one larger network.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ from ..graph.convert import from_state_dict, layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..graph.types import Activation
+from ..threads import one_thread
 from .generated import SPLITS, GeneratedDataset
 
 #: columns of ``graph.hparams`` (activation: an :class:`Activation` code;
@@ -52,18 +52,6 @@ _ACT_MODULES: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.
 _ACT_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tanh,
                                                          "gelu": F.gelu}
 _CONV_STRIDES = (1, 2, 2)
-
-
-@contextmanager
-def one_thread():
-    """Run a block with one torch thread, so results do not depend on the
-    caller's thread count (float summation order inside matmuls / convs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def load_digits_tensors() -> tuple[Tensor, Tensor]:

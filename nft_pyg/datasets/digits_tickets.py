@@ -18,7 +18,8 @@ from ..graph.convert import from_state_dict, layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..graph.pruning import masks_to_entry_mask
-from ..tickets.imp import (ARCHS, IMPConfig, TrainConfig, digits_split, one_thread, run_imp,
+from ..threads import one_thread
+from ..tickets.imp import (ARCHS, IMPConfig, TrainConfig, digits_split, run_imp,
                            weight_names)
 from .generated import SPLITS, GeneratedDataset
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .weight_space import WeightSpace
+from .weight_space import WeightSpace, require_folded
 
 
 def hnp_num_types(num_layers: int, num_inputs: int, num_outputs: int) -> tuple[int, int]:
@@ -26,12 +26,7 @@ def hnp_num_types(num_layers: int, num_inputs: int, num_outputs: int) -> tuple[i
 def check_hnp_folded(ws: WeightSpace, channels: int, num_layers: int, num_inputs: int,
                      num_outputs: int, where: str) -> None:
     """Raise a ``ValueError`` naming ``where`` if ``ws`` does not fit the operator."""
-    if not isinstance(ws, WeightSpace):
-        raise ValueError(f"{where}.forward_dense: expected a WeightSpace, got "
-                         f"{type(ws).__name__}")
-    if any(w.dim() != 4 for w in ws.weights):
-        raise ValueError(f"{where}.forward_dense: expects a folded WeightSpace (weights "
-                         "[B, C, n_i, n_(i-1)]); fold kernels with ws.fold_kernels()")
+    require_folded(ws, where)
     sizes = ws.neuron_layer_sizes
     for name, found, expected in (("channels", ws.channels, channels),
                                   ("num_layers", ws.num_layers, num_layers),

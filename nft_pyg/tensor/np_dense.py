@@ -12,17 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .weight_space import WeightSpace
+from .weight_space import WeightSpace, require_folded
 
 
 def check_folded(ws: WeightSpace, channels: int, num_layers: int, where: str) -> None:
     """Raise a ``ValueError`` naming ``where`` if ``ws`` does not fit the operator."""
-    if not isinstance(ws, WeightSpace):
-        raise ValueError(f"{where}.forward_dense: expected a WeightSpace, got "
-                         f"{type(ws).__name__}")
-    if any(w.dim() != 4 for w in ws.weights):
-        raise ValueError(f"{where}.forward_dense: expects a folded WeightSpace (weights "
-                         "[B, C, n_i, n_(i-1)]); fold kernels with ws.fold_kernels()")
+    require_folded(ws, where)
     if ws.channels != channels:
         raise ValueError(f"{where}.forward_dense: expected in_channels={channels} channels, "
                          f"got {ws.channels}")

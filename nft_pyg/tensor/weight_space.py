@@ -272,6 +272,17 @@ class WeightSpace:
         return self.layout
 
 
+def require_folded(ws: "WeightSpace", where: str) -> None:
+    """Raise a ``ValueError`` naming ``where`` unless ``ws`` is a folded
+    :class:`WeightSpace` (weights ``[B, C, n_i, n_{i-1}]``, what dense twins take)."""
+    if not isinstance(ws, WeightSpace):
+        raise ValueError(f"{where}.forward_dense: expected a WeightSpace, got "
+                         f"{type(ws).__name__}")
+    if any(w.dim() != 4 for w in ws.weights):
+        raise ValueError(f"{where}.forward_dense: expects a folded WeightSpace (weights "
+                         "[B, C, n_i, n_(i-1)]); fold kernels with ws.fold_kernels()")
+
+
 def _positions(weight: Tensor) -> int:
     return _shape_size(tuple(weight.shape[4:]))
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -36,18 +35,6 @@ from torch import Tensor, nn
 
 #: images held out for testing (the rest trains)
 NUM_TEST_DIGITS = 450
-
-
-@contextmanager
-def one_thread():
-    """One torch thread inside the block: results do not depend on the
-    caller's thread count (summation order in matmuls)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=1)

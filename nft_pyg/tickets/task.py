@@ -22,8 +22,9 @@ from ..datasets.io import atomic_save, atomic_write_text
 from ..graph.convert import to_state_dict
 from ..graph.pruning import entry_mask_to_masks, masks_to_entry_mask, prune, to_pruned_module
 from ..nn.models.ticket_vae import TicketVAE
-from .imp import (StackedCNN, StackedMLP, StackedNet, TrainConfig, digits_split,
-                  masked_accuracy, one_thread, topk_masks)
+from ..threads import one_thread
+from .imp import (StackedCNN, StackedMLP, StackedNet, TrainConfig, digits_split, masked_accuracy,
+                  topk_masks)
 
 #: mask sources compared by :func:`evaluate_masks`
 METHODS = ("dense", "imp", "cvae", "random", "init_magnitude")
