@@ -129,7 +129,8 @@ class _NFNBody(nn.Module):
         return self.layers(x, edge_attr, graph)
 
 
-def _layout_kwargs(layout: Layout | str, kwargs: dict) -> dict:
+def layout_kwargs(layout: Layout | str, kwargs: dict) -> dict:
+    """Sizes a weight-space model needs, read from ``layout``; ``kwargs`` win."""
     layout = Layout.coerce(layout)
     sizes = layout.neuron_layer_sizes
     filled = dict(num_layers=layout.num_layers, kernel_width=layout.kernel_width,
@@ -236,7 +237,7 @@ class NFN(nn.Module):
                    out_channels: int, **kwargs) -> "NFN":
         """An NFN sized for the networks of ``layout`` (depth, kernel sizes, IO sizes)."""
         return cls(mode=mode, hidden_channels=hidden_channels, out_channels=out_channels,
-                   **_layout_kwargs(layout, kwargs))
+                   **layout_kwargs(layout, kwargs))
 
     @property
     def mode(self) -> str:
@@ -328,7 +329,7 @@ class NFNEditor(nn.Module):
         """An editor sized for ``layout`` (depth, kernel sizes, biases, IO sizes)."""
         layout = Layout.coerce(layout)
         kwargs.setdefault("bias", [layer.bias for layer in layout.weight_layers()])
-        return cls(mode=mode, hidden_channels=hidden_channels, **_layout_kwargs(layout, kwargs))
+        return cls(mode=mode, hidden_channels=hidden_channels, **layout_kwargs(layout, kwargs))
 
     @property
     def mode(self) -> str:

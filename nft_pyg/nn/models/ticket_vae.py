@@ -12,6 +12,7 @@ from ...graph.layout import Layout
 from ..conv.hnp_conv import HNPConv
 from ..conv.np_conv import NPConv
 from ..conv.pointwise_conv import PointwiseConv
+from .nfn import layout_kwargs
 from ..pointwise import WeightSpaceActivation, WeightSpaceSequential, graph_attr
 from ..structure import LayerStructure
 
@@ -159,13 +160,7 @@ class TicketVAE(nn.Module):
     @classmethod
     def for_layout(cls, layout: Layout | str, **kwargs) -> "TicketVAE":
         """A model sized for the networks of ``layout``."""
-        layout = Layout.coerce(layout)
-        sizes = layout.neuron_layer_sizes
-        filled = dict(num_layers=layout.num_layers, kernel_width=layout.kernel_width,
-                      kernel_sizes=[layer.positions for layer in layout.weight_layers()],
-                      num_inputs=sizes[0], num_outputs=sizes[-1])
-        filled.update(kwargs)
-        return cls(**filled)
+        return cls(**layout_kwargs(layout, kwargs))
 
     def _stack(self, in_channels: int, out_channels: int) -> WeightSpaceSequential:
         C, L = self.hidden_channels, self.num_layers
