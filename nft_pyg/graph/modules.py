@@ -7,7 +7,6 @@ hyper-parameters.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
@@ -190,7 +189,3 @@ def build(step: dict[str, Any]) -> nn.Module:
 
 def activation_code(step: dict[str, Any]) -> Activation:
     return Activation[step["act"]]
-
-
-def kernel_positions(kernel_size: list[int]) -> int:
-    return math.prod(kernel_size)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch_geometric.data import Data
 
 from .layout import Layout
@@ -79,12 +78,3 @@ class NeuronGraph(Data):
         """``C``: feature channels per kernel position."""
         width = int(self.kernel_width.reshape(-1)[0])
         return self.edge_attr.size(-1) // width
-
-
-def neuron_graph_keys() -> tuple[str, ...]:
-    return ("x", "edge_index", "edge_attr", *NODE_IDS, *EDGE_IDS, "node_norm",
-            "kernel_width", "layout")
-
-
-def empty_like_ids(num_nodes: int, device=None) -> dict[str, torch.Tensor]:
-    return {key: torch.zeros(num_nodes, dtype=torch.long, device=device) for key in NODE_IDS}
