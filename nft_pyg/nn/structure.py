@@ -117,6 +117,11 @@ class LayerStructure:
                                                                minlength=self.num_nodes))
 
     @property
+    def edge_index(self) -> Tensor:
+        """``[2, E]`` the edges (source, target)."""
+        return self._cached("edge_index", lambda: torch.stack([self.src, self.dst]))
+
+    @property
     def reversed_edge_index(self) -> Tensor:
         """``[2, E]`` edges pointing from target to source (for out-neighbourhoods)."""
         return self._cached("reversed", lambda: torch.stack([self.dst, self.src]))

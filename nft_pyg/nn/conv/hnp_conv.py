@@ -1,6 +1,8 @@
 r"""The HNP layer (hidden neurons permutable) as message passing."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
@@ -161,49 +163,71 @@ class HNPConv(MessagePassing):
         structure = check_hnp_graph("HNPConv", x, edge_attr, graph, self.in_channels, L,
                                     n_in, n_out)
         typing = hnp_typing(structure, L, n_in, n_out)
-        summary = hnp_summary(x, edge_attr, structure, typing)             # [B, G, C]
-        glob = self.global_map(summary.flatten(1)).view(structure.num_graphs, -1, d)
-        edge_out = glob[structure.edge_batch, typing.edge_type]
-        has_params = (typing.node_type >= 0).unsqueeze(1)
-        node_out = glob[structure.node_batch, typing.node_type.clamp(min=0)] * has_params
-        if L == 1:
-            return node_out, edge_out
-
-        src, dst, pos = structure.src, structure.dst, structure.node_pos
         num_nodes = structure.num_nodes
-        edge_index = torch.stack([src, dst])
-        in_mean = self.propagate(edge_index, edge_attr=edge_attr, size=(num_nodes, num_nodes))
-        out_mean = self.propagate(edge_index.flip(0), edge_attr=edge_attr,
-                                  size=(num_nodes, num_nodes))
-        layer_nodes = {h: (structure.node_layer == h).nonzero().view(-1) for h in range(1, L)}
-        layer_edges = {l: (structure.edge_layer == l).nonzero().view(-1)
-                       for l in range(1, L + 1)}
-        rank = torch.zeros_like(pos)  # index of a hidden node among its layer's nodes
-        for nodes in layer_nodes.values():
-            rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
+        if L > 1:
+            in_mean = self.propagate(structure.edge_index, edge_attr=edge_attr,
+                                     size=(num_nodes, num_nodes))
+            out_mean = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
+                                      size=(num_nodes, num_nodes))
+            summary = hnp_summary(x, edge_attr, structure, typing, in_mean, out_mean)
+        else:
+            summary = hnp_summary(x, edge_attr, structure, typing)         # [B, G, C]
+        glob = self.global_map(summary.flatten(1)).view(structure.num_graphs, -1, d)
+        node_out = glob.view(-1, d).index_select(0, typing.node_glob_id) * typing.has_params
+        if L == 1:
+            return node_out, glob.view(-1, d).index_select(0, typing.edge_glob_id)
 
-        first, last = layer_edges[1], layer_edges[L]
-        incoming_first = x.new_zeros(layer_nodes[1].numel(), n_in, x.size(1))
-        incoming_first[rank[dst[first]], pos[src[first]]] = edge_attr[first]
-        outgoing_last = x.new_zeros(layer_nodes[L - 1].numel(), n_out, x.size(1))
-        outgoing_last[rank[src[last]], pos[dst[last]]] = edge_attr[last]
+        index = _conv_index(structure, L, n_in, n_out)
+        plan = structure.edge_layer_plan(L)
+        first, last = index.layer_edges[1], index.layer_edges[L]
+        incoming_first = x.new_zeros(index.layer_nodes[1].numel() * n_in, x.size(1))
+        incoming_first.index_copy_(0, index.first_slot, edge_attr.index_select(0, first))
+        outgoing_last = x.new_zeros(index.layer_nodes[L - 1].numel() * n_out, x.size(1))
+        outgoing_last.index_copy_(0, index.last_slot, edge_attr.index_select(0, last))
         summaries = {}
-        for h, nodes in layer_nodes.items():
-            incoming = incoming_first.flatten(1) if h == 1 else in_mean[nodes]
-            outgoing = outgoing_last.flatten(1) if h == L - 1 else out_mean[nodes]
-            summaries[h] = torch.cat([incoming, x[nodes], outgoing], dim=1)
-            node_out = node_out.index_add(0, nodes, self.node_maps[h - 1](summaries[h]))
+        for h, nodes in index.layer_nodes.items():
+            incoming = incoming_first.view(nodes.numel(), -1) if h == 1 else \
+                in_mean.index_select(0, nodes)
+            outgoing = outgoing_last.view(nodes.numel(), -1) if h == L - 1 else \
+                out_mean.index_select(0, nodes)
+            summaries[h] = torch.cat([incoming, x.index_select(0, nodes), outgoing], dim=1)
+            node_out.index_add_(0, nodes, self.node_maps[h - 1](summaries[h]))
 
-        by_input = self.first_edge(summaries[1]).view(-1, n_in, d)
-        edge_out = edge_out.index_add(0, first, by_input[rank[dst[first]], pos[src[first]]])
+        # Each layer's rows, in the order of index.layer_edges; the global term of
+        # an edge is added per neuron before gathering (its type is fixed by one
+        # endpoint's graph and position), so no gather / scatter over all edges.
+        def per_neuron_global(h: int, types: slice) -> Tensor:
+            return glob[:, types].index_select(0, index.layer_batch[h])
+
+        by_input = self.first_edge(summaries[1]).view(-1, n_in, d) + \
+            per_neuron_global(1, slice(0, n_in))
+        rows = [by_input.view(-1, d).index_select(0, index.first_slot)]
+        layer_rows = _hidden_layer_rows(edge_attr, plan, index, L)
         for layer in range(2, L):
-            edges, k = layer_edges[layer], layer - 2
-            from_src = self.src_maps[k](summaries[layer - 1])[rank[src[edges]]]
-            from_dst = self.dst_maps[k](summaries[layer])[rank[dst[edges]]]
-            edge_out = edge_out.index_add(
-                0, edges, self.pointwise[k](edge_attr[edges]) + from_src + from_dst)
-        by_output = self.last_edge(summaries[L - 1]).view(-1, n_out, d)
-        edge_out = edge_out.index_add(0, last, by_output[rank[src[last]], pos[dst[last]]])
+            k = layer - 2
+            from_src = self.src_maps[k](summaries[layer - 1])
+            from_dst = self.dst_maps[k](summaries[layer]) + \
+                per_neuron_global(layer, slice(n_in + k, n_in + k + 1)).squeeze(1)
+            local = self.pointwise[k](layer_rows[layer])
+            grid = index.grid[layer]
+            if grid is not None:  # complete W_l per graph, row-major: broadcast, no gather
+                graphs, rows_, cols = grid
+                local = local.view(graphs, rows_, cols, d).add_(
+                    from_dst.view(graphs, rows_, 1, d)).add_(from_src.view(graphs, 1, cols, d))
+                rows.append(local.view(-1, d))
+            else:
+                rows.append(local.add_(from_src.index_select(0, index.src_rank[layer])).add_(
+                    from_dst.index_select(0, index.dst_rank[layer])))
+        by_output = self.last_edge(summaries[L - 1]).view(-1, n_out, d) + \
+            per_neuron_global(L - 1, slice(n_in + L - 2, n_in + L - 2 + n_out))
+        rows.append(by_output.view(-1, d).index_select(0, index.last_slot))
+        if plan is None:  # an edge outside layers 1..L: it keeps zero
+            edge_out = edge_attr.new_zeros(edge_attr.size(0), d)
+            edge_out.index_copy_(0, torch.cat(list(index.layer_edges.values())), torch.cat(rows))
+        elif plan.order is None:  # blocks of identical layer sequences: interleave views
+            edge_out = torch.cat([r.view(plan.period, -1, d) for r in rows], 1).view(-1, d)
+        else:
+            edge_out = torch.cat(rows).index_select(0, plan.inverse)
         return node_out, edge_out
 
     def message(self, edge_attr: Tensor) -> Tensor:
@@ -255,3 +279,77 @@ class HNPConv(MessagePassing):
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}, num_inputs={self.num_inputs}, "
                 f"num_outputs={self.num_outputs})")
+
+
+@dataclass
+class _ConvIndex:
+    """Per-batch index sets of :class:`HNPConv` (cached on the structure).
+
+    ``rank`` of a hidden neuron is its index among the neurons of its layer
+    (over the whole batch); ``first_slot`` / ``last_slot`` are the rows
+    ``rank * n_0 + pos(u)`` / ``rank * n_L + pos(v)`` of the edges of
+    :math:`W_1` / :math:`W_L` in the by-position summaries.
+    """
+
+    layer_nodes: dict[int, Tensor]
+    layer_edges: dict[int, Tensor]
+    first_slot: Tensor
+    last_slot: Tensor
+    src_rank: dict[int, Tensor]
+    dst_rank: dict[int, Tensor]
+    layer_batch: dict[int, Tensor]
+    grid: dict[int, tuple[int, int, int] | None]
+
+
+def _hidden_layer_rows(edge_attr: Tensor, plan, index: _ConvIndex,
+                       num_layers: int) -> dict[int, Tensor]:
+    """The rows of weight layers ``2..L-1``, in the order of ``index.layer_edges``."""
+    hidden = range(2, num_layers)
+    if plan is not None and plan.order is None:
+        # one split for all layers: its backward assembles the gradient once
+        pieces = edge_attr.view(plan.period, -1, edge_attr.size(1)).split(plan.counts, 1)
+        return {l: pieces[l - 1].reshape(-1, edge_attr.size(1)) for l in hidden}
+    return {l: edge_attr.index_select(0, index.layer_edges[l]) for l in hidden}
+
+
+def _conv_index(structure, num_layers: int, num_inputs: int, num_outputs: int) -> _ConvIndex:
+    def build() -> _ConvIndex:
+        L, src, dst, pos = num_layers, structure.src, structure.dst, structure.node_pos
+        layer_nodes = {h: (structure.node_layer == h).nonzero().view(-1) for h in range(1, L)}
+        layer_edges = {l: (structure.edge_layer == l).nonzero().view(-1)
+                       for l in range(1, L + 1)}
+        rank = torch.zeros_like(pos)
+        for nodes in layer_nodes.values():
+            rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
+        first, last = layer_edges[1], layer_edges[L]
+        first_slot = rank[dst[first]] * num_inputs + pos[src[first]]
+        last_slot = rank[src[last]] * num_outputs + pos[dst[last]]
+        src_rank = {l: rank[src[layer_edges[l]]] for l in range(2, L)}
+        dst_rank = {l: rank[dst[layer_edges[l]]] for l in range(2, L)}
+        layer_batch = {h: structure.node_batch[nodes] for h, nodes in layer_nodes.items()}
+        grid = {l: _grid(structure.num_graphs, layer_nodes[l].numel(),
+                         layer_nodes[l - 1].numel(), src_rank[l], dst_rank[l])
+                for l in range(2, L)}
+        return _ConvIndex(layer_nodes, layer_edges, first_slot, last_slot, src_rank, dst_rank,
+                          layer_batch, grid)
+    return structure._cached(("hnp_conv_index", num_layers, num_inputs, num_outputs), build)
+
+
+def _grid(num_graphs: int, num_targets: int, num_sources: int, src_rank: Tensor,
+          dst_rank: Tensor) -> tuple[int, int, int] | None:
+    """``(B, n_l, n_{l-1})`` if the edges of a hidden weight layer (in their order)
+    are every graph's complete ``W_l`` row-major, graphs of equal widths one after
+    another; else ``None``."""
+    if num_graphs == 0 or num_targets % num_graphs or num_sources % num_graphs:
+        return None
+    rows, cols = num_targets // num_graphs, num_sources // num_graphs
+    if dst_rank.numel() != num_graphs * rows * cols:
+        return None
+    shape = (num_graphs, rows, cols)
+    graph = torch.arange(num_graphs, device=dst_rank.device).view(-1, 1, 1)
+    expected_dst = (graph * rows + torch.arange(rows, device=dst_rank.device).view(1, -1, 1))
+    expected_src = (graph * cols + torch.arange(cols, device=dst_rank.device).view(1, 1, -1))
+    if torch.equal(dst_rank.view(shape), expected_dst.expand(shape)) and \
+            torch.equal(src_rank.view(shape), expected_src.expand(shape)):
+        return shape
+    return None
