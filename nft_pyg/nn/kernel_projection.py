@@ -43,6 +43,19 @@ def _position_mask(sizes: Sequence[int], kernel_width: int) -> Tensor:
             < torch.tensor(sizes).unsqueeze(1)).to(torch.get_default_dtype())
 
 
+def _layer_ids(where: str, x: Tensor, edge_attr: Tensor, graph,
+               num_layers: int) -> tuple[Tensor, Tensor]:
+    """``edge_layer`` and ``node_layer`` of ``graph``, checked against the
+    feature rows and the number of layers the module was built for."""
+    edge_layer = graph_attr(graph, "edge_layer", where)
+    node_layer = graph_attr(graph, "node_layer", where)
+    if edge_attr.size(0) != edge_layer.numel() or x.size(0) != node_layer.numel():
+        raise ValueError(f"{where}: features of {x.size(0)} nodes / {edge_attr.size(0)} "
+                         f"edges for a graph of {node_layer.numel()} / {edge_layer.numel()}")
+    _check_layers(where, edge_layer, node_layer, num_layers)
+    return edge_layer, node_layer
+
+
 def _check_layers(where: str, edge_layer: Tensor, node_layer: Tensor, num_layers: int) -> None:
     deepest = int(edge_layer.max()) if edge_layer.numel() else 0
     if deepest > num_layers:
@@ -146,12 +159,7 @@ class KernelProjection(nn.Module):
         if edge_attr.dim() != 2 or edge_attr.size(-1) != self.kernel_width:
             raise ValueError(f"{where}: expects raw edge features [E, {self.kernel_width}] "
                              f"(kernel_width={self.kernel_width}), got {tuple(edge_attr.shape)}")
-        edge_layer = graph_attr(graph, "edge_layer", where)
-        node_layer = graph_attr(graph, "node_layer", where)
-        if edge_attr.size(0) != edge_layer.numel() or x.size(0) != node_layer.numel():
-            raise ValueError(f"{where}: features of {x.size(0)} nodes / {edge_attr.size(0)} "
-                             f"edges for a graph of {node_layer.numel()} / {edge_layer.numel()}")
-        _check_layers(where, edge_layer, node_layer, self.num_layers)
+        edge_layer, node_layer = _layer_ids(where, x, edge_attr, graph, self.num_layers)
         rows = edge_layer - 1
         mask = self.position_mask.to(edge_attr.dtype)[rows]
         if bool((edge_attr * (1 - mask)).ne(0).any()):
@@ -290,12 +298,7 @@ class KernelReadout(nn.Module):
             if features.dim() != 2 or features.size(-1) != self.in_channels:
                 raise ValueError(f"{where}: built for {self.in_channels} channels, got {name} "
                                  f"{tuple(features.shape)}")
-        edge_layer = graph_attr(graph, "edge_layer", where)
-        node_layer = graph_attr(graph, "node_layer", where)
-        if edge_attr.size(0) != edge_layer.numel() or x.size(0) != node_layer.numel():
-            raise ValueError(f"{where}: features of {x.size(0)} nodes / {edge_attr.size(0)} "
-                             f"edges for a graph of {node_layer.numel()} / {edge_layer.numel()}")
-        _check_layers(where, edge_layer, node_layer, self.num_layers)
+        edge_layer, node_layer = _layer_ids(where, x, edge_attr, graph, self.num_layers)
         self._check_layouts(graph, where)
         edge_weight, edge_bias, node_weight, node_bias = self._masked()
         rows = edge_layer - 1
