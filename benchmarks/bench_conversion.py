@@ -1,15 +1,17 @@
 """Conversion throughput: networks per second, module -> batched neuron graphs.
 
-Three ways to get a ``Batch`` of ``B`` networks, timed interleaved:
+Ways to get a ``Batch`` of ``B`` networks, timed interleaved:
 
-- ``from_module`` + ``Batch.from_data_list`` (graph by graph, then PyG collation);
+- ``from_module`` graph by graph, then ``collate_graphs`` (the fast collation
+  of ``nft_pyg.graph.collate``, also behind ``GraphLoader``) or PyG's
+  ``Batch.from_data_list`` (what PyG's ``DataLoader`` does); each half alone too;
 - ``from_modules`` (one stacked copy per weight tensor, no per-graph objects);
 - ``from_state_dicts`` (the same from stored state dicts: no module walk);
 - ``WeightSpace.from_modules(...).to_graph()`` (the dense twin's batched path).
 
 Every path is first checked to give the same batch as the first one.
 
-    python benchmarks/bench_conversion.py [--quick]
+    python benchmarks/bench_conversion.py [--quick] [--no-save]
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from common import (
 from torch_geometric.data import Batch
 
 import nft_pyg
+from nft_pyg.graph.collate import collate_graphs
 from nft_pyg.graph.convert import from_modules, from_state_dicts
 from nft_pyg.tensor.weight_space import WeightSpace
 
@@ -41,6 +44,13 @@ def same_batch(a, b, keys=COMPARED) -> bool:
     return all(torch.equal(a[key], b[key]) for key in keys) and list(a.layout) == list(b.layout)
 
 
+def same_collation(a, b) -> bool:
+    """Also the slices and increments that ``to_data_list()`` reads."""
+    return same_batch(a, b) and all(
+        torch.equal(a._slice_dict[key], b._slice_dict[key]) for key in COMPARED[:-2]) and all(
+        torch.equal(a._inc_dict[key], b._inc_dict[key]) for key in COMPARED[:-2])
+
+
 def run(quick: bool) -> dict:
     count = 256 if quick else 1024
     repeats = 5 if quick else 9
@@ -50,6 +60,9 @@ def run(quick: bool) -> dict:
 
         def per_graph():
             return Batch.from_data_list([nft_pyg.from_module(net) for net in networks])
+
+        def per_graph_fast_collate():
+            return collate_graphs([nft_pyg.from_module(net) for net in networks])
 
         def convert_only():
             return [nft_pyg.from_module(net) for net in networks]
@@ -68,11 +81,15 @@ def run(quick: bool) -> dict:
             return from_state_dicts(states, layout)
 
         reference = per_graph()
+        assert same_collation(reference, per_graph_fast_collate()), "collate_graphs differs"
         assert same_batch(reference, batched()), "from_modules differs from per-graph collation"
         assert same_batch(reference, stacked_states()), "from_state_dicts differs"
         graphs = convert_only()
-        variants = {"from_module + collate": per_graph, "from_module only": convert_only,
-                    "collate only": lambda: Batch.from_data_list(graphs),
+        variants = {"from_module + collate_graphs": per_graph_fast_collate,
+                    "from_module + Batch.from_data_list": per_graph,
+                    "from_module only": convert_only,
+                    "collate_graphs only": lambda: collate_graphs(graphs),
+                    "Batch.from_data_list only": lambda: Batch.from_data_list(graphs),
                     "from_modules": batched, "from_state_dicts": stacked_states,
                     "WeightSpace.from_modules().to_graph()": dense}
         timing = interleaved(variants, repeats)
@@ -90,12 +107,13 @@ def run(quick: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer networks and repetitions")
+    parser.add_argument("--no-save", action="store_true", help="print the table only")
     args = parser.parse_args()
     single_thread()
     result = run(args.quick)
-    path = save("conversion", result, args.quick)
     print(result["table"])
-    print(f"saved {path}")
+    if not args.no_save:
+        print(f"saved {save('conversion', result, args.quick)}")
 
 
 if __name__ == "__main__":

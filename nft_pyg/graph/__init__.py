@@ -1,4 +1,5 @@
 """Networks <-> neuron graphs."""
+from .collate import GraphCollater, GraphLoader, collate_graphs
 from .convert import (from_module, from_modules, from_state_dict, from_state_dicts,
                       graph_structure, layout_of, to_module, to_state_dict)
 from .escnn import EscnnUnsupportedError, from_escnn
@@ -8,7 +9,8 @@ from .neuron_graph import NeuronGraph
 from .types import Activation, EdgeKind, NodeRole
 from .validate import GraphFormatError, validate
 
-__all__ = ["from_module", "from_modules", "from_state_dict", "from_state_dicts", "graph_structure", "layout_of", "to_module",
-           "to_state_dict", "Layout", "WeightLayer", "Sine", "UnsupportedModuleError",
+__all__ = ["from_module", "from_modules", "from_state_dict", "from_state_dicts",
+           "graph_structure", "layout_of", "to_module", "to_state_dict", "collate_graphs",
+           "GraphCollater", "GraphLoader", "Layout", "WeightLayer", "Sine", "UnsupportedModuleError",
            "NeuronGraph", "Activation", "EdgeKind", "NodeRole", "GraphFormatError", "validate",
            "from_escnn", "EscnnUnsupportedError"]

@@ -9,6 +9,7 @@ exact: no arithmetic touches a weight on the way.
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -16,15 +17,18 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._utils import _flatten_dense_tensors
 from torch_geometric.data import Batch
 
 from . import modules
-from .layout import NORM_KINDS, Layout, WeightLayer, state_key
+from .collate import collate_graphs
+from .layout import NORM_KINDS, WEIGHT_KINDS, Layout, WeightLayer, state_key
 from .neuron_graph import NORM_IDENTITY, NeuronGraph
 from .trace import module_chain
 from .types import Activation, EdgeKind, NodeRole
 
 NONFINITE_CHOICES = ("error", "keep")
+_PLAIN_TENSORS = (nn.Parameter, torch.Tensor)
 
 
 # --- module -> layout ----------------------------------------------------
@@ -87,6 +91,21 @@ def _checked_layout(steps: list[dict[str, Any]], module: nn.Module) -> Layout:
     return layout
 
 
+#: class -> whether it is an escnn module (the test depends on the class only)
+_ESCNN_CLASSES: dict[type, bool] = {}
+
+
+def _is_escnn(module: Any) -> bool:
+    cls = type(module)
+    known = _ESCNN_CLASSES.get(cls)
+    if known is None:
+        from .escnn import is_escnn_module  # lazy: escnn.py imports this module
+        known = is_escnn_module(module)
+        if len(_ESCNN_CLASSES) < 4096:  # classes made on the fly must not grow it forever
+            _ESCNN_CLASSES[cls] = known
+    return known
+
+
 def from_module(module: nn.Module, *, kernel_width: int | None = None,
                 nonfinite: str = "error", view: str | None = None) -> NeuronGraph:
     """Convert a network into a :class:`NeuronGraph`.
@@ -106,8 +125,8 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
     :func:`from_modules` (one stacked copy per weight layer instead of one
     graph per network).
     """
-    from .escnn import from_escnn, is_escnn_module  # lazy: escnn.py imports this module
-    if is_escnn_module(module):
+    if _is_escnn(module):
+        from .escnn import from_escnn  # lazy: escnn.py imports this module
         return from_escnn(module, view or "channel", kernel_width=kernel_width,
                           nonfinite=nonfinite)
     if view is not None:
@@ -115,7 +134,10 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
     steps, leaves = _steps_and_leaves(module)
     template = _template_of_steps(steps, module, kernel_width)
     _check_nonfinite_choice(nonfinite)
-    return _graph_from_state(template, _module_state(module, steps, leaves), nonfinite)
+    graph = _gathered_graph(template, module, leaves, nonfinite)
+    if graph is None:  # anything unusual: the general path (and its error messages)
+        graph = _graph_from_state(template, _module_state(module, steps, leaves), nonfinite)
+    return graph
 
 
 def from_modules(modules: Sequence[nn.Module], *, kernel_width: int | None = None,
@@ -149,8 +171,8 @@ def from_modules(modules: Sequence[nn.Module], *, kernel_width: int | None = Non
             break
         states.append(_module_state(module, other_steps, other_leaves))
     if states is None or not _batchable(template, states):
-        return Batch.from_data_list([from_module(module, kernel_width=kernel_width,
-                                                 nonfinite=nonfinite) for module in modules])
+        return collate_graphs([from_module(module, kernel_width=kernel_width,
+                                           nonfinite=nonfinite) for module in modules])
     return _batch_from_states(template, states, nonfinite)
 
 
@@ -242,8 +264,8 @@ def from_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]],
         raise ValueError("from_state_dicts: needs at least one state dict")
     template = _template(layout, kernel_width)
     if not _batchable(template, states):
-        return Batch.from_data_list([from_state_dict(state, layout, kernel_width=kernel_width,
-                                                     nonfinite=nonfinite) for state in states])
+        return collate_graphs([from_state_dict(state, layout, kernel_width=kernel_width,
+                                               nonfinite=nonfinite) for state in states])
     return _batch_from_states(template, states, nonfinite)
 
 
@@ -297,6 +319,13 @@ class _Template:
     edge_index: torch.Tensor  # [2, E]
     kernel_width: torch.Tensor  # [1]
     _identity_norms: dict = field(default_factory=dict)  # dtype -> [N, 4]
+    _gather: "_GatherPlan | None" = None
+
+    @property
+    def gather(self) -> "_GatherPlan":
+        if self._gather is None:
+            self._gather = _GatherPlan(self)
+        return self._gather
 
     @property
     def num_nodes(self) -> int:
@@ -330,6 +359,8 @@ class _Template:
 #: (layout JSON, kernel_width) -> _Template, least recently built dropped first
 _TEMPLATES: "OrderedDict[tuple[str, int | None], _Template]" = OrderedDict()
 _TEMPLATE_CACHE_SIZE = 256
+#: (repr of a module's layout steps, kernel_width) -> _Template: from_module's cache
+_TEMPLATES_BY_REPR: "OrderedDict[tuple[str, int | None], _Template]" = OrderedDict()
 
 
 def _width_key(kernel_width: int | None) -> int | None:
@@ -364,11 +395,20 @@ def _template_of_steps(steps: list[dict[str, Any]], module: nn.Module,
     """The template of a module's (unchecked) steps; checks them on a cache miss
     only (equal steps pass the same checks)."""
     width = _width_key(kernel_width)
+    # repr() is several times cheaper than the JSON key; equal reprs of these plain
+    # JSON values mean equal JSON (the converse may fail: then a miss, not an error)
+    quick_key = (repr(steps), width)
+    template = _TEMPLATES_BY_REPR.get(quick_key)
+    if template is not None:
+        return template
     layout_json = json.dumps(steps, separators=(",", ":"), sort_keys=True)  # Layout.to_json
     template = _TEMPLATES.get((layout_json, width))
     if template is None:
         layout = _checked_layout(steps, module)
         template = _remember((layout_json, width), _build_template(layout, layout_json, width))
+    _TEMPLATES_BY_REPR[quick_key] = template
+    while len(_TEMPLATES_BY_REPR) > _TEMPLATE_CACHE_SIZE:
+        _TEMPLATES_BY_REPR.popitem(last=False)
     return template
 
 
@@ -421,6 +461,112 @@ def _as_edge_rows(weight: torch.Tensor, layer: WeightLayer, width: int,
     if layer.positions < width:
         kernels = F.pad(kernels, (0, width - layer.positions))
     return kernels
+
+
+class _GatherPlan:
+    """How :func:`from_module` fills a template straight from a module's leaves.
+
+    All float attributes of the graph (``edge_attr``, ``x``, ``node_norm``,
+    in that order) are one ``torch.cat`` of the weights, biases and cached
+    constant pieces (zero biases, identity norms), and all integer attributes
+    one clone of a cached buffer: a handful of tensor operations per network
+    instead of a few per weight layer and attribute.
+    """
+
+    def __init__(self, template: _Template):
+        steps = template.layout.steps
+        weight_steps = [index for index, step in enumerate(steps) if step["kind"] in WEIGHT_KINDS]
+        self.layers = [(index, torch.Size(layer.weight_shape), layer.bias,
+                        layer.out_neurons * layer.in_neurons, layer.positions,
+                        template.width - layer.positions)
+                       for index, layer in zip(weight_steps, template.layers)]
+        self.first_name = template.layers[0].name
+        num_nodes, num_edges, width = template.num_nodes, template.num_edges, template.width
+        self.ints = torch.cat([template.node_ids.reshape(-1), template.edge_ids.reshape(-1),
+                               template.edge_index.reshape(-1), template.kernel_width])
+        self.num_nodes, self.num_edges = num_nodes, num_edges
+        # (size, stride, offset) of x, edge_attr, node_norm in the float buffer
+        norms = len(NORM_IDENTITY)
+        self.float_views = [((num_nodes, 1), (1, 1), num_edges * width),
+                            ((num_edges, width), (width, 1), 0),
+                            ((num_nodes, norms), (norms, 1), num_edges * width + num_nodes)]
+        self.int_sizes = [num_nodes] * 4 + [num_edges] * 2 + [2 * num_edges, 1]
+        self.padded = any(pad for *_, pad in self.layers)
+        self.sizes = template.sizes
+        self.layout_json = template.layout_json
+        self._constants: dict[torch.dtype, tuple[torch.Tensor, list, torch.Tensor]] = {}
+
+    def constants(self, dtype: torch.dtype) -> tuple[torch.Tensor, list, torch.Tensor]:
+        """Input-neuron zeros, per-layer zero biases (None where the layer has a
+        bias) and flat identity norms, of ``dtype``; only ever read (cat copies)."""
+        constants = self._constants.get(dtype)
+        if constants is None:
+            constants = (torch.zeros(self.sizes[0], dtype=dtype),
+                         [None if bias else torch.zeros(self.sizes[i + 1], dtype=dtype)
+                          for i, (_, _, bias, _, _, _) in enumerate(self.layers)],
+                         torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(self.num_nodes))
+            self._constants[dtype] = constants
+        return constants
+
+
+def _gathered_graph(template: _Template, module: nn.Module, leaves: list[nn.Module],
+                    nonfinite: str) -> NeuronGraph | None:
+    """:func:`from_module`'s graph read from the leaves' parameters, or ``None``
+    when the module needs the general path: norms, state-dict hooks, tensors
+    off the CPU, dtypes that need converting, shapes that do not match the
+    layout (which the general path reports), non-finite values to report."""
+    if template.norm_steps or module._state_dict_hooks or module._state_dict_pre_hooks:
+        return None
+    for leaf in leaves:
+        if leaf._state_dict_hooks or leaf._state_dict_pre_hooks:
+            return None
+    plan = template.gather
+    first_weight = leaves[plan.layers[0][0]]._parameters.get("weight")
+    if type(first_weight) not in _PLAIN_TENSORS:
+        return None
+    # the general path takes the dtype of the first layer's weight (see _weight_dtype)
+    dtype = first_weight.dtype if plan.first_name and first_weight.is_floating_point() \
+        else torch.get_default_dtype()
+    zeros_in, zero_biases, identity_norms = plan.constants(dtype)
+    weights, biases = [], [zeros_in]
+    for (index, shape, bias, _, _, _), zero_bias in zip(plan.layers, zero_biases):
+        parameters = leaves[index]._parameters
+        weight = parameters.get("weight")
+        if type(weight) not in _PLAIN_TENSORS or weight.shape != shape \
+                or weight.dtype != dtype or not weight.is_cpu or weight.layout != torch.strided:
+            return None
+        weights.append(weight)
+        if bias:
+            value = parameters.get("bias")
+            if type(value) not in _PLAIN_TENSORS or value.shape != shape[:1] \
+                    or value.dtype != dtype or not value.is_cpu or value.layout != torch.strided:
+                return None
+            biases.append(value)
+        else:
+            biases.append(zero_bias)
+    biases.append(identity_norms)
+    grad = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # cheaper than a no_grad() block
+    try:
+        if plan.padded:  # layers with fewer kernel positions than the graph
+            weights = [F.pad(weight.reshape(rows, positions), (0, pad)) if pad else weight
+                       for weight, (_, _, _, rows, positions, pad) in zip(weights, plan.layers)]
+        # flatten + cat in one C++ call (how DDP packs gradients); always a copy,
+        # as it gets at least a weight, a bias and two constants
+        values = _flatten_dense_tensors(weights + biases)
+    finally:
+        torch.set_grad_enabled(grad)
+    if nonfinite == "error" and not math.isfinite(values.sum().item()):
+        return None  # the general path names the offending tensor (or finds an overflow)
+    node_layer, node_role, node_pos, node_act, edge_layer, edge_kind, edge_index, kernel_width = \
+        torch.split_with_sizes(plan.ints.clone(), plan.int_sizes)
+    x_view, edge_view, norm_view = plan.float_views
+    return NeuronGraph.from_attributes(
+        x=values.as_strided(*x_view), edge_index=edge_index.view(2, plan.num_edges),
+        edge_attr=values.as_strided(*edge_view), node_layer=node_layer, node_role=node_role,
+        node_pos=node_pos, node_act=node_act, edge_layer=edge_layer, edge_kind=edge_kind,
+        node_norm=values.as_strided(*norm_view), kernel_width=kernel_width,
+        layout=plan.layout_json, num_nodes=plan.num_nodes)
 
 
 def _graph_from_state(template: _Template, state_dict: Mapping[str, torch.Tensor],

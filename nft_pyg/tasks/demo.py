@@ -26,12 +26,12 @@ def save_renderings(splits: dict, path: Path, count: int = 6) -> None:
     """Top row: the digits; bottom row: what their SIRENs render."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from torch_geometric.data import Batch
+    from ..graph.collate import collate_graphs
 
     from .specs import render_graph
 
     graphs = [splits["test"][i] for i in range(min(count, len(splits["test"])))]
-    batch = Batch.from_data_list(graphs)
+    batch = collate_graphs(graphs)
     with torch.no_grad():
         rendered = render_graph(batch).clamp(0, 1)
     figure = Figure(figsize=(1.6 * len(graphs), 3.4))

@@ -19,12 +19,12 @@ def _figure(rows: int, cols: int, width: float = 1.6, height: float = 1.7):
 def save_editing_figure(model: nn.Module, dataset, path: str | Path, count: int = 6) -> None:
     """Rows: the source INR's rendering, the target (dilated digit), the
     edited INR's rendering, for the first ``count`` graphs of ``dataset``."""
-    from torch_geometric.data import Batch
+    from ..graph.collate import collate_graphs
 
     from .specs import dilate, edit_images, render_graph
 
     graphs = [dataset[i] for i in range(min(count, len(dataset)))]
-    batch = Batch.from_data_list(graphs)
+    batch = collate_graphs(graphs)
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
-from torch_geometric.loader import DataLoader
+from ..graph.collate import GraphLoader as DataLoader
 from tqdm.auto import tqdm
 
 from ..datasets.io import atomic_save, atomic_write_text, safe_load

@@ -24,6 +24,7 @@ from torch_geometric.data import Batch
 
 from ..graph.convert import graph_structure, layout_of, to_module
 from ..graph.layout import Layout, state_key
+from ..graph.collate import collate_graphs
 from ..graph.neuron_graph import NeuronGraph
 
 
@@ -207,7 +208,7 @@ class WeightSpace:
             graph = template.clone()
             graph.x, graph.edge_attr = x[b], edge_attr[b]
             graphs.append(graph)
-        return Batch.from_data_list(graphs)
+        return collate_graphs(graphs)
 
     def graph_features(self, kernel_width: int = 1) -> tuple[Tensor, Tensor]:
         """Per-graph canonical node and edge features ``[B, N, C]``, ``[B, E, C*S]``.

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch_geometric.data import Batch
-from torch_geometric.loader import DataLoader
+from ..graph.collate import collate_graphs
+from ..graph.collate import GraphLoader as DataLoader
 
 from ..datasets.io import atomic_save, atomic_write_text
 from ..graph.convert import to_state_dict
@@ -108,7 +108,7 @@ def predicted_masks(model: TicketVAE, graphs: Sequence) -> list:
     """The deterministic-path mask ``[E, S]`` of each graph, with the IMP
     ticket's per-layer counts."""
     model.eval()
-    batch = Batch.from_data_list(list(graphs))
+    batch = collate_graphs(list(graphs))
     masks = model.predict_mask(batch)
     sizes = [g.edge_attr.size(0) for g in graphs]
     return list(masks.split(sizes))
