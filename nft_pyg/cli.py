@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model option (JSON value), e.g. hidden=64; repeatable")
     train.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                        help="dataset option, as for `data build`; repeatable")
+    train.add_argument("--augment", default="", metavar="NAMES",
+                       help="comma-separated augmentations of the training graphs: "
+                            "sign_flip, permute")
     train.add_argument("--resume", action="store_true",
                        help="continue the run from its checkpoint.pt")
     train.add_argument("--threads", type=int, default=None,
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                          data_options=_options(args.data_option), epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay,
-                         max_train_seconds=args.max_train_seconds)
+                         max_train_seconds=args.max_train_seconds,
+                         augment=[a for a in args.augment.split(",") if a])
         if rank_and_world()[0] == 0:
             print(json.dumps(final, indent=2))
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -1,13 +1,16 @@
 """One run of a task with one model: data, model, trainer, run folder."""
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
+from torch_geometric.transforms import Compose
 
+from ..transforms.augment import AUGMENTATIONS
 from .data import TASK_DATASET, load_splits
 from .models import TASK_MODELS, build_model
 from .specs import SPECS
@@ -23,6 +26,23 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 NUM_CLASSES = 10
 
 
+def with_augmentations(dataset, augment: Sequence[str]):
+    """A shallow copy of ``dataset`` whose graphs pass through the named
+    augmentations (``dataset`` itself is left as it is)."""
+    unknown = [name for name in augment if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"run_task: unknown augmentations {unknown}; choose from "
+                         f"{sorted(AUGMENTATIONS)}")
+    if not augment:
+        return dataset
+    transforms = [AUGMENTATIONS[name]() for name in augment]
+    if dataset.transform is not None:
+        transforms.insert(0, dataset.transform)
+    augmented = copy.copy(dataset)
+    augmented.transform = Compose(transforms)
+    return augmented
+
+
 def run_folder(runs_root: str | os.PathLike, task: str, model: str, seed: int) -> Path:
     return Path(runs_root) / task / model / str(seed)
 
@@ -31,7 +51,8 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
              data_root: str | os.PathLike = "data", runs_root: str | os.PathLike = "runs",
              resume: bool = False, progress: bool = True, splits: dict | None = None,
              model_options: dict | None = None, run_dir: str | os.PathLike | None = None,
-             data_options: dict | None = None, **train_options) -> dict[str, Any]:
+             data_options: dict | None = None, augment: Sequence[str] = (),
+             **train_options) -> dict[str, Any]:
     """Train ``model`` on ``task`` and return the final record (test metrics
     at the best validation epoch, train time, parameter count).
 
@@ -46,6 +67,9 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
         model_options: overrides of the model's defaults (e.g. ``hidden``).
         run_dir: the run folder (default ``runs_root/task/model/seed``).
         data_options: passed to the dataset class (e.g. ``num_images``).
+        augment: names of function-preserving augmentations of the training
+            graphs (:data:`~nft_pyg.transforms.augment.AUGMENTATIONS`:
+            ``"sign_flip"``, ``"permute"``), drawn anew every epoch.
         train_options: fields of :class:`~nft_pyg.tasks.trainer.TrainConfig`.
     """
     if task not in TASKS:
@@ -62,16 +86,18 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
     if splits is None:
         splits = load_splits(dataset, data_root, size, progress=progress and rank == 0,
                              **(data_options or {}))
+    train_set = with_augmentations(splits["train"], augment)
     torch.manual_seed(seed)
     out = NUM_CLASSES if task == "classification" else 1
     net = build_model(task, model, splits["train"], out, model_options)
     folder = run_folder(runs_root, task, model, seed) if run_dir is None else Path(run_dir)
     run_config = {"name": f"{task}/{model}/{seed}", "task": task, "model": model,
                   "dataset": dataset, "size": size, "data_options": data_options or {},
-                  "model_options": model_options or {}, "model_repr": repr(net),
+                  "model_options": model_options or {}, "augment": list(augment),
+                  "model_repr": repr(net),
                   "num_train": len(splits["train"]), "num_val": len(splits["val"]),
                   "num_test": len(splits["test"]), "torch_threads": torch.get_num_threads()}
-    trainer = Trainer(net, SPECS[task], splits["train"], splits["val"], splits["test"], config,
+    trainer = Trainer(net, SPECS[task], train_set, splits["val"], splits["test"], config,
                       folder, run_config, seed=seed, resume=resume, progress=progress)
     final = trainer.fit()
     if task == "editing" and rank == 0:
