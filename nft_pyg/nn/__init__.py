@@ -4,7 +4,7 @@ from .encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncodin
 from .kernel_projection import KernelProjection, KernelReadout
 from .nft_block import LatentCrossAttention, NFTBlock
 from .mixing import EndpointEdgeUpdate, NodeEdgeAdapter
-from .norm import WeightSpaceLayerNorm
+from .norm import PoolNorm, WeightSpaceLayerNorm
 from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
                         WeightSpaceSequential)
 from .pool import HNPPool, NPPool
@@ -12,7 +12,7 @@ from .structure import LayerStructure
 
 __all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "HNPPool",
            "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
-           "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm",
+           "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm", "PoolNorm",
            "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
            "WeightSpaceSequential", "LayerStructure", "NFTBlock", "LatentCrossAttention",
            "NodeEdgeAdapter", "EndpointEdgeUpdate"]

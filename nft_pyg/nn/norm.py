@@ -78,3 +78,28 @@ class WeightSpaceLayerNorm(nn.Module):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.channels}, eps={self.eps}, "
                 f"affine={self.affine})")
+
+
+class PoolNorm(nn.BatchNorm1d):
+    r"""Batch norm of pooled invariant vectors ``[B, F]``: each feature is
+    standardised over the networks of the batch,
+
+    .. math::
+        z'_{b,f} = \gamma_f \frac{z_{b,f} - \mu_f}{\sqrt{\sigma_f^2 + \epsilon}} + \beta_f,
+
+    with batch statistics in training and running statistics in eval mode
+    (:class:`torch.nn.BatchNorm1d`). A mean pool averages over hundreds of
+    weights, so the pooled vectors of different networks can differ by a few
+    percent of their size; standardised, the head sees those differences.
+    A training batch of a single network has no spread: it is normalised
+    with the running statistics instead of raising.
+
+    Args:
+        num_features (int): :math:`F`.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.training and input.dim() == 2 and input.size(0) == 1:
+            return nn.functional.batch_norm(input, self.running_mean, self.running_var,
+                                            self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(input)

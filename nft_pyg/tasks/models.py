@@ -236,15 +236,18 @@ TASK_MODELS = {
     "generalization": ("mlp", "statnn", "nfn_hnp", "nfn_np", "nft", "gnn", "nfn_gnn"),
     "editing": ("mlp", "nfn_hnp", "nfn_np", "nft"),
 }
-#: default sizes per model, overridable with model options. The Fourier
+#: default sizes per model, overridable with model options. ``pool_norm``
+#: (BatchNorm1d on the pooled invariant vector) is on for the invariant NF /
+#: NFT models: without it NFN-NP's pooled vectors differ across INRs by ~3 %
+#: of their size and training stays at chance (docs/results.md). The Fourier
 #: features of NFT / Inr2Array get ``sigma=1``: their inputs are scaled to unit
 #: RMS per layer (:class:`LayerScale`); the encoders' default ``sigma=10`` suits
 #: raw SIREN weights (hidden layers of RMS ~0.01-0.1) and would give nearly
 #: random phases on unit-scale inputs.
 DEFAULTS = {"mlp": {"hidden": [256, 256]}, "statnn": {"hidden": [256, 256]},
-            "nfn_hnp": {"hidden": 32, "num_nf_layers": 3},
-            "nfn_np": {"hidden": 32, "num_nf_layers": 3},
-            "nft": {"hidden": 32, "num_blocks": 2, "heads": 2, "sigma": 1.0},
+            "nfn_hnp": {"hidden": 32, "num_nf_layers": 3, "pool_norm": True},
+            "nfn_np": {"hidden": 32, "num_nf_layers": 3, "pool_norm": True},
+            "nft": {"hidden": 32, "num_blocks": 2, "heads": 2, "sigma": 1.0, "pool_norm": True},
             "inr2array": {"hidden": 32, "num_latents": 8, "num_blocks": 2, "heads": 2,
                           "sigma": 1.0},
             "gnn": {"hidden": 64, "num_convs": 3, "conv": "transformer", "heads": 2},
@@ -293,7 +296,7 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
             model = NFNEditor.for_layout(layout, mode, hidden, **kwargs)
         else:
             model = NFN.for_layout(layout, mode, hidden, out, head_hidden=opts.get(
-                "head_hidden", 128), **kwargs)
+                "head_hidden", 128), pool_norm=opts["pool_norm"], **kwargs)
     elif name == "nft":
         kwargs = dict(num_blocks=opts["num_blocks"], heads=opts["heads"])
         if "fourier_features" in opts:
@@ -306,7 +309,7 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
                 for param in model.readout.parameters():
                     param.mul_(opts.get("init_scale", 1e-3))
         else:
-            model = NFT.for_layout(layout, hidden, out, **kwargs)
+            model = NFT.for_layout(layout, hidden, out, pool_norm=opts["pool_norm"], **kwargs)
     elif name == "inr2array":
         autoencoder = Inr2Array(layout, channels=hidden, num_latents=opts["num_latents"],
                                 num_blocks=opts["num_blocks"], heads=opts["heads"],

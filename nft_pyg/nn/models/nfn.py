@@ -13,6 +13,7 @@ from ..conv.np_conv import NPConv
 from ..conv.pointwise_conv import PointwiseConv
 from ..encodings import GaussianFourierFeatures, IOPositionEncoding
 from ..kernel_projection import KernelProjection, KernelReadout
+from ..norm import PoolNorm
 from ..pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceSequential,
                          graph_attr)
 from ..pool.hnp_pool import HNPPool
@@ -202,6 +203,9 @@ class NFN(nn.Module):
         dropout (float): dropout after each NF layer and in the head.
         head_hidden (int or list[int]): hidden widths of the MLP head
             (default 256).
+        pool_norm (bool): standardise every pooled feature over the batch
+            (:class:`~nft_pyg.nn.norm.PoolNorm`, a batch norm) before the
+            head (default ``False``).
 
     Shapes:
         - **input:** a raw :class:`~nft_pyg.NeuronGraph` or a ``Batch`` of
@@ -214,7 +218,8 @@ class NFN(nn.Module):
                  num_outputs: int | None = None, kernel_width: int = 1,
                  kernel_sizes: Sequence[int] | None = None, io_embedding: bool = False,
                  fourier_features: int | None = None, fourier_sigma: float = 3.0,
-                 dropout: float = 0.0, head_hidden: int | Sequence[int] = 256):
+                 dropout: float = 0.0, head_hidden: int | Sequence[int] = 256,
+                 pool_norm: bool = False):
         super().__init__()
         if int(out_channels) < 1:
             raise ValueError(f"NFN: out_channels must be >= 1, got {out_channels}")
@@ -231,6 +236,8 @@ class NFN(nn.Module):
         self.out_channels = int(out_channels)
         self.head = mlp_head(self.pool.out_channels, hidden_widths(head_hidden, "NFN"),
                              self.out_channels, dropout)
+        if pool_norm:
+            self.head.insert(0, PoolNorm(self.pool.out_channels))
 
     @classmethod
     def for_layout(cls, layout: Layout | str, mode: str, hidden_channels: int,

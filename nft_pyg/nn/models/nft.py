@@ -10,7 +10,7 @@ from ...graph.layout import Layout
 from ..encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncoding
 from ..kernel_projection import KernelProjection, KernelReadout
 from ..nft_block import LatentCrossAttention, NFTBlock
-from ..norm import WeightSpaceLayerNorm
+from ..norm import PoolNorm, WeightSpaceLayerNorm
 from ..pointwise import WeightSpaceLinear, WeightSpaceSequential
 from ..pool.np_pool import NPPool
 
@@ -250,6 +250,9 @@ class NFT(nn.Module):
         head_channels (int, optional): hidden width of the invariant MLP
             head. (default: :obj:`hidden_channels`)
         dropout (float): dropout in the blocks and the head. (default: :obj:`0.`)
+        pool_norm (bool): standardise every pooled feature over the batch
+            (:class:`~nft_pyg.nn.norm.PoolNorm`) before the invariant head, as
+            :class:`~nft_pyg.nn.models.NFN` does. (default: :obj:`False`)
         ff_channels (int, optional): feed-forward width of the blocks.
 
     Use :meth:`for_layout` to read ``num_layers``, kernel sizes, biases and
@@ -269,7 +272,8 @@ class NFT(nn.Module):
                  layer_bias: Sequence[bool] | None = None, fourier_features: int = 16,
                  sigma: float = 10.0, layer_encoding: str | None = "learned",
                  pool: str = "mean", num_latents: int = 8, head_channels: int | None = None,
-                 dropout: float = 0.0, ff_channels: int | None = None):
+                 dropout: float = 0.0, ff_channels: int | None = None,
+                 pool_norm: bool = False):
         super().__init__()
         where = type(self).__name__
         if task not in TASKS:
@@ -298,6 +302,8 @@ class NFT(nn.Module):
             hidden = C if head_channels is None else int(head_channels)
             self.head = nn.Sequential(nn.Linear(pooled, hidden), nn.GELU(),
                                       nn.Dropout(dropout), nn.Linear(hidden, self.out_channels))
+            if pool_norm:
+                self.head.insert(0, PoolNorm(pooled))
         elif in_channels is None:
             self.readout = KernelReadout(C, self.encoder.kernel_sizes, kernel_width,
                                          bias=True if layer_bias is None else list(layer_bias))
