@@ -37,17 +37,39 @@ def check_hnp_folded(ws: WeightSpace, channels: int, num_layers: int, num_inputs
                              f"the weight space has {found}")
 
 
-def hnp_summary_dense(ws: WeightSpace) -> Tensor:
-    r"""``[B, G, C]``: the mean of every HNP type (the order of ``HNPPool``)."""
-    weights, biases = ws.weights, ws.biases
+def _masked(weights: list[Tensor], mask: list[Tensor] | None) -> list[Tensor]:
+    """The weights with absent entries zeroed (``mask[l]`` ``[B, n_l, n_{l-1}]``)."""
+    if mask is None:
+        return list(weights)
+    return [w * m.unsqueeze(1).to(w.dtype) for w, m in zip(weights, mask)]
+
+
+def _mean(weight: Tensor, mask: Tensor | None, dim) -> Tensor:
+    """Mean of ``weight`` ``[B, C, n, m]`` over ``dim`` (2, 3 or both); with ``mask``
+    ``[B, n, m]`` over the present entries only (``weight`` already masked)."""
+    if mask is None:
+        return weight.mean(dim=dim)
+    count = mask.unsqueeze(1).to(weight.dtype).sum(dim=dim)
+    return weight.sum(dim=dim) / count.clamp(min=1)
+
+
+def hnp_summary_dense(ws: WeightSpace, mask: list[Tensor] | None = None) -> Tensor:
+    r"""``[B, G, C]``: the mean of every HNP type (the order of ``HNPPool``).
+
+    With ``mask`` (per weight layer ``[B, n_l, n_{l-1}]``, true where the
+    weight exists: a pruned graph) means run over the present weights only,
+    as on the graph."""
+    weights, biases = _masked(ws.weights, mask), ws.biases
+    masks = mask if mask is not None else [None] * len(weights)
     if ws.num_layers == 1:
         return torch.cat([weights[0].permute(0, 2, 3, 1).flatten(1, 2),
                           biases[0].transpose(1, 2)], dim=1)
-    parts = [weights[0].mean(dim=2).transpose(1, 2)]                     # W_1 columns
-    parts += [w.mean(dim=(2, 3)).unsqueeze(1) for w in weights[1:-1]]    # hidden W_l
-    parts += [weights[-1].mean(dim=3).transpose(1, 2)]                   # W_L rows
-    parts += [b.mean(dim=2).unsqueeze(1) for b in biases[:-1]]          # hidden b_l
-    parts += [biases[-1].transpose(1, 2)]                                # b_L
+    parts = [_mean(weights[0], masks[0], 2).transpose(1, 2)]               # W_1 columns
+    parts += [_mean(w, m, (2, 3)).unsqueeze(1)                               # hidden W_l
+              for w, m in zip(weights[1:-1], masks[1:-1])]
+    parts += [_mean(weights[-1], masks[-1], 3).transpose(1, 2)]             # W_L rows
+    parts += [b.mean(dim=2).unsqueeze(1) for b in biases[:-1]]             # hidden b_l
+    parts += [biases[-1].transpose(1, 2)]                                   # b_L
     return torch.cat(parts, dim=1)
 
 
@@ -58,21 +80,25 @@ def hnp_pool_dense(pool, ws: WeightSpace) -> Tensor:
     return hnp_summary_dense(ws).flatten(1)
 
 
-def hidden_summary_dense(ws: WeightSpace, layer: int) -> Tensor:
+def hidden_summary_dense(ws: WeightSpace, layer: int,
+                         mask: list[Tensor] | None = None) -> Tensor:
     r"""``[B, n_h, (i_h + 1 + o_h) C]``: the summary :math:`s(v)` of every
     neuron of hidden layer ``h``: its in-edges (all of them by input position
     if ``h = 1``, else their mean), its own feature, its out-edges (all of
-    them by output position if ``h = L - 1``, else their mean)."""
-    weights, bias = ws.weights, ws.biases[layer - 1]
+    them by output position if ``h = L - 1``, else their mean). With ``mask``
+    (see :func:`hnp_summary_dense`) absent weights are zero and means run over
+    the present ones."""
+    weights, bias = _masked(ws.weights, mask), ws.biases[layer - 1]
+    masks = mask if mask is not None else [None] * len(weights)
     into, out_of = weights[layer - 1], weights[layer]       # [B, C, n_h, .], [B, C, ., n_h]
     if layer == 1:
         incoming = into.permute(0, 2, 3, 1).flatten(2)       # [B, n_1, n_0 C]
     else:
-        incoming = into.mean(dim=3).transpose(1, 2)
+        incoming = _mean(into, masks[layer - 1], 3).transpose(1, 2)
     if layer == ws.num_layers - 1:
         outgoing = out_of.permute(0, 3, 2, 1).flatten(2)     # [B, n_(L-1), n_L C]
     else:
-        outgoing = out_of.mean(dim=2).transpose(1, 2)
+        outgoing = _mean(out_of, masks[layer], 2).transpose(1, 2)
     return torch.cat([incoming, bias.transpose(1, 2), outgoing], dim=2)
 
 
@@ -81,26 +107,31 @@ def _linear(module: nn.Linear, features: Tensor) -> Tensor:
     return out if module.bias is None else out + module.bias
 
 
-def hnp_layer_dense(conv, ws: WeightSpace) -> WeightSpace:
-    """Dense twin of ``HNPConv``: the same map with the same parameters."""
+def hnp_layer_dense(conv, ws: WeightSpace, mask: list[Tensor] | None = None) -> WeightSpace:
+    """Dense twin of ``HNPConv``: the same map with the same parameters.
+
+    ``mask`` (per weight layer ``[B, n_l, n_{l-1}]``, true where the weight
+    exists) makes it the twin of ``HNPConv`` on a pruned graph: absent weights
+    are absent from every mean (as missing edges on the graph) and get a zero
+    output."""
     L, n_in = conv.num_layers, conv.num_inputs
     check_hnp_folded(ws, conv.in_channels, L, n_in, conv.num_outputs, "HNPConv")
     batch, d = ws.batch_size, conv.out_channels
     num_edge_types, _ = hnp_num_types(L, n_in, conv.num_outputs)
-    glob = _linear(conv.global_map, hnp_summary_dense(ws).flatten(1)).view(batch, -1, d)
+    glob = _linear(conv.global_map, hnp_summary_dense(ws, mask).flatten(1)).view(batch, -1, d)
     glob = glob.transpose(1, 2)                                           # [B, d, G]
     weight_glob, bias_glob = glob[:, :, :num_edge_types], glob[:, :, num_edge_types:]
     sizes = ws.neuron_layer_sizes
     if L == 1:
-        return WeightSpace([weight_glob.reshape(batch, d, sizes[1], n_in)], [bias_glob],
-                           ws.layout)
+        return WeightSpace(_masked([weight_glob.reshape(batch, d, sizes[1], n_in)], mask),
+                           [bias_glob], ws.layout)
 
-    summaries = {h: hidden_summary_dense(ws, h) for h in range(1, L)}
+    summaries = {h: hidden_summary_dense(ws, h, mask) for h in range(1, L)}
     # W_1: the map from s(v) of the row's hidden neuron, typed by the input column
     first = _linear(conv.first_edge, summaries[1]).view(batch, sizes[1], n_in, d)
     weights = [first.permute(0, 3, 1, 2) + weight_glob[:, :, None, :n_in]]
     for layer in range(2, L):
-        w = ws.weights[layer - 1]
+        w = ws.weights[layer - 1] if mask is None else _masked(ws.weights, mask)[layer - 1]
         k = layer - 2
         from_weight = torch.einsum("bcij,dc->bdij", w, conv.pointwise[k].weight)
         from_src = _linear(conv.src_maps[k], summaries[layer - 1]).transpose(1, 2)
@@ -114,4 +145,4 @@ def hnp_layer_dense(conv, ws: WeightSpace) -> WeightSpace:
     biases = [_linear(conv.node_maps[h - 1], summaries[h]).transpose(1, 2)
               + bias_glob[:, :, h - 1, None] for h in range(1, L)]
     biases.append(bias_glob[:, :, L - 1:])
-    return WeightSpace(weights, biases, ws.layout)
+    return WeightSpace(_masked(weights, mask), biases, ws.layout)

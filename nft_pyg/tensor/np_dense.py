@@ -26,16 +26,34 @@ def check_folded(ws: WeightSpace, channels: int, num_layers: int, where: str) ->
                          f"layers but the operator was built for num_layers={num_layers}")
 
 
+def _masked(weights: list[Tensor], mask: list[Tensor] | None) -> list[Tensor]:
+    """The weights with absent entries zeroed (``mask[l]`` ``[B, n_l, n_{l-1}]``)."""
+    if mask is None:
+        return list(weights)
+    return [w * m.unsqueeze(1).to(w.dtype) for w, m in zip(weights, mask)]
+
+
+def _mean(weight: Tensor, mask: Tensor | None, dim) -> Tensor:
+    """Mean of ``weight`` ``[B, C, n, m]`` over ``dim``; with ``mask`` ``[B, n, m]``
+    over the present entries only (``weight`` already masked; none present: 0)."""
+    if mask is None:
+        return weight.mean(dim=dim)
+    return weight.sum(dim=dim) / mask.unsqueeze(1).to(weight.dtype).sum(dim=dim).clamp(min=1)
+
+
 def np_pool_dense(ws: WeightSpace, num_layers: int, channels: int | None = None,
-                  where: str = "np_pool_dense") -> Tensor:
+                  where: str = "np_pool_dense", mask: list[Tensor] | None = None) -> Tensor:
     r"""``[B, 2 L C]``: the mean of every weight matrix, then of every bias
-    vector, each ``[B, C]``, zeros for layers past ``ws.num_layers``."""
+    vector, each ``[B, C]``, zeros for layers past ``ws.num_layers``. With
+    ``mask`` (per weight layer ``[B, n_l, n_{l-1}]``, true where the weight
+    exists: a pruned graph) weight means run over the present weights only."""
     check_folded(ws, ws.channels if channels is None else channels, num_layers, where)
     zeros = [ws.weights[0].new_zeros(ws.batch_size, ws.channels)] * \
         (num_layers - ws.num_layers)
-    weight_means = [w.mean(dim=(2, 3)) for w in ws.weights] + zeros
+    masks = mask if mask is not None else [None] * ws.num_layers
+    weight_means = [_mean(w, m, (2, 3)) for w, m in zip(_masked(ws.weights, mask), masks)]
     bias_means = [b.mean(dim=2) for b in ws.biases] + zeros
-    return torch.cat(weight_means + bias_means, dim=1)
+    return torch.cat(weight_means + zeros + bias_means, dim=1)
 
 
 def embed_io_dense(conv, ws: WeightSpace) -> WeightSpace:
@@ -54,24 +72,26 @@ def embed_io_dense(conv, ws: WeightSpace) -> WeightSpace:
     return WeightSpace(weights, biases, ws.layout)
 
 
-def neuron_summaries(ws: WeightSpace) -> list[Tensor]:
+def neuron_summaries(ws: WeightSpace, mask: list[Tensor] | None = None) -> list[Tensor]:
     r"""``s_k`` ``[B, 3C, n_k]`` for neuron layers ``k = 0..L``: the mean of the
     weights into each neuron (row means of ``W_k``), its bias ``b_k`` and the
     mean of the weights out of it (column means of ``W_{k+1}``); absent parts
-    (into / bias of inputs, out of outputs) are zeros."""
-    weights, biases = ws.weights, ws.biases
+    (into / bias of inputs, out of outputs) are zeros. With ``mask`` (see
+    :func:`np_pool_dense`) the means run over the present weights only."""
+    weights, biases = _masked(ws.weights, mask), ws.biases
+    masks = mask if mask is not None else [None] * ws.num_layers
     sizes = ws.neuron_layer_sizes
     summaries = []
     for k, n in enumerate(sizes):
         zero = weights[0].new_zeros(ws.batch_size, ws.channels, n)
-        into = weights[k - 1].mean(dim=3) if k > 0 else zero
+        into = _mean(weights[k - 1], masks[k - 1], 3) if k > 0 else zero
         bias = biases[k - 1] if k > 0 else zero
-        out_of = weights[k].mean(dim=2) if k < ws.num_layers else zero
+        out_of = _mean(weights[k], masks[k], 2) if k < ws.num_layers else zero
         summaries.append(torch.cat([into, bias, out_of], dim=1))
     return summaries
 
 
-def np_layer_dense(conv, ws: WeightSpace) -> WeightSpace:
+def np_layer_dense(conv, ws: WeightSpace, mask: list[Tensor] | None = None) -> WeightSpace:
     r"""The NP layer of ``conv`` (an :class:`NPConv`) on a folded weight space.
 
     For weight layer ``l`` (parameters at index ``l - 1``):
@@ -81,14 +101,18 @@ def np_layer_dense(conv, ws: WeightSpace) -> WeightSpace:
         + C_l s_l \mathbf{1}^\top_{\text{cols}} + D_l g + a_l, \qquad
         b'_l = E_l s_l + F_l g + e_l,
 
-    every matrix acting on the channel dimension.
+    every matrix acting on the channel dimension. ``mask`` (per weight layer
+    ``[B, n_l, n_{l-1}]``, true where the weight exists) gives the map of
+    ``NPConv`` on the pruned graph: absent weights are absent from every mean
+    (as missing edges are on the graph) and get a zero output.
     """
     where = type(conv).__name__
     check_folded(ws, conv.in_channels, conv.num_layers, where)
     if conv.io_embedding:
         ws = embed_io_dense(conv, ws)
-    summaries = neuron_summaries(ws)
-    glob = np_pool_dense(ws, conv.num_layers)                              # [B, 2LC]
+    ws = WeightSpace(_masked(ws.weights, mask), ws.biases, ws.layout)
+    summaries = neuron_summaries(ws, mask)
+    glob = np_pool_dense(ws, conv.num_layers, mask=mask)                  # [B, 2LC]
     edge_glob = torch.einsum("bf,lfo->blo", glob, conv.edge_global)       # [B, L, C']
     node_glob = torch.einsum("bf,lfo->blo", glob, conv.node_global)
     if conv.edge_bias is not None:
@@ -103,4 +127,4 @@ def np_layer_dense(conv, ws: WeightSpace) -> WeightSpace:
         weights.append(weight + edge_glob[:, i, :, None, None])
         bias = torch.einsum("bci,co->boi", dst, conv.node_self[i])
         biases.append(bias + node_glob[:, i, :, None])
-    return WeightSpace(weights, biases, ws.layout)
+    return WeightSpace(_masked(weights, mask), biases, ws.layout)

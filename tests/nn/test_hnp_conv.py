@@ -4,14 +4,24 @@ import copy
 
 import pytest
 import torch
+from hnp_helpers import (
+    batch_permutation,
+    cnn,
+    dense_of,
+    folded_raw_features,
+    layer_sizes,
+    mlp,
+    neuron_permutations,
+    permutation_index_maps,
+    permute_module,
+    random_features,
+    split_features,
+    structure_batch,
+)
 
 import nft_pyg
 from nft_pyg.nn.conv.hnp_conv import HNPConv
 from nft_pyg.tensor.weight_space import WeightSpace
-
-from hnp_helpers import (batch_permutation, cnn, dense_of, folded_raw_features, layer_sizes,
-                         mlp, neuron_permutations, permutation_index_maps, permute_module,
-                         random_features, split_features, structure_batch)
 
 torch.set_num_threads(1)
 
@@ -345,3 +355,127 @@ def test_spans_all_equivariant_linear_maps(widths):
             maps.append(torch.cat([t.flatten(1) for t in out.weights + out.biases], 1).flatten())
     rank = int(torch.linalg.matrix_rank(torch.stack(maps)))
     assert rank == count == commutant_dimension(widths)
+
+
+# --- pruned graphs (missing edges) -------------------------------------------------
+def pruned_batch(modules, keep: float, channels: int, seed: int = 0):
+    """Each network's graph with a random ``1 - keep`` of its edges removed (at
+    least one per weight layer), batched, with random float64 features."""
+    from nft_helpers import drop_edges
+    from torch_geometric.data import Batch
+    torch.manual_seed(seed)
+    batch = Batch.from_data_list([drop_edges(nft_pyg.from_module(m), keep)[0]
+                                  for m in modules])
+    x, edge_attr = random_features(batch, channels)
+    return batch, x, edge_attr
+
+
+def presence_mask(graph) -> list[torch.Tensor]:
+    """Per weight layer ``[B, n_l, n_{l-1}]``: true where the graph has the edge."""
+    ones = WeightSpace.from_features(graph, torch.zeros(graph.num_nodes, 1, dtype=torch.float64),
+                                     torch.ones(graph.edge_index.size(1), 1,
+                                                dtype=torch.float64))
+    return [w[:, 0] > 0 for w in ones.weights]
+
+
+def check_pruned_against_dense(conv, batch, x, edge_attr, atol=1e-10):
+    x_out, e_out = conv(x, edge_attr, batch)
+    for (graph, xi, ei), (_, xo, eo) in zip(split_features(batch, x, edge_attr),
+                                            split_features(batch, x_out, e_out)):
+        expected = conv.forward_dense(dense_of(graph, xi, ei), presence_mask(graph))
+        assert_close_ws(dense_of(graph, xo, eo), expected, atol)
+    return x_out, e_out
+
+
+PRUNED_CASES = [  # widths, batch size, keep
+    ([3, 4], 2, 0.5),
+    ([3, 5, 4], 2, 0.4),
+    ([2, 6, 5, 3], 3, 0.3),
+    ([2, 6, 5, 3], 2, 0.8),
+    ([3, 4, 6, 5, 4], 2, 0.3),
+    ([1, 8, 16, 10], 2, 0.1),  # the CNN zoo's neuron layers, 90 % pruned
+]
+
+
+@pytest.mark.parametrize("widths,batch_size,keep", PRUNED_CASES)
+def test_pruned_graph_matches_masked_dense(widths, batch_size, keep):
+    """On a pruned graph every mean runs over the edges that exist: the dense
+    twin with the presence mask computes the same map (absent weights zero)."""
+    batch, x, edge_attr = pruned_batch([mlp(widths) for _ in range(batch_size)], keep, 3)
+    conv = make_conv(3, 2, widths)
+    check_pruned_against_dense(conv, batch, x, edge_attr)
+
+
+def test_pruned_mixed_widths_and_term_ablation():
+    """Mixed hidden widths, pruned; each term still used and still matched."""
+    modules = [mlp([3, 5, 4, 2]), mlp([3, 2, 6, 2]), mlp([3, 4, 4, 2])]
+    batch, x, edge_attr = pruned_batch(modules, 0.5, 2, seed=1)
+    conv = make_conv(2, 2, [3, 5, 4, 2])
+    x_out, e_out = check_pruned_against_dense(conv, batch, x, edge_attr)
+    by_id = {id(p): name for name, p in conv.named_parameters()}
+    for name, (weight, columns) in conv.terms().items():
+        ablated = copy.deepcopy(conv)
+        with torch.no_grad():
+            dict(ablated.named_parameters())[by_id[id(weight)]][..., columns] = 0
+        x_abl, e_abl = check_pruned_against_dense(ablated, batch, x, edge_attr)
+        assert max((x_abl - x_out).abs().max(), (e_abl - e_out).abs().max()) > 1e-6, name
+
+
+@pytest.mark.parametrize("widths", [[3, 4, 5, 3], [3, 4, 3]])
+@pytest.mark.parametrize("prune_first,prune_last", [(True, False), (False, True),
+                                                    (True, True)])
+def test_pruned_fixed_ends_use_the_per_edge_path(prune_first, prune_last, widths):
+    """W_1 / W_L pruned alone or together: the by-position maps run per edge
+    (``sparse``) and still match the masked dense twin, also when every hidden
+    neuron keeps an edge there."""
+    from torch_geometric.data import Batch
+
+    from nft_pyg.nn.conv.hnp_conv import _conv_index
+    from nft_pyg.nn.structure import LayerStructure
+    graphs = []
+    for _ in range(2):
+        graph = nft_pyg.from_module(mlp(widths))
+        src, dst = graph.edge_index
+        keep = torch.ones(graph.num_edges, dtype=torch.bool)
+        # drop one edge per hidden neuron: every neuron keeps the others
+        if prune_first:
+            keep &= ~((graph.edge_layer == 1) & (graph.node_pos[src] == 0))
+        if prune_last:
+            keep &= ~((graph.edge_layer == len(widths) - 1) & (graph.node_pos[dst] == 1))
+        graph.edge_index = graph.edge_index[:, keep]
+        for key in ("edge_attr", "edge_layer", "edge_kind"):
+            graph[key] = graph[key][keep]
+        graphs.append(graph)
+    batch = Batch.from_data_list(graphs)
+    x, edge_attr = random_features(batch, 2)
+    conv = make_conv(2, 3, widths)
+    check_pruned_against_dense(conv, batch, x, edge_attr)
+    index = _conv_index(LayerStructure.of(batch), len(widths) - 1, 3, 3)
+    assert (index.first.sparse, index.last.sparse) == (prune_first, prune_last)
+
+
+@pytest.mark.parametrize("widths", [[3, 4, 2], [2, 5, 4, 3]])
+def test_pruned_graph_equivariance_and_absent_is_not_zero(widths):
+    from nft_helpers import permute_graph, random_hidden_permutation
+    batch, x, edge_attr = pruned_batch([mlp(widths) for _ in range(2)], 0.4, 2, seed=2)
+    conv = make_conv(2, 2, widths)
+    x_out, e_out = conv(x, edge_attr, batch)
+    batch.x, batch.edge_attr = x, edge_attr
+    node_map = random_hidden_permutation(batch)
+    permuted, edge_map = permute_graph(batch, node_map)
+    x_perm, e_perm = conv(permuted.x, permuted.edge_attr, permuted)
+    assert torch.allclose(x_perm, x_out[node_map], atol=1e-10)
+    assert torch.allclose(e_perm, e_out[edge_map], atol=1e-10)
+    # the same weights with the missing ones present as zeros: a different map
+    full = structure_batch([mlp(widths) for _ in range(2)])
+    ws = dense_of(batch, x, edge_attr)
+    x_full, e_full = conv(*_features_of(ws, full), full)
+    present = presence_mask(batch)[-1].unsqueeze(1)
+    on_zeros = dense_of(full, x_full, e_full).weights[-1] * present
+    assert (on_zeros - dense_of(batch, x_out, e_out).weights[-1]).abs().max() > 1e-6
+
+
+def _features_of(ws: WeightSpace, graph):
+    """``(x, edge_attr)`` of ``graph``'s structure holding ``ws`` (zeros included)."""
+    batch = ws.to_graph()
+    return batch.x, batch.edge_attr

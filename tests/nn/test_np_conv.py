@@ -3,15 +3,21 @@ import copy
 
 import pytest
 import torch
+from helpers import (
+    assert_matches_dense,
+    cnn,
+    feature_batch,
+    layer_permutations,
+    mlp,
+    permute_mlp,
+    random_neuron_permutation,
+)
 
 import nft_pyg
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.nn.conv.np_conv import NPConv
 from nft_pyg.nn.conv.pointwise_conv import PointwiseConv
 from nft_pyg.tensor.weight_space import WeightSpace
-
-from helpers import (assert_matches_dense, cnn, feature_batch, layer_permutations, mlp,
-                     permute_mlp, random_neuron_permutation)
 
 torch.set_num_threads(1)
 ALL_ROLES = (NodeRole.INPUT, NodeRole.HIDDEN, NodeRole.OUTPUT)
@@ -270,3 +276,102 @@ def test_repr():
     assert repr(NPConv(2, 3, 4)) == "NPConv(2, 3, num_layers=4, bias=True)"
     assert repr(NPConv(2, 3, 4, io_embedding=True, num_inputs=5, num_outputs=1)) == \
         "NPConv(2, 3, num_layers=4, io_embedding=True, num_inputs=5, num_outputs=1, bias=True)"
+
+
+# --- pruned graphs (missing edges) -------------------------------------------------
+def pruned(batch, keep: float, seed: int = 0):
+    """``batch`` with a random ``1 - keep`` of its edges removed (each graph
+    keeps at least one edge per weight layer)."""
+    from torch_geometric.data import Batch
+    generator = torch.Generator().manual_seed(seed)
+    graphs = []
+    for graph in batch.to_data_list():
+        mask = torch.rand(graph.num_edges, generator=generator) < keep
+        for layer in graph.edge_layer.unique():
+            mask[(graph.edge_layer == layer).nonzero()[0]] = True
+        graph.edge_index = graph.edge_index[:, mask]
+        for key in ("edge_attr", "edge_layer", "edge_kind"):
+            graph[key] = graph[key][mask]
+        graphs.append(graph)
+    return Batch.from_data_list(graphs)
+
+
+def presence_mask(graph) -> list[torch.Tensor]:
+    """Per weight layer ``[B, n_l, n_{l-1}]``: true where the graph has the edge."""
+    ones = WeightSpace.from_features(graph, torch.zeros(graph.num_nodes, 1, dtype=torch.float64),
+                                     torch.ones(graph.num_edges, 1, dtype=torch.float64))
+    return [w[:, 0] > 0 for w in ones.weights]
+
+
+def assert_pruned_matches_dense(conv, batch, atol=1e-10):
+    """Each graph of a pruned batch against the dense twin with its presence
+    mask (absent weights: absent from every mean, zero output)."""
+    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    edge_graph = batch.batch[batch.edge_index[0]]
+    for b in range(batch.num_graphs):
+        graph = batch.get_example(b)
+        nodes, edges = batch.batch == b, edge_graph == b
+        dense = conv.forward_dense(WeightSpace.from_features(graph, graph.x, graph.edge_attr),
+                                   presence_mask(graph))
+        got = WeightSpace.from_features(graph, x_out[nodes], edge_out[edges])
+        for a, e in zip(got.weights + got.biases, dense.weights + dense.biases):
+            torch.testing.assert_close(a, e, atol=atol, rtol=0)
+    return x_out, edge_out
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9])
+def test_pruned_matches_masked_dense(keep):
+    """Mixed depths and kinds, pruned: the neuron terms are computed on the
+    neurons that need them only, and still equal the masked dense twin."""
+    modules = [mlp([3, 4, 2]), cnn([2, 3, 2], [3, 1], head=3, pooled=2), mlp([3, 6, 8, 5, 2]),
+               mlp([3, 4, 2]), cnn([1, 2], [3])]
+    batch = pruned(feature_batch([m.double() for m in modules], channels=2), keep)
+    conv = make_conv(batch.x.size(1), 3, 4)
+    assert_pruned_matches_dense(conv, batch)
+
+
+def test_pruned_cnn_zoo_shape():
+    """The benchmark's CNN zoo neuron layers (1-8-16-10), 90 % pruned: most
+    neurons have no edge left on one side or both."""
+    batch = pruned(feature_batch([mlp([1, 8, 16, 10]).double() for _ in range(3)],
+                                 channels=3), 0.1, seed=1)
+    conv = make_conv(3, 2, 3)
+    assert_pruned_matches_dense(conv, batch)
+    has_in = torch.zeros(batch.num_nodes, dtype=torch.bool)
+    has_in[batch.edge_index[1]] = True
+    assert (~has_in[batch.node_layer > 0]).any()  # the partial row sets are exercised
+
+
+@pytest.mark.parametrize("term", sorted(TERMS))
+def test_each_term_is_used_on_pruned_graphs(term):
+    batch = pruned(feature_batch([mlp([3, 6, 5, 2]).double()] * 2, channels=2), 0.5, seed=2)
+    conv = make_conv(2, 2, 3)
+    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    TERMS[term](conv)
+    x_cut, edge_cut = assert_pruned_matches_dense(conv, batch)
+    assert (x_cut - x_out).abs().max() + (edge_cut - edge_out).abs().max() > 1e-3
+
+
+def test_pruned_equivariance_and_io_embedding():
+    from nft_helpers import permute_graph, random_hidden_permutation
+    batch = pruned(feature_batch([mlp([4, 6, 5, 3]).double()] * 2, channels=2), 0.4, seed=3)
+    conv = make_conv(2, 3, 3, io_embedding=True, num_inputs=4, num_outputs=3)
+    assert_pruned_matches_dense(conv, batch)
+    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    node_map = random_hidden_permutation(batch)
+    permuted, edge_map = permute_graph(batch, node_map)
+    x_perm, edge_perm = conv(permuted.x, permuted.edge_attr, permuted)
+    torch.testing.assert_close(x_perm, x_out[node_map], atol=1e-10, rtol=0)
+    torch.testing.assert_close(edge_perm, edge_out[edge_map], atol=1e-10, rtol=0)
+
+
+def test_repeated_calls_reuse_the_cached_index():
+    from nft_pyg.nn.conv.np_conv import _np_index
+    from nft_pyg.nn.structure import LayerStructure
+    batch = pruned(feature_batch([mlp([3, 5, 2]).double()] * 2, channels=2), 0.5)
+    conv = make_conv(2, 2, 2)
+    first = conv(batch.x, batch.edge_attr, batch)
+    index = _np_index(LayerStructure.of(batch), 2)
+    second = conv(batch.x, batch.edge_attr, batch)
+    assert _np_index(LayerStructure.of(batch), 2) is index
+    torch.testing.assert_close(first, second, atol=0, rtol=0)

@@ -104,8 +104,15 @@ class HNPConv(MessagePassing):
     are free). Mixed-depth batches are rejected: a weight layer's terms
     depend on its distance to both fixed ends (e.g. :math:`W_2` is the last
     layer of a 2-layer net but hidden in a 4-layer one), so no single typing
-    serves two depths. Missing (pruned) edges count as absent in the means,
-    while the dense twin treats them as zeros; the two agree on dense layers.
+    serves two depths.
+
+    Pruned networks (missing edges): as everywhere in the package, a missing
+    edge is absent from every mean (a mean over the edges that exist), not a
+    zero in it; the dense twin computes the same map when given the presence
+    mask (``forward_dense(ws, mask)``). The by-position parts of :math:`s(v)`
+    (:math:`W_1` rows, :math:`W_L` columns) are read one edge at a time and
+    the :math:`W_1` / :math:`W_L` outputs computed per edge, so their cost
+    falls with the edges left.
 
     Args:
         in_channels (int): input feature channels ``C``.
@@ -179,35 +186,28 @@ class HNPConv(MessagePassing):
 
         index = _conv_index(structure, L, n_in, n_out)
         plan = structure.edge_layer_plan(L)
-        first, last = index.layer_edges[1], index.layer_edges[L]
-        incoming_first = x.new_zeros(index.layer_nodes[1].numel() * n_in, x.size(1))
-        incoming_first.index_copy_(0, index.first_slot, edge_attr.index_select(0, first))
-        outgoing_last = x.new_zeros(index.layer_nodes[L - 1].numel() * n_out, x.size(1))
-        outgoing_last.index_copy_(0, index.last_slot, edge_attr.index_select(0, last))
-        summaries = {}
+        hidden = {h: self._hidden_layer_terms(h, x, edge_attr, in_mean, out_mean, index)
+                  for h in index.layer_nodes}
         for h, nodes in index.layer_nodes.items():
-            incoming = incoming_first.view(nodes.numel(), -1) if h == 1 else \
-                in_mean.index_select(0, nodes)
-            outgoing = outgoing_last.view(nodes.numel(), -1) if h == L - 1 else \
-                out_mean.index_select(0, nodes)
-            summaries[h] = torch.cat([incoming, x.index_select(0, nodes), outgoing], dim=1)
-            node_out.index_add_(0, nodes, self.node_maps[h - 1](summaries[h]))
+            node_out.index_add_(0, nodes, hidden[h]["node"])
 
         # Each layer's rows, in the order of index.layer_edges; the global term of
         # an edge is added per neuron before gathering (its type is fixed by one
         # endpoint's graph and position), so no gather / scatter over all edges.
-        def per_neuron_global(h: int, types: slice) -> Tensor:
-            return glob[:, types].index_select(0, index.layer_batch[h])
+        def fixed_end_rows(end: _FixedEnd, term: Tensor, types: slice) -> Tensor:
+            if end.sparse:  # already one row per edge
+                return term + glob[:, types].reshape(-1, d).index_select(0, end.glob_row)
+            by_position = term.view(-1, end.num_positions, d) + \
+                glob[:, types].index_select(0, index.layer_batch[end.layer])
+            return by_position.view(-1, d).index_select(0, end.cell)
 
-        by_input = self.first_edge(summaries[1]).view(-1, n_in, d) + \
-            per_neuron_global(1, slice(0, n_in))
-        rows = [by_input.view(-1, d).index_select(0, index.first_slot)]
+        rows = [fixed_end_rows(index.first, hidden[1]["first"], slice(0, n_in))]
         layer_rows = _hidden_layer_rows(edge_attr, plan, index, L)
         for layer in range(2, L):
             k = layer - 2
-            from_src = self.src_maps[k](summaries[layer - 1])
-            from_dst = self.dst_maps[k](summaries[layer]) + \
-                per_neuron_global(layer, slice(n_in + k, n_in + k + 1)).squeeze(1)
+            from_src = hidden[layer - 1]["src"]
+            from_dst = hidden[layer]["dst"] + \
+                glob[:, n_in + k].index_select(0, index.layer_batch[layer])
             local = self.pointwise[k](layer_rows[layer])
             grid = index.grid[layer]
             if grid is not None:  # complete W_l per graph, row-major: broadcast, no gather
@@ -218,9 +218,8 @@ class HNPConv(MessagePassing):
             else:
                 rows.append(local.add_(from_src.index_select(0, index.src_rank[layer])).add_(
                     from_dst.index_select(0, index.dst_rank[layer])))
-        by_output = self.last_edge(summaries[L - 1]).view(-1, n_out, d) + \
-            per_neuron_global(L - 1, slice(n_in + L - 2, n_in + L - 2 + n_out))
-        rows.append(by_output.view(-1, d).index_select(0, index.last_slot))
+        rows.append(fixed_end_rows(index.last, hidden[L - 1]["last"],
+                                   slice(n_in + L - 2, n_in + L - 2 + n_out)))
         if plan is None:  # an edge outside layers 1..L: it keeps zero
             edge_out = edge_attr.new_zeros(edge_attr.size(0), d)
             edge_out.index_copy_(0, torch.cat(list(index.layer_edges.values())), torch.cat(rows))
@@ -230,14 +229,95 @@ class HNPConv(MessagePassing):
             edge_out = torch.cat(rows).index_select(0, plan.inverse)
         return node_out, edge_out
 
+    def _hidden_layer_terms(self, h: int, x: Tensor, edge_attr: Tensor, in_mean: Tensor,
+                            out_mean: Tensor, index: _ConvIndex) -> dict[str, Tensor]:
+        r"""Every linear map of :math:`s(v)` for the neurons :math:`v` of hidden layer
+        ``h``: ``"node"`` (:math:`\mathbf{E}_h`), ``"src"`` / ``"dst"`` (the
+        :math:`\mathbf{B}` / :math:`\mathbf{C}` of the hidden weight layer after /
+        before it), each ``[n_h, C']``, and ``"first"`` / ``"last"`` (the
+        by-position maps of :math:`W_1` / :math:`W_L`): ``[n_h, n C']`` on a
+        complete layer, else ``[E_1, C']`` / ``[E_L, C']``, one row per edge.
+
+        On a pruned graph the parts of :math:`s(v)` that hold the edges of
+        :math:`W_1` / :math:`W_L` by position are mostly zero and each edge needs
+        one output position only: the maps read those parts one edge at a time and
+        sum per neuron, and the by-position outputs are computed per edge (both
+        grouped by position, one batched matmul each), so their cost is that of
+        the edges left rather than of ``n_h`` times all positions.
+        """
+        L, c = self.num_layers, self.in_channels
+        nodes = index.layer_nodes[h]
+        ins, _, outs = self.summary_parts[h]
+        bounds = (0, ins * c, (ins + 1) * c, (ins + 1 + outs) * c)
+        maps = {"node": self.node_maps[h - 1]}
+        if h == 1:
+            maps["first"] = self.first_edge
+        if h + 1 < L:
+            maps["src"] = self.src_maps[h - 1]
+        if h > 1:
+            maps["dst"] = self.dst_maps[h - 2]
+        if h == L - 1:
+            maps["last"] = self.last_edge
+        per_edge = {name: end for name, end in (("first", index.first), ("last", index.last))
+                    if name in maps and end.sparse}
+
+        def part(end: _FixedEnd | None, mean: Tensor, columns: slice) -> tuple:
+            if end is None:
+                return columns, mean.index_select(0, nodes), None
+            if end.sparse:
+                return columns, None, end
+            return columns, end.dense_features(edge_attr, nodes.numel()), None
+
+        # (columns of s(v), dense features [n_h, .] or the fixed end to read by edge)
+        parts = [part(index.first if h == 1 else None, in_mean, slice(bounds[0], bounds[1])),
+                 (slice(bounds[1], bounds[2]), x.index_select(0, nodes), None),
+                 part(index.last if h == L - 1 else None, out_mean, slice(bounds[2], bounds[3]))]
+        dense = [p for p in parts if p[1] is not None]
+        features = torch.cat([p[1] for p in dense], dim=1)
+
+        # column blocks [in | x | out] of every map's weight: one split (its backward
+        # one cat) rather than slices (each a zero-filled full-size gradient)
+        widths = [bounds[1] - bounds[0], bounds[2] - bounds[1], bounds[3] - bounds[2]]
+        blocks = {name: module.weight.split(widths, dim=1) for name, module in maps.items()}
+
+        def dense_weight(name: str) -> Tensor:
+            if len(dense) == len(parts):
+                return maps[name].weight
+            return torch.cat([blocks[name][j] for j, p in enumerate(parts) if p[1] is not None],
+                             dim=1)
+
+        # the by-position parts of s(v): every map at once, summed per neuron
+        names = list(maps)
+        summed = None
+        for j, (_, _, end) in enumerate(parts):
+            if end is not None:
+                weight = torch.cat([blocks[name][j] for name in names])
+                term = end.summed_map(edge_attr, weight, nodes.numel())
+                summed = term if summed is None else summed + term
+        summed = dict(zip(names, summed.split([maps[n].out_features for n in names], dim=1))
+                      ) if summed is not None else {}
+
+        per_neuron = [name for name in names if name not in per_edge]
+        terms = {name: torch.nn.functional.linear(features, dense_weight(name))
+                 for name in per_neuron}
+        for name in per_neuron:
+            if name in summed:
+                terms[name] = terms[name] + summed[name]
+        for name, end in per_edge.items():
+            terms[name] = end.per_edge_map(features, dense_weight(name)) + \
+                summed[name].reshape(-1, self.out_channels).index_select(0, end.cell)
+        return terms
+
     def message(self, edge_attr: Tensor) -> Tensor:
         return edge_attr
 
     # --- dense twin ------------------------------------------------------------
-    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
+    def forward_dense(self, ws: WeightSpace, mask: list[Tensor] | None = None) -> WeightSpace:
         """The same map on a folded :class:`WeightSpace` (see
-        :func:`~nft_pyg.tensor.hnp_dense.hnp_layer_dense`)."""
-        return hnp_layer_dense(self, ws)
+        :func:`~nft_pyg.tensor.hnp_dense.hnp_layer_dense`); ``mask`` (per weight
+        layer ``[B, n_l, n_{l-1}]``, true where the weight exists) gives the map
+        of the pruned graph."""
+        return hnp_layer_dense(self, ws, mask)
 
     # --- introspection -----------------------------------------------------------
     def terms(self) -> dict[str, tuple[Tensor, slice]]:
@@ -282,19 +362,88 @@ class HNPConv(MessagePassing):
 
 
 @dataclass
+class _FixedEnd:
+    """The edges of :math:`W_1` (or :math:`W_L`) seen from their hidden neuron.
+
+    ``neuron``: rank of each edge's hidden endpoint in its layer ``layer``;
+    ``position``: the position of its fixed endpoint (input / output neuron),
+    one of ``num_positions``; ``cell = neuron * num_positions + position``.
+    ``sparse``: some (neuron, position) pair has no edge; then ``padded_slot``
+    is each edge's row when the edges are grouped by position, ``max_count``
+    rows per position, and ``glob_row`` its row ``graph * num_positions +
+    position`` among its graph's by-position types.
+    """
+
+    layer: int
+    edges: Tensor
+    neuron: Tensor
+    position: Tensor
+    num_positions: int
+    cell: Tensor
+    sparse: bool
+    padded_slot: Tensor | None = None
+    max_count: int = 0
+    glob_row: Tensor | None = None
+
+    @classmethod
+    def of(cls, layer: int, edges: Tensor, neuron: Tensor, position: Tensor,
+           num_positions: int, num_neurons: int, neuron_batch: Tensor) -> _FixedEnd:
+        cell = neuron * num_positions + position
+        if edges.numel() == num_neurons * num_positions:  # complete (no duplicate edges)
+            return cls(layer, edges, neuron, position, num_positions, cell, False)
+        counts = torch.bincount(position, minlength=num_positions)
+        order = torch.sort(position, stable=True).indices
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=order.device)
+        rank = rank - (torch.cumsum(counts, 0) - counts)[position]
+        max_count = max(int(counts.max()), 1) if counts.numel() else 1
+        glob_row = neuron_batch[neuron] * num_positions + position
+        return cls(layer, edges, neuron, position, num_positions, cell, True,
+                   position * max_count + rank, max_count, glob_row)
+
+    def dense_features(self, edge_attr: Tensor, num_neurons: int) -> Tensor:
+        """``[n_h, P C]``: each neuron's edges by position (zero where absent)."""
+        features = edge_attr.new_zeros(num_neurons * self.num_positions, edge_attr.size(1))
+        features.index_copy_(0, self.cell, edge_attr.index_select(0, self.edges))
+        return features.view(num_neurons, -1)
+
+    def _by_position(self, rows: Tensor, blocks: Tensor) -> Tensor:
+        """``[E_f, K]``: row ``e`` of ``rows`` ``[E_f, F]`` times its position's block
+        of ``blocks`` ``[P, F, K]``, one batched matmul over positions."""
+        grouped = rows.new_zeros(self.num_positions * self.max_count, rows.size(1))
+        grouped.index_copy_(0, self.padded_slot, rows)
+        out = torch.bmm(grouped.view(self.num_positions, self.max_count, -1), blocks)
+        return out.view(-1, blocks.size(-1)).index_select(0, self.padded_slot)
+
+    def summed_map(self, edge_attr: Tensor, weight: Tensor, num_neurons: int) -> Tensor:
+        r"""``[n_h, K]``: ``dense_features(edge_attr) @ weight.T`` (``weight``
+        ``[K, P C]``) without the zero blocks: each edge times its position's
+        ``[C, K]`` block, summed per neuron."""
+        channels, k = edge_attr.size(1), weight.size(0)
+        blocks = weight.view(k, self.num_positions, channels).permute(1, 2, 0)
+        per_edge = self._by_position(edge_attr.index_select(0, self.edges), blocks)
+        return per_edge.new_zeros(num_neurons, k).index_add_(0, self.neuron, per_edge)
+
+    def per_edge_map(self, features: Tensor, weight: Tensor) -> Tensor:
+        r"""``[E_f, C']``: for each edge, its neuron's ``features`` ``[n_h, F]``
+        times the ``[C', F]`` block of ``weight`` ``[P C', F]`` of its position."""
+        blocks = weight.view(self.num_positions, -1, weight.size(1)).transpose(1, 2)
+        return self._by_position(features.index_select(0, self.neuron), blocks)
+
+
+@dataclass
 class _ConvIndex:
     """Per-batch index sets of :class:`HNPConv` (cached on the structure).
 
     ``rank`` of a hidden neuron is its index among the neurons of its layer
-    (over the whole batch); ``first_slot`` / ``last_slot`` are the rows
-    ``rank * n_0 + pos(u)`` / ``rank * n_L + pos(v)`` of the edges of
-    :math:`W_1` / :math:`W_L` in the by-position summaries.
+    (over the whole batch); ``first`` / ``last`` are the edges of
+    :math:`W_1` / :math:`W_L` seen from their hidden neuron.
     """
 
     layer_nodes: dict[int, Tensor]
     layer_edges: dict[int, Tensor]
-    first_slot: Tensor
-    last_slot: Tensor
+    first: _FixedEnd
+    last: _FixedEnd
     src_rank: dict[int, Tensor]
     dst_rank: dict[int, Tensor]
     layer_batch: dict[int, Tensor]
@@ -322,15 +471,18 @@ def _conv_index(structure, num_layers: int, num_inputs: int, num_outputs: int) -
         for nodes in layer_nodes.values():
             rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
         first, last = layer_edges[1], layer_edges[L]
-        first_slot = rank[dst[first]] * num_inputs + pos[src[first]]
-        last_slot = rank[src[last]] * num_outputs + pos[dst[last]]
+        first_end = _FixedEnd.of(1, first, rank[dst[first]], pos[src[first]], num_inputs,
+                                 layer_nodes[1].numel(), structure.node_batch[layer_nodes[1]])
+        last_end = _FixedEnd.of(L - 1, last, rank[src[last]], pos[dst[last]], num_outputs,
+                                layer_nodes[L - 1].numel(),
+                                structure.node_batch[layer_nodes[L - 1]])
         src_rank = {l: rank[src[layer_edges[l]]] for l in range(2, L)}
         dst_rank = {l: rank[dst[layer_edges[l]]] for l in range(2, L)}
         layer_batch = {h: structure.node_batch[nodes] for h, nodes in layer_nodes.items()}
         grid = {l: _grid(structure.num_graphs, layer_nodes[l].numel(),
                          layer_nodes[l - 1].numel(), src_rank[l], dst_rank[l])
                 for l in range(2, L)}
-        return _ConvIndex(layer_nodes, layer_edges, first_slot, last_slot, src_rank, dst_rank,
+        return _ConvIndex(layer_nodes, layer_edges, first_end, last_end, src_rank, dst_rank,
                           layer_batch, grid)
     return structure._cached(("hnp_conv_index", num_layers, num_inputs, num_outputs), build)
 

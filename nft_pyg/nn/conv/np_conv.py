@@ -1,6 +1,8 @@
 r"""The NP layer of NFN (all neurons permutable) as message passing."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
@@ -8,7 +10,7 @@ from torch_geometric.nn import MessagePassing
 from ...graph.types import NodeRole
 from ...tensor.np_dense import np_layer_dense
 from ...tensor.weight_space import WeightSpace
-from ..pool.np_pool import check_graph_features, is_input_node, np_summary
+from ..pool.np_pool import check_graph_features, np_summary
 from ..structure import LayerStructure
 from .pointwise_conv import layer_linear, uniform_
 
@@ -75,6 +77,13 @@ class NPConv(MessagePassing):
     only rescale basis elements on a fixed architecture. Equivariance holds
     on the graph by construction: :math:`\mathbf{s}_v` moves with :math:`v`
     and :math:`\mathbf{g}` is invariant.
+
+    On a pruned network (missing edges) the means run over the edges that
+    exist (a missing edge is absent, not a zero); the dense twin computes the
+    same map given the presence mask (``forward_dense(ws, mask)``). The
+    neuron terms are computed only where they are used: :math:`\mathbf{B}_l
+    \mathbf{s}_u` for neurons with an out-edge, :math:`\mathbf{C}_l
+    \mathbf{s}_v` for neurons with an in-edge.
 
     With ``io_embedding=True`` (the paper's "NP + IO encoding") learned
     vectors are added to the input features before the layer, which breaks
@@ -181,8 +190,6 @@ class NPConv(MessagePassing):
                                          self.num_layers)
         if self.io_embedding:
             x, edge_attr = self._embed_io(x, edge_attr, structure)
-        input_nodes = is_input_node(structure)
-        x = x.masked_fill(input_nodes, 0.0)
         num_nodes, L = structure.num_nodes, self.num_layers
         edge_index = graph.edge_index
         into = self.propagate(edge_index, edge_attr=edge_attr, size=(num_nodes, num_nodes))
@@ -192,43 +199,70 @@ class NPConv(MessagePassing):
         glob = np_summary(x, edge_attr, structure, L, in_mean=into).reshape(
             structure.num_graphs, -1)
 
-        # B_l, C_l, E_l projected once per neuron, then gathered per edge
-        projected = layer_linear(summary, self._neuron_layer_weight(), structure.node_layer,
-                                 structure.neuron_layer_plan(L + 1))
-        as_src, as_dst, node_out = projected.split(self.out_channels, dim=-1)
+        # B_l, C_l, E_l projected per neuron, then gathered per edge; on a pruned
+        # graph B (C) only for neurons with an out- (in-) edge
+        index = _np_index(structure, L)
+        as_src, as_dst, node_rows = self._neuron_terms(summary, index)
         edge_glob, node_glob = self._global_terms(glob)                        # [B * L, C']
-
-        # the (graph, layer) global term of an edge is that of its target neuron:
-        # add it per neuron, then gather once per endpoint
-        node_group = structure.node_weight_group(L)
-        as_dst = as_dst + edge_glob.index_select(0, node_group)
         edge_out = layer_linear(edge_attr, self.edge_self, structure.edge_layer - 1,
                                 structure.edge_layer_plan(L))
+        # the (graph, layer) global term of an edge is that of its target neuron:
+        # add it per neuron, then gather once per endpoint
+        as_dst = as_dst + edge_glob.index_select(0, index.dst_group)
         # in place: edge_out is a fresh [E, C'] tensor, no [E, C'] temporaries
-        edge_out.add_(as_src.index_select(0, structure.src))
-        edge_out.add_(as_dst.index_select(0, structure.dst))
-        node_out = node_out + node_glob.index_select(0, node_group)
-        return node_out.masked_fill(input_nodes, 0.0), edge_out
+        edge_out.add_(as_src.index_select(0, index.edge_src_row))
+        edge_out.add_(as_dst.index_select(0, index.edge_dst_row))
+        node_rows = node_rows + node_glob.index_select(0, index.node_group)
+        node_out = node_rows.new_zeros(num_nodes, self.out_channels).index_copy_(
+            0, index.node_rows, node_rows)
+        return node_out, edge_out
+
+    def _neuron_terms(self, summary: Tensor, index: _NPIndex) -> tuple[Tensor, Tensor, Tensor]:
+        r"""``B s_u``, ``C s_v``, ``E s_v`` (terms 0, 1, 2) on the rows of ``index``.
+
+        The neurons of a layer are grouped by which edges they have: a part of
+        :math:`\mathbf{s}_v` that is zero (``in`` without in-edges, ``out``
+        without out-edges) is not read, and a term that no edge uses (``B``
+        without out-edges, ``C`` without in-edges) is not computed; each group
+        is one matmul on its columns of ``summary`` (``[N, 3C]``).
+        """
+        C = self.in_channels
+        blocks = iter(summary.index_select(0, index.gathered).split(index.block_sizes))
+        terms: tuple[list, list, list] = ([], [], [])
+        weights: dict[tuple[int, int], tuple[Tensor, ...]] = {}
+
+        def row_blocks(term: int, k: int) -> tuple[Tensor, ...]:
+            """``(in, x, out)`` rows of B_{k+1}, C_k or E_k ([C, C'] each), as views
+            of one split (its backward: one cat, no zero-filled slices)."""
+            if (term, k) not in weights:
+                param = self.edge_src[k] if term == 0 else \
+                    (self.edge_dst if term == 1 else self.node_self)[k - 1]
+                weights[term, k] = param.split(C, dim=0)
+            return weights[term, k]
+
+        for group in index.groups:
+            first, last = group.parts[0], group.parts[-1] + 1
+            weight = torch.cat([torch.cat(row_blocks(t, group.layer)[first:last], dim=0)
+                                for t in group.terms], dim=1)
+            out = next(blocks)[:, first * C:last * C] @ weight
+            for t, part in zip(group.terms, out.split(self.out_channels, dim=1)):
+                terms[t].append(part)
+        return tuple(torch.cat(parts) if parts else summary.new_zeros(0, self.out_channels)
+                     for parts in terms)
 
     def message(self, edge_attr: Tensor) -> Tensor:
         return edge_attr
 
-    def _neuron_layer_weight(self) -> Tensor:
-        """``[L + 1, 3C, 3C']``: for neuron layer ``k``, ``[B_{k+1} | C_k | E_k]``
-        (zero where the layer does not exist: ``C_0``, ``E_0``, ``B_{L+1}``)."""
-        zero = self.edge_src.new_zeros(1, *self.edge_src.shape[1:])
-        as_src = torch.cat([self.edge_src, zero])
-        as_dst = torch.cat([zero, self.edge_dst])
-        as_node = torch.cat([zero, self.node_self])
-        return torch.cat([as_src, as_dst, as_node], dim=-1)
-
     def _global_terms(self, glob: Tensor) -> tuple[Tensor, Tensor]:
-        edge_glob = torch.einsum("bf,lfo->blo", glob, self.edge_global)
-        node_glob = torch.einsum("bf,lfo->blo", glob, self.node_global)
+        """``D_l g + a_l`` and ``F_l g + e_l`` of every graph and layer, ``[B * L, C']``
+        each (one matmul for both)."""
+        L, C_out = self.num_layers, self.out_channels
+        weight = torch.cat([self.edge_global, self.node_global], dim=-1)    # [L, 2LC, 2C']
+        out = (glob @ weight.transpose(0, 1).reshape(glob.size(1), -1)).view(-1, L, 2 * C_out)
         if self.edge_bias is not None:
-            edge_glob = edge_glob + self.edge_bias
-            node_glob = node_glob + self.node_bias
-        return edge_glob.reshape(-1, self.out_channels), node_glob.reshape(-1, self.out_channels)
+            out = out + torch.cat([self.edge_bias, self.node_bias], dim=-1)
+        edge_glob, node_glob = out.reshape(-1, 2 * C_out).split(C_out, dim=1)
+        return edge_glob, node_glob
 
     def _embed_io(self, x: Tensor, edge_attr: Tensor,
                   structure: LayerStructure) -> tuple[Tensor, Tensor]:
@@ -251,12 +285,87 @@ class NPConv(MessagePassing):
         return x, edge_attr
 
     # --- dense twin ---------------------------------------------------------
-    def forward_dense(self, ws: WeightSpace) -> WeightSpace:
-        """The same map on a folded :class:`WeightSpace` (see :mod:`nft_pyg.tensor.np_dense`)."""
-        return np_layer_dense(self, ws)
+    def forward_dense(self, ws: WeightSpace, mask: list[Tensor] | None = None) -> WeightSpace:
+        """The same map on a folded :class:`WeightSpace` (see :mod:`nft_pyg.tensor.np_dense`);
+        ``mask`` (per weight layer ``[B, n_l, n_{l-1}]``, true where the weight exists)
+        gives the map of the pruned graph."""
+        return np_layer_dense(self, ws, mask)
 
     def __repr__(self) -> str:
         io = (f", io_embedding=True, num_inputs={self.num_inputs}, "
               f"num_outputs={self.num_outputs}") if self.io_embedding else ""
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}{io}, bias={self.edge_bias is not None})")
+
+
+@dataclass
+class _NeuronGroup:
+    """Neurons of one neuron layer with the same kind of edges: ``parts`` the
+    contiguous parts of ``s_v`` they read (0 in, 1 x, 2 out), ``terms`` the
+    terms they need (0 ``B s_u``, 1 ``C s_v``, 2 ``E s_v``)."""
+
+    layer: int
+    nodes: Tensor
+    parts: tuple[int, ...]
+    terms: tuple[int, ...]
+
+
+@dataclass
+class _NPIndex:
+    """Per-batch row sets of :class:`NPConv` (cached on the structure).
+
+    ``groups``: the :class:`_NeuronGroup` of every (layer, kind of edges);
+    ``gathered``: their nodes in that order (``block_sizes`` rows each). Each
+    term is computed group after group and concatenated; ``edge_src_row`` /
+    ``edge_dst_row`` ``[E]`` are each edge's rows in the concatenated
+    ``B s_u`` / ``C s_v``, ``node_rows`` the node of each ``E s_v`` row,
+    ``dst_group`` / ``node_group`` the (graph, weight layer into it) id of each
+    ``C s_v`` / ``E s_v`` row.
+    """
+
+    groups: list[_NeuronGroup]
+    gathered: Tensor
+    block_sizes: list[int]
+    edge_src_row: Tensor
+    edge_dst_row: Tensor
+    node_rows: Tensor
+    dst_group: Tensor
+    node_group: Tensor
+
+
+def _np_index(structure: LayerStructure, num_layers: int) -> _NPIndex:
+    def build() -> _NPIndex:
+        num_nodes, device = structure.num_nodes, structure.src.device
+        has_out = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+        has_out[structure.src] = True
+        has_in = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+        has_in[structure.dst] = True
+        groups, order = [], ([], [], [])
+        for k in range(num_layers + 1):
+            in_layer = structure.node_layer == k
+            for into, out_of in ((True, True), (True, False), (False, True), (False, False)):
+                nodes = (in_layer & (has_in == into) & (has_out == out_of)).nonzero().view(-1)
+                if k == 0:  # input neurons: no parameters, only their out-edges count
+                    parts, terms = ((2,), (0,)) if out_of else ((), ())
+                else:
+                    parts = (0,) * into + (1,) + (2,) * out_of
+                    terms = (0,) * out_of + (1,) * into + (2,)
+                if nodes.numel() == 0 or not terms:
+                    continue
+                groups.append(_NeuronGroup(k, nodes, parts, terms))
+                for t in terms:
+                    order[t].append(nodes)
+        empty = structure.src.new_zeros(0)
+        src_rows, dst_rows, node_rows = (torch.cat(o) if o else empty for o in order)
+
+        def row_of(rows: Tensor) -> Tensor:
+            row = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+            row[rows] = torch.arange(rows.numel(), device=device)
+            return row
+
+        group = structure.node_weight_group(num_layers)
+        gathered = torch.cat([g.nodes for g in groups]) if groups else empty
+        return _NPIndex(groups, gathered, [g.nodes.numel() for g in groups],
+                        row_of(src_rows)[structure.src], row_of(dst_rows)[structure.dst],
+                        node_rows, group[dst_rows], group[node_rows])
+    return structure._cached(("np_conv_index", num_layers), build)
