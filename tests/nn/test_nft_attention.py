@@ -1,16 +1,26 @@
 import pytest
 import torch
+from nft_helpers import (
+    drop_edges,
+    feature_batch,
+    folded_features,
+    permute_graph,
+    permute_weight_space,
+    random_cnn,
+    random_hidden_permutation,
+    random_mlp,
+    split_outputs,
+)
 from torch_geometric.data import Batch
-from torch_geometric.utils import scatter
+from torch_geometric.utils import scatter, softmax
 
 import nft_pyg
 from nft_pyg import WeightSpace
+from nft_pyg.nn.conv import nft_attention as nft_attention_module
+from nft_pyg.nn.conv._nft_blocks import UniformLayout
+from nft_pyg.nn.conv._nft_paths import SegmentSoftmax, padded_count
 from nft_pyg.nn.conv.nft_attention import CrossPaths, NFTAttention
 from nft_pyg.tensor.nft_dense import nft_attention_dense
-
-from nft_helpers import (drop_edges, feature_batch, folded_features, permute_graph,
-                         permute_weight_space, random_cnn, random_hidden_permutation,
-                         random_mlp, split_outputs)
 
 torch.set_num_threads(1)
 
@@ -144,7 +154,7 @@ def test_equivariance_dense():
     attn = make_attention(8, heads=2)
     ws = WeightSpace.from_features(graph, x, edge_attr)
     node_map = random_hidden_permutation(graph)
-    permute = lambda w: permute_weight_space(w, graph, node_map)  # noqa: E731
+    permute = lambda w: permute_weight_space(w, graph, node_map)
     assert permute(attn.forward_dense(ws)).allclose(attn.forward_dense(permute(ws)),
                                                     atol=1e-12, rtol=0)
     assert not permute(ws).allclose(ws)
@@ -169,8 +179,17 @@ def test_batch_mixing_pruned_and_dense_graphs():
         assert_matches_dense(attn, graph, graph.x, graph.edge_attr)
 
 
-def test_masked_blocks_match_paths_on_pruned_graphs():
+def cross_paths(batch, attn):
+    """The cross-term bookkeeping ``attn`` uses on ``batch`` (general path)."""
+    return CrossPaths.of(batch, nft_pyg.nn.LayerStructure.of(batch), attn.dense_blocks,
+                         attn.head_channels)
+
+
+def test_masked_blocks_match_paths_on_pruned_graphs(monkeypatch):
     """Pruned groups: masked dense blocks (dense enough) == explicit paths."""
+    # these small graphs have many paths per dense entry: a higher limit makes the
+    # sparsest groups go neuron by neuron, the others stay masked blocks
+    monkeypatch.setattr(nft_attention_module, "PATH_DENSITY_SCALE", 0.1)
     graphs = [feature_batch([random_mlp([3, 6, 5, 2])], channels=4)[0].get_example(0)
               for _ in range(3)]
     graphs = [drop_edges(graph, keep)[0] for graph, keep in zip(graphs, (0.1, 0.5, 0.9))]
@@ -184,9 +203,8 @@ def test_masked_blocks_match_paths_on_pruned_graphs():
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     assert torch.equal(got[2][0], expected[2][0])
     torch.testing.assert_close(got[2][1], expected[2][1], atol=1e-12, rtol=0)
-    structure = nft_pyg.nn.LayerStructure.of(batch)
-    cross = CrossPaths.of(batch, structure, dense_blocks=True)
-    assert cross.path_pair.numel() > 0 and any(b.mask is not None for b in cross.blocks)
+    cross = cross_paths(batch, blocks)
+    assert cross.num_paths > 0 and any(b.masked for b in cross.blocks)
 
 
 @pytest.mark.parametrize("dense_blocks", [True, False])
@@ -200,7 +218,7 @@ def test_pruned_graph_differs_from_zero_weights(dense_blocks):
     assert not torch.allclose(edge_pruned, edge_zeroed[kept])
 
 
-@pytest.mark.parametrize("flags", [dict(cross_term=False), dict(global_term=False)])
+@pytest.mark.parametrize("flags", [{"cross_term": False}, {"global_term": False}])
 def test_each_term_alone_matches_dense_and_matters(flags):
     graph, x, edge_attr = feature_batch([random_mlp([2, 5, 3, 2]) for _ in range(2)],
                                         channels=8)
@@ -246,16 +264,18 @@ def test_gradients_reach_every_projection():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def test_gradcheck_blocks_and_paths():
+def test_gradcheck_blocks_and_paths(monkeypatch):
+    monkeypatch.setattr(nft_attention_module, "PATH_DENSITY_SCALE", 0.2)
     graphs = [feature_batch([random_mlp([2, 3, 2])], channels=2)[0].get_example(0)
-              for _ in range(2)]
-    graphs[1], _ = drop_edges(graphs[1], keep=0.1)  # below BLOCK_DENSITY: paths
+              for _ in range(3)]
+    graphs[1], _ = drop_edges(graphs[1], keep=0.1)  # sparse: neuron by neuron
+    graphs[2], _ = drop_edges(graphs[2], keep=0.7)  # masked blocks
     batch = Batch.from_data_list(graphs)
     attn = make_attention(2, heads=2)
     x = batch.x.clone().requires_grad_()
     edge_attr = batch.edge_attr.clone().requires_grad_()
-    cross = CrossPaths.of(batch, nft_pyg.nn.LayerStructure.of(batch))
-    assert cross.path_pair.numel() > 0 and any(b.mask is not None for b in cross.blocks)
+    cross = cross_paths(batch, attn)
+    assert cross.num_paths > 0 and any(b.masked for b in cross.blocks)
     assert torch.autograd.gradcheck(lambda a, b: attn(a, b, batch), (x, edge_attr))
 
 
@@ -288,3 +308,149 @@ def test_repr_and_reset_parameters():
     before = attn.query.weight.clone()
     attn.reset_parameters()
     assert not torch.equal(before, attn.query.weight)
+
+
+# --- fast paths ------------------------------------------------------------------
+def general_path(attn):
+    """A copy of ``attn`` (same parameters) that never takes the uniform-batch path."""
+    other = make_attention(attn.channels, attn.heads, dtype=attn.query.weight.dtype,
+                           global_term=attn.global_term, cross_term=attn.cross_term)
+    other.load_state_dict(attn.state_dict())
+    other._uniform_path = False
+    return other
+
+
+def outputs_and_gradients(attn, graph, x, edge_attr):
+    x = x.clone().requires_grad_()
+    edge_attr = edge_attr.clone().requires_grad_()
+    x_out, edge_out, weights = attn(x, edge_attr, graph, return_attention_weights=True)
+    (x_out.pow(2).sum() + edge_out.sin().sum()).backward()
+    grads = [x.grad, edge_attr.grad] + [p.grad for p in attn.parameters()]
+    return x_out, edge_out, weights, grads
+
+
+@pytest.mark.parametrize("flags", [{}, {"global_term": False}, {"cross_term": False}])
+@pytest.mark.parametrize("networks", ["mlp", "cnn"])
+def test_uniform_path_matches_general_path(flags, networks):
+    """Batches of one fully connected layout take the view-based path: same outputs,
+    attention weights and gradients as the gathered blocks (float64)."""
+    if networks == "mlp":
+        graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2]) for _ in range(3)],
+                                            channels=8)
+        attn = make_attention(8, heads=4, **flags)
+    else:
+        graph = Batch.from_data_list([nft_pyg.from_module(random_cnn()) for _ in range(2)])
+        x, edge_attr = folded_features(graph)
+        attn = make_attention(9, heads=3, **flags)
+    layout = UniformLayout.of(nft_pyg.nn.LayerStructure.of(graph))
+    assert layout is not None and layout.num_graphs == graph.num_graphs
+    fast = outputs_and_gradients(attn, graph, x, edge_attr)
+    slow = outputs_and_gradients(general_path(attn), graph, x, edge_attr)
+    for a, b in zip(fast[:2] + (fast[3],), slow[:2] + (slow[3],)):
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            torch.testing.assert_close(u, v, atol=1e-10, rtol=0)
+    if attn.cross_term:
+        assert torch.equal(fast[2][0], slow[2][0])
+        torch.testing.assert_close(fast[2][1], slow[2][1], atol=1e-12, rtol=0)
+    else:
+        assert fast[2] is None and slow[2] is None
+
+
+def test_uniform_layout_only_for_one_complete_layout():
+    def layout(graph):
+        return UniformLayout.of(nft_pyg.nn.LayerStructure.of(graph))
+
+    graph = feature_batch([random_mlp([3, 5, 2]) for _ in range(2)], channels=2)[0]
+    assert layout(graph).sizes == (3, 5, 2)
+    assert layout(graph.get_example(0)).num_graphs == 1
+    assert layout(feature_batch([random_mlp([3, 5, 2]), random_mlp([3, 4, 2])], 2)[0]) is None
+    assert layout(drop_edges(graph, keep=0.8)[0]) is None
+    reordered = graph.clone()  # same edges, not in canonical order
+    order = torch.randperm(reordered.num_edges)
+    reordered.edge_index = reordered.edge_index[:, order]
+    reordered.edge_layer = reordered.edge_layer[order]
+    assert layout(reordered) is None
+
+
+def test_uniform_path_dropout_in_training():
+    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 2]) for _ in range(2)], 4)
+    attn = make_attention(4, heads=2, dropout=0.5).train()
+    first, second = attn(x, edge_attr, graph)[1], attn(x, edge_attr, graph)[1]
+    assert not torch.allclose(first, second)
+    attn.eval()
+    torch.testing.assert_close(attn(x, edge_attr, graph)[1],
+                               general_path(attn)(x, edge_attr, graph)[1], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 8])
+def test_sparse_groups_neuron_by_neuron_match_masked_blocks(monkeypatch, heads):
+    """The per-neuron path (padded buckets of entries) == masked dense blocks, on
+    pruned graphs whose neurons have from a few to ~25 entries (several buckets,
+    with padding), including gradients."""
+    modules = [random_mlp([3, 24, 20, 2]) for _ in range(3)]
+    graph, x, edge_attr = feature_batch(modules, channels=8)
+    pruned = Batch.from_data_list([drop_edges(g, keep)[0] for g, keep in
+                                   zip(graph.to_data_list(), (0.15, 0.5, 0.9))])
+    edge_attr = pruned.edge_attr
+    attn = make_attention(8, heads=heads)
+    monkeypatch.setattr(nft_attention_module, "PATH_DENSITY_SCALE", 1e9)  # all sparse
+    sparse = outputs_and_gradients(attn, pruned, x, edge_attr)
+    cross = cross_paths(pruned, attn)
+    assert cross.blocks == [] and cross.num_paths > 0
+    buckets = cross.buckets
+    assert len(buckets.counts) > 3 and max(buckets.counts) > 8
+    assert (buckets.entries == cross.num_entries).any()  # padded slots
+    monkeypatch.setattr(nft_attention_module, "PATH_DENSITY_SCALE", 0.0)  # all blocks
+    attn.zero_grad()
+    dense = outputs_and_gradients(attn, pruned, x, edge_attr)
+    assert cross_paths(pruned, attn).num_paths == 0
+    for a, b in zip(sparse[:2], dense[:2]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert torch.equal(sparse[2][0], dense[2][0])
+    torch.testing.assert_close(sparse[2][1], dense[2][1], atol=1e-12, rtol=0)
+    for a, b in zip(sparse[3], dense[3]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+def test_sparse_path_at_default_limit_on_90_percent_pruned_mlp():
+    """At 90 % pruning a wide MLP's hidden layers go neuron by neuron by default
+    (and a fully connected graph in the same batch stays a dense block)."""
+    modules = [random_mlp([2, 40, 40, 1]) for _ in range(2)]
+    graphs = feature_batch(modules, channels=16)[0].to_data_list()
+    graphs[0] = drop_edges(graphs[0], keep=0.1)[0]
+    batch = Batch.from_data_list(graphs)
+    attn = make_attention(16, heads=8)
+    cross = cross_paths(batch, attn)
+    assert cross.num_paths > 0 and any(not b.masked for b in cross.blocks)
+    for graph_b, (_, x_b, edge_b) in zip(graphs, split_outputs(batch, *attn(
+            batch.x, batch.edge_attr, batch))):
+        alone = attn(graph_b.x, graph_b.edge_attr, graph_b)
+        torch.testing.assert_close(x_b, alone[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(edge_b, alone[1], atol=1e-12, rtol=0)
+    assert_matches_dense(attn, graphs[1], graphs[1].x, graphs[1].edge_attr)
+
+
+def test_padded_count():
+    count = torch.arange(1, 300)
+    padded = padded_count(count)
+    assert torch.equal(padded[:8], count[:8])
+    assert bool((padded >= count).all()) and bool((padded <= 1.25 * count).all())
+    assert padded.unique().numel() < 40
+
+
+def test_segment_softmax_with_empty_segments():
+    """Softmax along the last axis (head-major ``[H, S]`` weights)."""
+    logits = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([2, 0, 3, 0, 1])
+    alpha = SegmentSoftmax.apply(logits, lengths)
+    segment = torch.repeat_interleave(torch.arange(5), lengths)
+    torch.testing.assert_close(alpha, softmax(logits.t(), segment, num_nodes=5).t())
+    assert torch.autograd.gradcheck(lambda t: SegmentSoftmax.apply(t, lengths), (logits,))
+
+
+def test_state_dict_keys_unchanged():
+    """Models saved before the fast paths load: the parameters are the four Linears."""
+    attn = NFTAttention(8, heads=2)
+    assert list(attn.state_dict()) == [f"{name}.{kind}" for name in
+                                       ("query", "key", "value", "out")
+                                       for kind in ("weight", "bias")]

@@ -8,11 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import scatter, softmax
 
 from ...tensor.nft_dense import nft_attention_dense
 from ...tensor.weight_space import WeightSpace
 from ..structure import LayerStructure
+from ._nft_blocks import UniformLayout, fused_qkv, uniform_forward
+from ._nft_paths import (
+    NeuronBuckets,
+    SegmentSoftmax,
+    bucket_logits,
+    bucket_messages,
+    neuron_buckets,
+)
 
 _WHERE = "NFTAttention"
 
@@ -82,10 +89,10 @@ class NFTAttention(MessagePassing):
         bias (bool, optional): the projections have biases.
             (default: :obj:`True`)
         dense_blocks (bool, optional): compute each (graph, neuron layer)
-            whose entries are at least :data:`BLOCK_DENSITY` present as a
-            dense ``[T, T]`` block (same result; :obj:`False` sends every
-            layer through explicit two-hop paths, slow: for tests).
-            (default: :obj:`True`)
+            that is not too sparse for it (:func:`sparse_path_limit`) as a
+            dense ``[T, T]`` block (same result; :obj:`False` computes every
+            layer neuron by neuron, as pruned layers are: slow on dense
+            networks, for tests). (default: :obj:`True`)
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, C)`, edge features
@@ -108,9 +115,15 @@ class NFTAttention(MessagePassing):
     computed as a dense block (every fully connected one) takes time
     :math:`O(C\, n_i T_i^2)` and memory :math:`O(C\, n_i T_i + H\, T_i^2)`,
     like the dense twin (:meth:`forward_dense`); a sparse layer takes time
-    and memory :math:`O(C\, P_i)` for its :math:`P_i = \sum_{v \in V_i}
-    (\deg v + 1)^2` two-hop paths (about :math:`\rho^2 n_i T_i^2` at edge
-    density :math:`\rho`). The global term is :math:`O(C (E + N) + H L^2)`.
+    and memory :math:`O(H\, P_i + C\, N_i)` for its :math:`P_i = \sum_{v
+    \in V_i} c_v^2` two-hop paths and :math:`N_i = \sum_v c_v` entries
+    (:math:`c_v = \deg v + 1`; :math:`P_i \approx \rho^2 n_i T_i^2` at edge
+    density :math:`\rho`), computed neuron by neuron. The global term is
+    :math:`O(C (E + N) + H L^2)`. A batch of fully connected networks of
+    one layout (nodes and edges in the canonical order of
+    :func:`~nft_pyg.from_module`) takes a faster path with the same result:
+    its tokens are views of the projected edge features, no index gathers
+    (:mod:`._nft_blocks`).
     """
 
     def __init__(self, channels: int, heads: int = 1, dropout: float = 0.0,
@@ -149,95 +162,98 @@ class NFTAttention(MessagePassing):
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
                 f"terms={terms}, num_layers={self.num_layers})")
 
+    #: use the view-based path on batches of one fully connected layout (tests
+    #: switch it off on an instance to compare with the general path)
+    _uniform_path = True
+
     # --- graph path --------------------------------------------------------
     def forward(self, x: Tensor, edge_attr: Tensor, graph,
                 return_attention_weights: bool = False):
         structure = LayerStructure.of(graph, _WHERE)
         self._check(x, edge_attr, structure)
-        num_edges = edge_attr.size(0)
-        edge_sum = edge_attr.new_zeros(num_edges, self.channels)
-        node_sum = x.new_zeros(x.size(0), self.channels)
-        weights = None
+        layout = UniformLayout.of(structure) if self.dense_blocks and self._uniform_path \
+            else None
+        if layout is not None:
+            x_out, edge_out, alphas = uniform_forward(self, x, edge_attr, layout,
+                                                      return_attention_weights)
+            if not return_attention_weights:
+                return x_out, edge_out
+            return x_out, edge_out, None if alphas is None else _flat_weights(alphas)
+        edge_sum = node_sum = weights = None
         if self.cross_term:
-            paths = CrossPaths.of(graph, structure, self.dense_blocks)
-            cross_edge, cross_node, weights = self._cross(x, edge_attr, paths)
-            edge_sum = edge_sum + cross_edge
-            node_sum = node_sum + cross_node
+            paths = CrossPaths.of(graph, structure, self.dense_blocks, self.head_channels)
+            edge_sum, node_sum, weights = self._cross(x, edge_attr, paths,
+                                                      return_attention_weights)
         if self.global_term:
             global_edge, global_node = self._global(x, edge_attr, structure)
-            edge_sum = edge_sum + global_edge
-            node_sum = node_sum + global_node
+            edge_sum = global_edge if edge_sum is None else edge_sum + global_edge
+            node_sum = global_node if node_sum is None else node_sum + global_node
         edge_out = self.out(edge_sum)
         x_out = self.out(node_sum).masked_fill((structure.node_layer == 0).unsqueeze(-1), 0.0)
         if return_attention_weights:
             return x_out, edge_out, weights
         return x_out, edge_out
 
-    def _cross(self, x: Tensor, edge_attr: Tensor, paths: "CrossPaths"):
-        heads, dim = self.heads, self.head_channels
-        # rows 0..E-1 are edges, E..E+N-1 nodes: what an entry's feature row points at
-        features = torch.cat([edge_attr, x], dim=0)
-        query = self.query(features).view(-1, heads, dim)
-        key = self.key(features).view(-1, heads, dim)
-        value = self.value(features).view(-1, heads, dim)
-
-        # logits: sparse groups sum over their paths, dense groups are [T, T] blocks;
-        # row num_pairs collects the block pairs that share no v (dropped)
-        path_logits = (query[paths.path_query_row] * key[paths.path_key_row]).sum(-1)
-        scale = paths.path_layer_size.to(path_logits.dtype).mul(dim).rsqrt()
-        logits = scatter(path_logits * scale.unsqueeze(-1), paths.path_pair, 0,
-                         dim_size=paths.num_pairs + 1, reduce="sum")
+    def _cross(self, x: Tensor, edge_attr: Tensor, paths: CrossPaths, keep_weights: bool):
+        heads, dim, channels = self.heads, self.head_channels, self.channels
+        # [E + N + 1, 3C]: q, k, v of feature rows 0..E-1 (edges), E..E+N-1 (nodes)
+        # and a zero row, where absent entries and padding point
+        qkv = F.pad(fused_qkv(self, torch.cat([edge_attr, x])), (0, 0, 0, 1))
+        # rows 0..num_entries-1: entries; then one collecting the outputs at absent
+        # entries (dropped) and one that stays zero (input nodes read it)
+        entry_out = qkv.new_zeros(paths.num_entries + 2, channels)
+        sparse_alpha = None
+        if paths.num_paths:  # sparse groups: neuron by neuron, head-major (see _nft_paths)
+            buckets = paths.buckets
+            logits, values = bucket_logits(qkv, buckets, heads, paths.sparse_pair.numel())
+            sparse_alpha = SegmentSoftmax.apply(logits, paths.sparse_lengths)  # [H, S]
+            dropped = F.dropout(sparse_alpha, p=self.dropout, training=self.training)
+            # padded slots read pair 0: their weight multiplies the zero value of a
+            # padded key or goes to a padded query's output, which is dropped
+            slot_weights = dropped.index_select(1, buckets.gather_pairs)
+            entry_out = bucket_messages(slot_weights, values, buckets, entry_out)
+        block_alphas = []
         for block in paths.blocks:
-            block_logits = torch.einsum("gtvhd,gsvhd->gtsh", block.gather(query),
-                                        block.gather(key)) / math.sqrt(dim * block.width)
-            logits = logits.index_copy(0, block.pairs.view(-1),
-                                       block_logits.reshape(-1, heads))
-        alpha = softmax(logits[:-1], paths.token_index[0], num_nodes=paths.num_tokens)
-        dropped = F.dropout(alpha, p=self.dropout, training=self.training)
-        dropped = torch.cat([dropped, dropped.new_zeros(1, heads)])
-
-        # messages flow along the paths: key entry's feature row -> query entry;
-        # row num_entries collects the block outputs at absent entries (dropped)
-        entry_out = self.propagate(paths.message_index, x=(value, None),
-                                   alpha=dropped[paths.path_pair],
-                                   size=(features.size(0), paths.num_entries + 1))
-        for block in paths.blocks:
-            block_alpha = dropped[block.pairs].view(-1, block.tokens, block.tokens, heads)
-            block_out = torch.einsum("gtsh,gsvhd->gtvhd", block_alpha, block.gather(value))
-            entry_out = entry_out.index_add(0, block.entries.view(-1),
-                                            block_out.reshape(-1, heads, dim))
-        entry_out = entry_out[:-1].reshape(-1, self.channels)
+            count, width = block.tokens, block.width
+            tokens = qkv.index_select(0, block.rows.view(-1)).view(
+                -1, count, width, 3, heads, dim).permute(3, 0, 4, 1, 2, 5).reshape(
+                3, -1, count, width * dim)  # [3, G * H, T, n * d]
+            query, key, value = tokens.unbind(0)
+            logits = torch.bmm(query, key.transpose(1, 2)).mul_(1.0 / math.sqrt(dim * width))
+            if block.blocked is not None:  # pairs sharing no v are left out
+                logits = logits.view(-1, heads, count, count).masked_fill(
+                    block.blocked.unsqueeze(1), float("-inf")).view(-1, count, count)
+            alpha = logits.softmax(dim=-1)
+            if keep_weights:
+                block_alphas.append(alpha)
+            alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+            out = torch.bmm(alpha, value).view(-1, heads, count, width, dim)
+            entry_out = entry_out.index_add_(0, block.entries.view(-1),
+                                             out.permute(0, 2, 3, 1, 4).reshape(-1, channels))
         num_edges = edge_attr.size(0)
         edge_out = entry_out[:num_edges] + entry_out[num_edges:2 * num_edges]
-        node_out = x.new_zeros(x.size(0), self.channels)
-        node_out[paths.bias_nodes] = entry_out[2 * num_edges:]
-        return edge_out, node_out, (paths.token_index, alpha)
-
-    def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
-        return alpha.unsqueeze(-1) * x_j
+        node_out = entry_out.index_select(0, paths.node_entry)
+        if keep_weights:
+            sparse_alpha = None if sparse_alpha is None else sparse_alpha.t()
+            weights = paths.weights(sparse_alpha, block_alphas, heads)
+        else:
+            weights = None
+        return edge_out, node_out, weights
 
     def _global(self, x: Tensor, edge_attr: Tensor, structure: LayerStructure):
-        num_graphs, num_layers = structure.num_graphs, structure.num_layers
+        num_graphs = structure.num_graphs
         heads, dim = self.heads, self.head_channels
         tokens = torch.cat([structure.edge_layer_mean(edge_attr),
                             structure.node_layer_mean(x)[:, 1:]], dim=1)  # [B, 2L, C]
-        edge_count = torch.bincount(structure.edge_group, minlength=num_graphs * num_layers)
-        node_count = torch.bincount(structure.node_group,
-                                    minlength=num_graphs * (num_layers + 1))
-        present = torch.cat([edge_count.view(num_graphs, num_layers) > 0,
-                             node_count.view(num_graphs, num_layers + 1)[:, 1:] > 0], dim=1)
-        query = self.query(tokens).view(num_graphs, -1, heads, dim)
-        key = self.key(tokens).view(num_graphs, -1, heads, dim)
-        value = self.value(tokens).view(num_graphs, -1, heads, dim)
+        present, edge_slot, node_slot = structure._cached(
+            "nft_global_slots", lambda: _global_slots(structure))
+        query, key, value = fused_qkv(self, tokens).view(num_graphs, -1, 3, heads,
+                                                         dim).unbind(2)
         logits = torch.einsum("bthd,bshd->bhts", query, key) / math.sqrt(dim)
         logits = logits.masked_fill(~present[:, None, None, :], float("-inf"))
         alpha = F.dropout(logits.softmax(dim=-1), p=self.dropout, training=self.training)
-        out = torch.einsum("bhts,bshd->bthd", alpha, value).reshape(num_graphs, -1,
-                                                                    self.channels)
-        edge_tokens = out[:, :num_layers].reshape(-1, self.channels)
-        bias_tokens = out[:, num_layers:].reshape(-1, self.channels)
-        node_slot = structure.node_batch * num_layers + (structure.node_layer - 1).clamp(min=0)
-        return edge_tokens[structure.edge_group], bias_tokens[node_slot]
+        out = torch.einsum("bhts,bshd->bthd", alpha, value).reshape(-1, self.channels)
+        return out.index_select(0, edge_slot), out.index_select(0, node_slot)
 
     def _check(self, x: Tensor, edge_attr: Tensor, structure: LayerStructure) -> None:
         for name, tensor, rows, what in (("x", x, structure.num_nodes, "nodes"),
@@ -265,28 +281,69 @@ class NFTAttention(MessagePassing):
         return nft_attention_dense(self, ws)
 
 
-#: a (graph, neuron layer) group with at least this fraction of its T * n
-#: entries present is computed as a masked dense block, a sparser one by paths
-BLOCK_DENSITY = 0.25
+def _flat_weights(alphas: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """``(token_index, alpha)`` in the documented order from the ``[B, H, T_i, T_i]``
+    weights of the neuron layers of a uniform batch."""
+    num_graphs, heads = alphas[0].shape[:2]
+    counts = [a.size(-1) for a in alphas]
+    alpha = torch.cat([a.permute(0, 2, 3, 1).reshape(num_graphs, -1, heads) for a in alphas],
+                      dim=1).reshape(-1, heads)
+    device = alpha.device
+    within = []  # (query, key) token of every pair of one graph, tokens numbered from 0
+    start = 0
+    for count in counts:
+        local = torch.arange(count, device=device)
+        within.append(torch.stack([start + local.repeat_interleave(count),
+                                   start + local.repeat(count)]))
+        start += count
+    within = torch.cat(within, dim=1)
+    shift = torch.arange(num_graphs, device=device).repeat_interleave(within.size(1)) * start
+    return within.repeat(1, num_graphs) + shift, alpha
+
+
+def _global_slots(structure: LayerStructure):
+    """Which layer tokens of each graph exist, and the token row (in ``[B * 2L]``)
+    of every edge and node."""
+    num_graphs, num_layers = structure.num_graphs, structure.num_layers
+    edge_count = torch.bincount(structure.edge_group, minlength=num_graphs * num_layers)
+    node_count = torch.bincount(structure.node_group, minlength=num_graphs * (num_layers + 1))
+    present = torch.cat([edge_count.view(num_graphs, num_layers) > 0,
+                         node_count.view(num_graphs, num_layers + 1)[:, 1:] > 0], dim=1)
+    edge_slot = structure.edge_batch * (2 * num_layers) + structure.edge_layer - 1
+    node_slot = (structure.node_batch * (2 * num_layers) + num_layers +
+                 (structure.node_layer - 1).clamp(min=0))
+    return present, edge_slot, node_slot
+
+
+#: see :func:`sparse_path_limit`
+PATH_DENSITY_SCALE = 0.02
+
+
+def sparse_path_limit(head_channels: int) -> float:
+    r"""A (graph, neuron layer) group with ``P`` two-hop paths (:math:`\sum_v
+    c_v^2` for :math:`c_v` entries at :math:`v`) is computed neuron by neuron
+    if :math:`P` is below this fraction of the :math:`T^2 n` of its dense
+    block, otherwise as a (masked) dense block: ``0.02 * d ** 1.5`` for head
+    dimension ``d`` (0.057 at ``d = 2``, 0.45 at ``d = 8``). Measured
+    (forward + backward, one thread): the two cost the same at a fraction of
+    about 0.04-0.1 with ``d = 2`` (MLP ``2-128-128-1``, 16 channels, 8 heads;
+    90 % pruned is 0.012), and are within noise of each other from 0.1 to 0.5
+    with ``d = 8, 9`` (SIRENs, Digits CNNs): the per-neuron products are
+    batches of tiny ``c x d`` matrices, less efficient the smaller ``d``."""
+    return PATH_DENSITY_SCALE * head_channels ** 1.5
 
 
 @dataclass
 class DenseBlocks:
     """The (graph, neuron layer) groups of one shape ``(T, n)`` computed densely."""
 
-    tokens: int            # T
-    width: int             # n = |V_i|
-    rows: Tensor           # [G, T, n] feature row of each entry z_t(v)
-    entries: Tensor        # [G, T, n] entry id of each z_t(v) (num_entries if absent)
-    pairs: Tensor          # [G, T * T] pair id of (t, t'), row-major (num_pairs if dropped)
-    mask: Tensor | None    # [G, T, n] which entries are present; None if all are
-
-    def gather(self, features: Tensor) -> Tensor:
-        """``[G, T, n, ...]`` features of the entries, zero where absent."""
-        gathered = features[self.rows]
-        if self.mask is None:
-            return gathered
-        return gathered * self.mask.view(*self.mask.shape, *[1] * (gathered.dim() - 3))
+    tokens: int              # T
+    width: int               # n = |V_i|
+    rows: Tensor             # [G, T, n] feature row of each entry z_t(v) (E + N if absent)
+    entries: Tensor          # [G, T, n] entry id of each z_t(v) (num_entries if absent)
+    pairs: Tensor            # [G, T * T] pair id of (t, t'), row-major (num_pairs if dropped)
+    blocked: Tensor | None   # [G, T, T] pairs sharing no v (None if there are none)
+    masked: bool             # some entries are absent
 
 
 @dataclass
@@ -300,37 +357,58 @@ class CrossPaths:
     (query token, key token) pair of one (graph, neuron layer) group that
     share at least one ``v``.
 
-    A group whose tokens have at least :data:`BLOCK_DENSITY` of their
-    entries (every fully connected layer pair) is computed as a dense block
-    (:class:`DenseBlocks`, one per distinct shape, absent entries masked);
-    sparser groups (heavily pruned networks) through explicit *paths*: every
-    pair of entries at the same ``v`` (query entry, key entry).
+    A group with enough two-hop paths (:func:`sparse_path_limit`; every
+    fully connected layer pair) is computed as a dense block
+    (:class:`DenseBlocks`, one per distinct shape, absent entries zero and
+    pairs sharing no ``v`` masked); sparser groups (heavily pruned networks)
+    neuron by neuron (the entries at each ``v`` gathered into a small dense
+    block, :mod:`._nft_paths`), with a softmax over the pairs of the sparse
+    groups only.
     """
 
     num_entries: int
     num_tokens: int
     num_pairs: int
-    bias_nodes: Tensor       # [N_b] non-input nodes, in bias-entry order
-    path_query_row: Tensor   # [P] feature row (edge e or E + node) of the query entry
-    path_key_row: Tensor     # [P] feature row of the key entry
-    path_layer_size: Tensor  # [P] |V_i| of the path's layer i
-    path_pair: Tensor        # [P] pair id
-    message_index: Tensor    # [2, P] (key feature row, query entry)
+    node_entry: Tensor       # [N] bias entry of each node (num_entries + 1: zero, inputs)
+    num_paths: int           # P, two-hop paths of the sparse groups
+    buckets: NeuronBuckets   # their entries, neuron by neuron
+    sparse_lengths: Tensor   # [num_tokens] sparse pairs of each query token (they are in
+                             # token order)
+    sparse_pair: Tensor      # [S] pair id of each sparse pair
     token_index: Tensor      # [2, num_pairs] (query token, key token)
     blocks: list[DenseBlocks]
 
     @classmethod
-    def of(cls, graph, structure: LayerStructure, dense_blocks: bool = True) -> "CrossPaths":
+    def of(cls, graph, structure: LayerStructure, dense_blocks: bool = True,
+           head_channels: int = 1) -> CrossPaths:
         cache = graph.__dict__.get("_nft_cross_paths")
         if cache is None or cache[0] is not structure:
             cache = (structure, {})
             graph.__dict__["_nft_cross_paths"] = cache
-        if dense_blocks not in cache[1]:
-            cache[1][dense_blocks] = cls.build(structure, dense_blocks)
-        return cache[1][dense_blocks]
+        key = (dense_blocks, sparse_path_limit(head_channels))
+        if key not in cache[1]:
+            cache[1][key] = cls.build(structure, dense_blocks, key[1])
+        return cache[1][key]
+
+    def weights(self, sparse_alpha: Tensor | None, block_alphas: list[Tensor],
+                heads: int) -> tuple[Tensor, Tensor]:
+        """``(token_index, alpha [num_pairs, H])`` from the sparse pairs' weights and
+        the ``[G * H, T, T]`` weights of each block."""
+        dtype_of = sparse_alpha if sparse_alpha is not None else block_alphas[0]
+        alpha = dtype_of.new_zeros(self.num_pairs, heads)
+        if sparse_alpha is not None:
+            alpha = alpha.index_copy(0, self.sparse_pair, sparse_alpha)
+        for block, block_alpha in zip(self.blocks, block_alphas):
+            flat = block_alpha.view(-1, heads, block.tokens * block.tokens).transpose(1, 2)
+            flat = flat.reshape(-1, heads)
+            pairs = block.pairs.view(-1)
+            kept = pairs < self.num_pairs
+            alpha = alpha.index_copy(0, pairs[kept], flat[kept])
+        return self.token_index, alpha
 
     @classmethod
-    def build(cls, s: LayerStructure, dense_blocks: bool = True) -> "CrossPaths":
+    def build(cls, s: LayerStructure, dense_blocks: bool = True,
+              path_limit: float = PATH_DENSITY_SCALE) -> CrossPaths:
         device = s.src.device
         num_nodes, num_edges = s.num_nodes, s.src.numel()
         num_groups = s.num_graphs * (s.num_layers + 1)
@@ -362,25 +440,34 @@ class CrossPaths:
         position = torch.cat([s.dst, s.src, bias_nodes])  # the v of each entry
         feature_row = torch.cat([arange(num_edges), arange(num_edges), num_edges + bias_nodes])
         num_entries = position.numel()
+        node_entry = torch.full((num_nodes,), num_entries + 1, dtype=torch.long, device=device)
+        node_entry[bias_nodes] = 2 * num_edges + arange(bias_nodes.numel())
 
-        entry_count = torch.bincount(group, minlength=num_groups)
-        dense = (entry_count >= BLOCK_DENSITY * tokens * size) & (tokens > 0) & dense_blocks
+        entries_at = torch.bincount(position, minlength=num_nodes)
+        group_paths = torch.zeros(num_groups, dtype=torch.long, device=device).index_add_(
+            0, s.node_group, entries_at * entries_at)
+        dense = ((group_paths >= path_limit * (tokens * tokens * size).double()) &
+                 (tokens > 0) & dense_blocks)
         used = torch.zeros(num_pairs, dtype=torch.bool, device=device)
 
-        # sparse groups: every (query entry, key entry) pair at the same v
+        # sparse groups: the entries at each neuron v, every (query, key) slot pair
         sparse_entries = (~dense[group]).nonzero().view(-1)
-        sparse_position = position[sparse_entries]
-        order = sparse_entries[torch.argsort(sparse_position, stable=True)]
-        count = torch.bincount(sparse_position, minlength=num_nodes)
-        start = count.cumsum(0) - count
-        repeats = count[sparse_position]
-        query = torch.repeat_interleave(sparse_entries, repeats)
-        block_start = repeats.cumsum(0) - repeats
-        offset = arange(query.numel()) - torch.repeat_interleave(block_start, repeats)
-        key = order[start[position[query]] + offset]
-        path_group = group[query]
-        pair = pair_offset[path_group] + local[query] * tokens[path_group] + local[key]
-        used[pair] = True
+        raw, counts = neuron_buckets(sparse_entries, position[sparse_entries], num_nodes)
+        bucket_rows, bucket_entries, bucket_pairs, bucket_scales = [], [], [], []
+        for slot_entry, valid in raw:
+            safe = slot_entry.clamp(min=0)
+            # 1 / sqrt(|V_i|) of each neuron's layer i (slot 0 is never padding)
+            bucket_scales.append(size[s.node_group[position[safe[:, 0]]]].double().rsqrt())
+            bucket_rows.append(torch.where(valid, feature_row[safe], num_edges + num_nodes))
+            bucket_entries.append(torch.where(valid, slot_entry, num_entries))
+            query, key = safe.unsqueeze(2), safe.unsqueeze(1)  # all entries at v: one group
+            query_group = group[query]
+            pair = pair_offset[query_group] + local[query] * tokens[query_group] + local[key]
+            both = valid.unsqueeze(2) & valid.unsqueeze(1)
+            bucket_pairs.append(torch.where(both, pair, -1).view(-1))
+        path_pair = torch.cat(bucket_pairs) if raw else s.src.new_zeros(0)
+        real_path = path_pair >= 0
+        used[path_pair[real_path]] = True
 
         # dense groups: [G, T, n] index blocks, one per distinct shape (T, n)
         blocks = []
@@ -392,7 +479,8 @@ class CrossPaths:
             slot[members] = arange(members.numel())
             chosen = (slot[group] >= 0).nonzero().view(-1)
             where = (slot[group[chosen]], local[chosen], s.node_pos[position[chosen]])
-            rows = torch.zeros(members.numel(), *shape, dtype=torch.long, device=device)
+            rows = torch.full((members.numel(), *shape), num_edges + num_nodes,
+                              dtype=torch.long, device=device)
             entries = torch.full_like(rows, num_entries)
             mask = torch.zeros_like(rows, dtype=torch.bool)
             rows[where] = feature_row[chosen]
@@ -401,8 +489,12 @@ class CrossPaths:
             shared = torch.einsum("gtv,gsv->gts", mask.double(), mask.double()) > 0
             pairs = pair_offset[members].unsqueeze(1) + arange(shape[0] ** 2)
             used[pairs[shared.view(members.numel(), -1)]] = True
+            # a token without entries shares no v with any token: its row stays
+            # unmasked (finite weights, outputs only at absent entries, dropped)
+            blocked = ~shared & shared.any(dim=2, keepdim=True)
             blocks.append(DenseBlocks(shape[0], shape[1], rows, entries, pairs,
-                                      None if bool(mask.all()) else mask))
+                                      blocked if bool(blocked.any()) else None,
+                                      not bool(mask.all())))
 
         pair_group = torch.repeat_interleave(arange(num_groups), tokens * tokens)
         within = arange(num_pairs) - pair_offset[pair_group]
@@ -413,10 +505,19 @@ class CrossPaths:
         compact = torch.where(used, used.cumsum(0) - 1, int(used.sum()))
         for block in blocks:
             block.pairs = compact[block.pairs]
+        sparse_pair = torch.unique(compact[path_pair[real_path]])
+        local_pair = torch.full_like(path_pair, sparse_pair.numel())
+        local_pair[real_path] = torch.searchsorted(sparse_pair, compact[path_pair[real_path]])
+        buckets = NeuronBuckets(
+            counts=counts, sizes=[slot.size(0) for slot, _ in raw], scales=bucket_scales,
+            rows=torch.cat([r.view(-1) for r in bucket_rows]) if raw else path_pair,
+            entries=torch.cat([e.view(-1) for e in bucket_entries]) if raw else path_pair,
+            pairs=local_pair, gather_pairs=torch.where(real_path, local_pair, 0),
+            num_paths=int(real_path.sum()))
 
         return cls(num_entries=num_entries, num_tokens=int(tokens.sum()),
-                   num_pairs=int(used.sum()), bias_nodes=bias_nodes,
-                   path_query_row=feature_row[query], path_key_row=feature_row[key],
-                   path_layer_size=size[path_group], path_pair=compact[pair],
-                   message_index=torch.stack([feature_row[key], query]),
-                   token_index=token_index, blocks=blocks)
+                   num_pairs=int(used.sum()), node_entry=node_entry,
+                   num_paths=buckets.num_paths, buckets=buckets,
+                   sparse_lengths=torch.bincount(token_index[0, sparse_pair],
+                                                 minlength=int(tokens.sum())),
+                   sparse_pair=sparse_pair, token_index=token_index, blocks=blocks)
