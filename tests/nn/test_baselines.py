@@ -4,39 +4,19 @@ symmetry it keeps with and without IO positions), training, bad inputs."""
 import pytest
 import torch
 from torch import nn
-from torch_geometric.data import Batch
 
 import nft_pyg
 from nft_pyg.nn.models.baselines import (GNN_CONVS, STAT_QUANTILES, FlatMLP, GNNBaseline,
                                          StatNN, flatten_weights, group_quantiles,
                                          layer_statistics)
 
-from hnp_helpers import cnn, layer_sizes, mlp, neuron_permutations, permute_module
+from helpers import cnns, mlp, mlps, permuted_modules, structure_batch, toy_regression
 
 torch.set_num_threads(1)
 
-MLP_WIDTHS = [3, 5, 4, 2]
-CNN_CHANNELS, CNN_KERNELS, CNN_HEAD = [2, 3, 4], [3, 3], 2
-
-
-def mlps(count=3, widths=MLP_WIDTHS):
-    return [mlp(widths).double() for _ in range(count)]
-
-
-def cnns(count=2):
-    return [cnn(CNN_CHANNELS, CNN_KERNELS, head=CNN_HEAD).double() for _ in range(count)]
-
-
-def batch_of(modules):
-    return Batch.from_data_list([nft_pyg.from_module(m) for m in modules])
-
 
 def permuted(modules, which="hidden"):
-    out = []
-    for module in modules:
-        perms = neuron_permutations(layer_sizes(nft_pyg.from_module(module)), which)
-        out.append(permute_module(module, perms))
-    return out
+    return permuted_modules(modules, which)[0]
 
 
 def weight_layers(module):
@@ -46,7 +26,7 @@ def weight_layers(module):
 # --- FlatMLP ------------------------------------------------------------------------
 def test_flatten_weights_is_weights_then_biases_in_order():
     modules = mlps(2)
-    flat = flatten_weights(batch_of(modules))
+    flat = flatten_weights(structure_batch(modules))
     for row, module in zip(flat, modules):
         layers = weight_layers(module)
         expected = torch.cat([l.weight.flatten() for l in layers] + [l.bias for l in layers])
@@ -56,7 +36,7 @@ def test_flatten_weights_is_weights_then_biases_in_order():
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_flat_mlp_shape(kind):
     modules = mlps() if kind == "mlp" else cnns()
-    batch = batch_of(modules)
+    batch = structure_batch(modules)
     size = FlatMLP.num_weights_of(batch)
     width = int(batch.kernel_width[0])
     assert size == batch.num_edges // len(modules) * width + \
@@ -66,16 +46,16 @@ def test_flat_mlp_shape(kind):
 
 def test_flat_mlp_is_not_invariant():
     modules = mlps()
-    batch = batch_of(modules)
+    batch = structure_batch(modules)
     model = FlatMLP(FlatMLP.num_weights_of(batch), 16, 2).double()
-    assert not torch.allclose(model(batch_of(permuted(modules))), model(batch), atol=1e-6)
+    assert not torch.allclose(model(structure_batch(permuted(modules))), model(batch), atol=1e-6)
 
 
 def test_flat_mlp_bad_inputs():
-    mixed = batch_of([mlp([3, 5, 2]).double(), mlp([3, 4, 2]).double()])
+    mixed = structure_batch([mlp([3, 5, 2]).double(), mlp([3, 4, 2]).double()])
     with pytest.raises(ValueError, match="same architecture"):
         FlatMLP(30, 8, 1).double()(mixed)
-    batch = batch_of(mlps())
+    batch = structure_batch(mlps())
     with pytest.raises(ValueError, match="num_weights=10"):
         FlatMLP(10, 8, 1).double()(batch)
     with pytest.raises(ValueError, match="num_weights and out"):
@@ -106,7 +86,7 @@ def reference_stats(tensor):
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_layer_statistics_match_the_parameters(kind):
     modules = mlps(2) if kind == "mlp" else cnns()
-    stats = layer_statistics(batch_of(modules), num_layers=4)
+    stats = layer_statistics(structure_batch(modules), num_layers=4)
     assert stats.shape == (2, 4, 2, 7)
     for b, module in enumerate(modules):
         layers = weight_layers(module)
@@ -121,19 +101,19 @@ def test_layer_statistics_match_the_parameters(kind):
 def test_stat_nn_shape_and_invariance(kind):
     modules = mlps() if kind == "mlp" else cnns()
     model = StatNN(3, [16, 16], 2).double()
-    out = model(batch_of(modules))
+    out = model(structure_batch(modules))
     assert out.shape == (len(modules), 2)
     for which in ("hidden", "input", "output"):
-        torch.testing.assert_close(model(batch_of(permuted(modules, which))), out,
+        torch.testing.assert_close(model(structure_batch(permuted(modules, which))), out,
                                    atol=1e-10, rtol=0)
 
 
 def test_stat_nn_mixed_depths_and_bad_inputs():
     shallow = mlp([2, 3]).double()
-    mixed = batch_of([mlp([3, 5, 4, 2]).double(), shallow])
+    mixed = structure_batch([mlp([3, 5, 4, 2]).double(), shallow])
     model = StatNN(3, 8, 1).double()
     # a network's output does not depend on the others of its batch
-    torch.testing.assert_close(model(mixed)[1:], model(batch_of([shallow])))
+    torch.testing.assert_close(model(mixed)[1:], model(structure_batch([shallow])))
     assert layer_statistics(mixed, 3)[1, 1:].abs().sum() == 0
     with pytest.raises(ValueError, match="num_layers=2"):
         StatNN(2, 8, 1).double()(mixed)
@@ -148,24 +128,25 @@ def test_stat_nn_mixed_depths_and_bad_inputs():
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_gnn_shape_and_hidden_invariance(conv, kind):
     modules = mlps() if kind == "mlp" else cnns()
-    batch = batch_of(modules)
+    batch = structure_batch(modules)
     model = GNNBaseline(conv, 8, 3, num_convs=2, edge_dim=int(batch.kernel_width[0]),
                         heads=2).double().eval()
     out = model(batch)
     assert out.shape == (len(modules), 3)
-    torch.testing.assert_close(model(batch_of(permuted(modules))), out, atol=1e-10, rtol=0)
+    torch.testing.assert_close(model(structure_batch(permuted(modules))), out, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("conv", GNN_CONVS)
 def test_gnn_io_positions_break_only_io_symmetry(conv):
     modules = mlps()
-    batch, moved = batch_of(modules), batch_of(permuted(modules, "input"))
+    batch, moved = structure_batch(modules), structure_batch(permuted(modules, "input"))
     plain = GNNBaseline(conv, 8, 2, num_convs=2).double().eval()
     torch.testing.assert_close(plain(moved), plain(batch), atol=1e-10, rtol=0)
     io = GNNBaseline(conv, 8, 2, num_convs=2, io_positions=True, num_inputs=3,
                      num_outputs=2).double().eval()
     assert not torch.allclose(io(moved), io(batch), atol=1e-6)
-    torch.testing.assert_close(io(batch_of(permuted(modules))), io(batch), atol=1e-10, rtol=0)
+    torch.testing.assert_close(io(structure_batch(permuted(modules))), io(batch), atol=1e-10,
+                               rtol=0)
 
 
 def test_gnn_node_features():
@@ -188,7 +169,7 @@ def test_gnn_bad_inputs():
         GNNBaseline("gatv2", 8, 1, heads=3)
     with pytest.raises(ValueError, match="num_inputs"):
         GNNBaseline("gine", 8, 1, io_positions=True)
-    batch = batch_of(mlps())
+    batch = structure_batch(mlps())
     with pytest.raises(ValueError, match="edge_dim=9"):
         GNNBaseline("gine", 8, 1, edge_dim=9).double()(batch)
     with pytest.raises(ValueError, match="2 input neurons"):
@@ -198,19 +179,6 @@ def test_gnn_bad_inputs():
 
 
 # --- training -----------------------------------------------------------------------
-def toy_regression(count=16):
-    """MLPs whose first-layer weights have random offsets; target: their mean."""
-    generator = torch.Generator().manual_seed(0)
-    modules = []
-    for _ in range(count):
-        module = mlp(MLP_WIDTHS)
-        with torch.no_grad():
-            module[0].weight.add_(torch.rand(1, generator=generator) * 2 - 1)
-        modules.append(module)
-    target = torch.stack([m[0].weight.mean() for m in modules]).detach().unsqueeze(1)
-    return batch_of(modules), target
-
-
 @pytest.mark.parametrize("name", ["flat", "stat", *GNN_CONVS])
 def test_baselines_train(name):
     batch, target = toy_regression()

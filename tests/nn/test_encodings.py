@@ -12,7 +12,8 @@ from nft_pyg.nn.encodings import GaussianFourierFeatures, IOPositionEncoding, La
 torch.set_num_threads(1)
 
 
-from ws_helpers import (make_mlp, ARCHITECTURES, mixed_batch, random_features, assert_matches_dense, permuted_pair, assert_equivariant)
+from helpers import (ARCHITECTURES, assert_equivariant, assert_mixed_batch_matches_dense,
+                     mixed_batch, mlp, permuted_pair, random_features)
 
 
 def randomise(module):
@@ -26,7 +27,7 @@ def randomise(module):
 @pytest.mark.parametrize("learnable", [False, True])
 def test_fourier_matches_dense(learnable):
     module = GaussianFourierFeatures(4, 3, sigma=1.0, learnable=learnable).double()
-    out_x, out_e, batch = assert_matches_dense(module)
+    out_x, out_e, batch = assert_mixed_batch_matches_dense(module)
     assert module.out_channels == 24
     assert out_x.shape == (batch.num_nodes, 24) and out_e.shape == (batch.num_edges, 24)
     assert bool((out_x[batch.node_role == 0] == 0).all())  # cos(0) = 1 is zeroed
@@ -34,7 +35,7 @@ def test_fourier_matches_dense(learnable):
 
 def test_fourier_formula_on_raw_graph():
     module = GaussianFourierFeatures(1, 5, generator=torch.Generator().manual_seed(3)).double()
-    graph = nft_pyg.from_module(make_mlp([3, 4, 2]))
+    graph = nft_pyg.from_module(mlp([3, 4, 2]).double())
     out_x, out_e = module(graph.x, graph.edge_attr, graph)
     angles = 2 * math.pi * graph.edge_attr * module.frequencies[0]  # [E, 1] * [F]
     assert torch.allclose(out_e, torch.cat([torch.sin(angles), torch.cos(angles)], -1))
@@ -63,7 +64,7 @@ def test_fourier_buffer_or_parameter():
     assert not list(fixed.parameters()) and "frequencies" in fixed.state_dict()
     learnable = GaussianFourierFeatures(1, 4, learnable=True).double()
     assert [name for name, _ in learnable.named_parameters()] == ["frequencies"]
-    graph = nft_pyg.from_module(make_mlp([2, 3, 1]))
+    graph = nft_pyg.from_module(mlp([2, 3, 1]).double())
     out_x, out_e = learnable(graph.x, graph.edge_attr, graph)
     (out_x.sum() + out_e.sum()).backward()
     assert learnable.frequencies.grad is not None and learnable.frequencies.grad.abs().sum() > 0
@@ -75,7 +76,7 @@ def test_fourier_equivariance(network):
 
 
 def test_fourier_errors():
-    graph = nft_pyg.from_module(make_mlp([2, 3, 1]))
+    graph = nft_pyg.from_module(mlp([2, 3, 1]).double())
     with pytest.raises(ValueError, match="GaussianFourierFeatures: expected x with 2 channels"):
         GaussianFourierFeatures(2, 4).double()(graph.x, graph.edge_attr, graph)
     with pytest.raises(ValueError, match="sigma must be positive"):
@@ -90,7 +91,7 @@ def test_layer_encoding_matches_dense(kind):
     module = LayerEncoding(4, num_layers=5, kind=kind).double()
     if kind == "learned":
         randomise(module)
-    out_x, out_e, batch = assert_matches_dense(module)
+    out_x, out_e, batch = assert_mixed_batch_matches_dense(module)
     assert bool((out_x[batch.node_role == 0] == 0).all())
 
 
@@ -153,7 +154,7 @@ def make_io(channels=4):
 
 
 def test_io_matches_dense():
-    out_x, out_e, batch = assert_matches_dense(make_io())
+    out_x, out_e, batch = assert_mixed_batch_matches_dense(make_io())
     assert bool((out_x[batch.node_role == 0] == 0).all())
 
 
@@ -179,7 +180,7 @@ def test_io_adds_only_to_io_edges_and_output_nodes():
 
 def test_io_one_layer_network_gets_both_embeddings():
     module = make_io(2)
-    graph = nft_pyg.from_module(make_mlp([3, 2]))
+    graph = nft_pyg.from_module(mlp([3, 2]).double())
     x, edge_attr = random_features(graph, 2)
     _, out_e = module(x, edge_attr, graph)
     src, dst = graph.edge_index
@@ -196,7 +197,7 @@ def test_io_equivariant_to_hidden_permutations(network):
 @pytest.mark.parametrize("which", ["inputs", "outputs"])
 def test_io_not_invariant_to_io_permutations(which):
     kwargs = {"permute_hidden": False, f"permute_{which}": True}
-    graph, graph_p, node_map, edge_map = permuted_pair(make_mlp([3, 4, 5]), seed=1, **kwargs)
+    graph, graph_p, node_map, edge_map = permuted_pair(mlp([3, 4, 5]).double(), seed=1, **kwargs)
     module = make_io()
     x, edge_attr = random_features(graph, 4)
     out_x, out_e = module(x, edge_attr, graph)

@@ -4,23 +4,25 @@ import copy
 
 import pytest
 import torch
-from hnp_helpers import (
-    batch_permutation,
+from helpers import (
     cnn,
     dense_of,
+    drop_edges,
     folded_raw_features,
+    index_maps,
     layer_sizes,
     mlp,
-    neuron_permutations,
-    permutation_index_maps,
-    permute_module,
+    permuted_graph,
+    permuted_pair,
     random_features,
-    split_features,
+    random_neuron_permutation,
+    split_graphs,
     structure_batch,
 )
 
 import nft_pyg
 from nft_pyg.nn.conv.hnp_conv import HNPConv
+from nft_pyg.symmetry import NeuronPermutation
 from nft_pyg.tensor.weight_space import WeightSpace
 
 torch.set_num_threads(1)
@@ -47,8 +49,8 @@ def check_against_dense(conv, batch, x, edge_attr, atol=1e-10):
     x_out, e_out = conv(x, edge_attr, batch)
     is_input = batch.node_role == int(nft_pyg.graph.types.NodeRole.INPUT)
     assert torch.all(x_out[is_input] == 0)
-    pieces = split_features(batch, x, edge_attr)
-    outs = split_features(batch, x_out, e_out)
+    pieces = split_graphs(batch, x, edge_attr)
+    outs = split_graphs(batch, x_out, e_out)
     for (graph, xi, ei), (_, xo, eo) in zip(pieces, outs):
         expected = conv.forward_dense(dense_of(graph, xi, ei))
         assert_close_ws(dense_of(graph, xo, eo), expected, atol)
@@ -109,8 +111,8 @@ def test_batch_mixing_hidden_widths(hidden):
     x, edge_attr = random_features(batch, 2)
     conv = make_conv(2, 2, widths[0])
     x_out, e_out = check_against_dense(conv, batch, x, edge_attr)
-    for (graph, xi, ei), (_, xo, eo) in zip(split_features(batch, x, edge_attr),
-                                            split_features(batch, x_out, e_out)):
+    for (graph, xi, ei), (_, xo, eo) in zip(split_graphs(batch, x, edge_attr),
+                                            split_graphs(batch, x_out, e_out)):
         alone = conv(xi, ei, graph)
         assert torch.allclose(alone[0], xo, atol=1e-12) and torch.allclose(alone[1], eo,
                                                                             atol=1e-12)
@@ -129,7 +131,7 @@ def test_equivariant_to_hidden_permutations(modules):
     x, edge_attr = random_features(batch, channels)
     widths = layer_sizes(batch.to_data_list()[0])
     conv = make_conv(channels, 3, widths)
-    node_map, edge_map = batch_permutation(batch, "hidden")
+    node_map, edge_map = random_neuron_permutation(batch, "hidden")
     assert not torch.equal(node_map, torch.arange(node_map.numel()))
     x_out, e_out = conv(x, edge_attr, batch)
     x_perm, e_perm = conv(x[node_map], edge_attr[edge_map], batch)
@@ -145,10 +147,10 @@ def test_not_equivariant_to_input_or_output_permutations(widths, which):
     batch = structure_batch([mlp(widths)])
     x, edge_attr = random_features(batch, 2)
     conv = make_conv(2, 2, widths)
-    perms = neuron_permutations(widths, which)
+    perms = [torch.arange(n) for n in widths]
     layer = 0 if which == "input" else len(widths) - 1
     perms[layer] = torch.roll(torch.arange(widths[layer]), 1)  # surely not the identity
-    node_map, edge_map = permutation_index_maps(batch, perms)
+    node_map, edge_map = index_maps(batch, NeuronPermutation(perms))
     x_out, e_out = conv(x, edge_attr, batch)
     x_perm, e_perm = conv(x[node_map], edge_attr[edge_map], batch)
     error = max((x_perm - x_out[node_map]).abs().max(), (e_perm - e_out[edge_map]).abs().max())
@@ -156,14 +158,11 @@ def test_not_equivariant_to_input_or_output_permutations(widths, which):
 
 
 def test_index_maps_match_module_permutation():
-    """The helper's index maps are what permuting the module does to the graph."""
+    """The helpers' index maps (from nft_pyg.symmetry) are what permuting the
+    module by hand does to the graph: ``permuted_pair`` asserts that the
+    permuted graph carries ``x[node_map]`` and ``edge_attr[edge_map]``."""
     for module in (mlp([3, 4, 5, 2]), cnn([2, 3, 4], [3, 1], head=3)):
-        original = nft_pyg.from_module(module)
-        perms = neuron_permutations(layer_sizes(original), "hidden")
-        permuted = nft_pyg.from_module(permute_module(module, perms))
-        node_map, edge_map = permutation_index_maps(original, perms)
-        assert torch.equal(permuted.x, original.x[node_map])
-        assert torch.equal(permuted.edge_attr, original.edge_attr[edge_map])
+        original, permuted, _, _ = permuted_pair(module)
         assert torch.equal(permuted.edge_index, original.edge_index)
 
 
@@ -361,7 +360,6 @@ def test_spans_all_equivariant_linear_maps(widths):
 def pruned_batch(modules, keep: float, channels: int, seed: int = 0):
     """Each network's graph with a random ``1 - keep`` of its edges removed (at
     least one per weight layer), batched, with random float64 features."""
-    from nft_helpers import drop_edges
     from torch_geometric.data import Batch
     torch.manual_seed(seed)
     batch = Batch.from_data_list([drop_edges(nft_pyg.from_module(m), keep)[0]
@@ -380,8 +378,8 @@ def presence_mask(graph) -> list[torch.Tensor]:
 
 def check_pruned_against_dense(conv, batch, x, edge_attr, atol=1e-10):
     x_out, e_out = conv(x, edge_attr, batch)
-    for (graph, xi, ei), (_, xo, eo) in zip(split_features(batch, x, edge_attr),
-                                            split_features(batch, x_out, e_out)):
+    for (graph, xi, ei), (_, xo, eo) in zip(split_graphs(batch, x, edge_attr),
+                                            split_graphs(batch, x_out, e_out)):
         expected = conv.forward_dense(dense_of(graph, xi, ei), presence_mask(graph))
         assert_close_ws(dense_of(graph, xo, eo), expected, atol)
     return x_out, e_out
@@ -456,13 +454,11 @@ def test_pruned_fixed_ends_use_the_per_edge_path(prune_first, prune_last, widths
 
 @pytest.mark.parametrize("widths", [[3, 4, 2], [2, 5, 4, 3]])
 def test_pruned_graph_equivariance_and_absent_is_not_zero(widths):
-    from nft_helpers import permute_graph, random_hidden_permutation
     batch, x, edge_attr = pruned_batch([mlp(widths) for _ in range(2)], 0.4, 2, seed=2)
     conv = make_conv(2, 2, widths)
     x_out, e_out = conv(x, edge_attr, batch)
     batch.x, batch.edge_attr = x, edge_attr
-    node_map = random_hidden_permutation(batch)
-    permuted, edge_map = permute_graph(batch, node_map)
+    permuted, node_map, edge_map, _ = permuted_graph(batch)
     x_perm, e_perm = conv(permuted.x, permuted.edge_attr, permuted)
     assert torch.allclose(x_perm, x_out[node_map], atol=1e-10)
     assert torch.allclose(e_perm, e_out[edge_map], atol=1e-10)

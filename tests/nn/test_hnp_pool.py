@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from nft_pyg.nn.pool.hnp_pool import HNPPool
+from nft_pyg.symmetry import NeuronPermutation
 from nft_pyg.tensor.weight_space import WeightSpace
 
-from hnp_helpers import (batch_permutation, cnn, dense_of, folded_raw_features, layer_sizes,
-                         mlp, neuron_permutations, permutation_index_maps, random_features,
-                         structure_batch)
+from helpers import (cnn, dense_of, folded_raw_features, index_maps, layer_sizes, mlp,
+                     random_features, random_neuron_permutation, structure_batch)
 
 torch.set_num_threads(1)
 
@@ -72,7 +72,7 @@ def test_invariant_to_hidden_permutations_and_batching(modules):
     batch = structure_batch(modules)
     x, edge_attr = random_features(batch, 2)
     pool = make_pool(2, layer_sizes(batch.to_data_list()[0]))
-    node_map, edge_map = batch_permutation(batch, "hidden")
+    node_map, edge_map = random_neuron_permutation(batch, "hidden")
     pooled = pool(x, edge_attr, batch)
     assert torch.allclose(pool(x[node_map], edge_attr[edge_map], batch), pooled, atol=1e-12)
     carrier = batch.clone()
@@ -89,10 +89,10 @@ def test_keeps_input_and_output_positions(widths, which):
     batch = structure_batch([mlp(widths)])
     x, edge_attr = random_features(batch, 2)
     pool = make_pool(2, widths)
-    perms = neuron_permutations(widths, which)
+    perms = [torch.arange(n) for n in widths]
     layer = 0 if which == "input" else len(widths) - 1
     perms[layer] = torch.roll(torch.arange(widths[layer]), 1)
-    node_map, edge_map = permutation_index_maps(batch, perms)
+    node_map, edge_map = index_maps(batch, NeuronPermutation(perms))
     change = (pool(x[node_map], edge_attr[edge_map], batch) - pool(x, edge_attr, batch)).abs()
     assert change.max() > 1e-3
 

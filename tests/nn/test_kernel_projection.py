@@ -13,7 +13,8 @@ from nft_pyg.nn.kernel_projection import KernelProjection, KernelReadout
 torch.set_num_threads(1)
 
 
-from ws_helpers import (make_mlp, make_cnn, ARCHITECTURES, KERNEL_WIDTH, mixed_batch, slice_of, random_features, permuted_pair, assert_equivariant)
+from helpers import (ARCHITECTURES, assert_equivariant, KERNEL_WIDTH, mixed_batch, mlp,
+                     permuted_pair, random_features, slice_of)
 
 
 # kernel sizes per layer: cnn = [9, 4, 4]; every MLP layer has 1 position (padded)
@@ -45,9 +46,10 @@ def test_projection_matches_dense_on_mixed_batch():
 
 
 def test_projection_formula_per_layer():
-    module = KernelProjection.for_layout(nft_pyg.from_module(make_cnn()).layout, 3).double()
+    module = KernelProjection.for_layout(nft_pyg.from_module(ARCHITECTURES["cnn"]()).layout,
+                                         3).double()
     assert module.kernel_sizes == [9, 4, 4] and module.kernel_width == 9
-    graph = nft_pyg.from_module(make_cnn())
+    graph = nft_pyg.from_module(ARCHITECTURES["cnn"]())
     out_x, out_e = module(graph.x, graph.edge_attr, graph)
     for layer, size in enumerate(module.kernel_sizes, start=1):
         edges, nodes = graph.edge_layer == layer, graph.node_layer == layer
@@ -99,7 +101,7 @@ def test_projection_equivariance(network):
 
 
 def test_projection_errors():
-    graph = nft_pyg.from_module(make_cnn())
+    graph = nft_pyg.from_module(ARCHITECTURES["cnn"]())
     with pytest.raises(ValueError, match=r"KernelProjection: expects raw edge features \[E, 4\]"):
         KernelProjection(3, 4, 2).double()(graph.x, graph.edge_attr, graph)
     with pytest.raises(ValueError, match=r"KernelProjection: expects raw node features x \[N, 1\]"):
@@ -145,7 +147,7 @@ def test_readout_matches_dense(names, network):
         assert torch.allclose(out_e[edge_mask], dense_e.reshape(-1, KERNEL_WIDTH), atol=1e-10)
 
 
-@pytest.mark.parametrize("network", [make_cnn(), make_mlp([3, 4, 2], bias=False)],
+@pytest.mark.parametrize("network", [ARCHITECTURES["cnn"](), mlp([3, 4, 2], bias=False).double()],
                          ids=["cnn", "mlp_no_bias"])
 def test_readout_round_trips_through_to_module(network):
     graph = nft_pyg.from_module(network)
@@ -170,7 +172,7 @@ def test_readout_round_trips_through_to_module(network):
 
 
 def test_readout_layers_are_distinct():
-    graph = nft_pyg.from_module(make_cnn())
+    graph = nft_pyg.from_module(ARCHITECTURES["cnn"]())
     module = KernelReadout.for_layout(graph.layout, 4).double()
     x, edge_attr = random_features(graph, 4)
     out_x, out_e = module(x, edge_attr, graph)
@@ -189,10 +191,10 @@ def test_readout_equivariance(network):
 
 
 def test_readout_errors():
-    mlp_graph = nft_pyg.from_module(make_mlp([3, 4, 2]), kernel_width=KERNEL_WIDTH)
+    mlp_graph = nft_pyg.from_module(mlp([3, 4, 2]).double(), kernel_width=KERNEL_WIDTH)
     x, edge_attr = random_features(mlp_graph, 4)
     with pytest.raises(ValueError, match=r"KernelReadout: built for kernel sizes \[9, 4, 4\]"):
-        readout_for(make_cnn())(x, edge_attr, mlp_graph)
+        readout_for(ARCHITECTURES["cnn"]())(x, edge_attr, mlp_graph)
     with pytest.raises(ValueError, match="KernelReadout: built for kernel_width=4, the graph "
                                          r"has kernel_width \[9\]"):
         KernelReadout(4, [1, 1], 4).double()(x, edge_attr, mlp_graph)
@@ -202,11 +204,11 @@ def test_readout_errors():
         KernelReadout(4, [1], 9).double()(x, edge_attr, mlp_graph)
     with pytest.raises(ValueError, match="biases"):  # a bias-free read-out would do, not this
         KernelReadout.for_layout(mlp_graph.layout, 4, kernel_width=9).double()(
-            x, edge_attr, nft_pyg.from_module(make_mlp([3, 4, 2], bias=False), kernel_width=9))
+            x, edge_attr, nft_pyg.from_module(mlp([3, 4, 2], bias=False).double(), kernel_width=9))
     with pytest.raises(ValueError, match="2 bias flags for 3 layers"):
         KernelReadout(4, 3, 9, bias=[True, False])
     with pytest.raises(ValueError, match="needs ws.layout"):
-        readout_for(make_cnn()).forward_dense(WeightSpace(
+        readout_for(ARCHITECTURES["cnn"]()).forward_dense(WeightSpace(
             [torch.zeros(1, 4, 3, 2)], [torch.zeros(1, 4, 3)]))
     assert repr(KernelReadout(4, [1, 1], 1, bias=[True, False])) == \
         "KernelReadout(4, kernel_sizes=[1, 1], kernel_width=1, bias=[True, False])"

@@ -6,46 +6,18 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torch_geometric.data import Batch
 
 import nft_pyg
 from nft_pyg.nn.models.nfn import NFN, NFNEditor
 
-from hnp_helpers import (cnn, layer_sizes, mlp, neuron_permutations, permutation_index_maps,
-                         permute_module)
+from helpers import (CNN_CHANNELS, MLP_WIDTHS, cnns, mlp, mlps, permuted_modules,
+                     structure_batch, toy_regression)
 
 torch.set_num_threads(1)
-
-MLP_WIDTHS = [3, 5, 4, 2]
-CNN_CHANNELS, CNN_KERNELS, CNN_HEAD = [2, 3, 4], [3, 3], 2
-
-
-def mlps(count=3, widths=MLP_WIDTHS, dtype=torch.float64, bias=True):
-    return [mlp(widths, bias=bias).to(dtype) for _ in range(count)]
-
-
-def cnns(count=2, dtype=torch.float64):
-    return [cnn(CNN_CHANNELS, CNN_KERNELS, head=CNN_HEAD).to(dtype) for _ in range(count)]
-
-
-def batch_of(modules):
-    return Batch.from_data_list([nft_pyg.from_module(m) for m in modules])
 
 
 def layout_of(modules):
     return nft_pyg.from_module(modules[0]).layout
-
-
-def permuted(modules, which="hidden"):
-    """Each module with random neuron permutations (``which`` layers), and the
-    per-graph ``(graph, node_map, edge_map)`` of the permuted graphs."""
-    out, maps = [], []
-    for module in modules:
-        graph = nft_pyg.from_module(module)
-        perms = neuron_permutations(layer_sizes(graph), which)
-        out.append(permute_module(module, perms))
-        maps.append(permutation_index_maps(graph, perms))
-    return out, maps
 
 
 def nfn(mode, modules, hidden=6, out=3, **kwargs):
@@ -59,22 +31,22 @@ def nfn(mode, modules, hidden=6, out=3, **kwargs):
 def test_nfn_output_shape(mode, kind):
     modules = mlps() if kind == "mlp" else cnns()
     model = nfn(mode, modules, out=5)
-    assert model(batch_of(modules)).shape == (len(modules), 5)
+    assert model(structure_batch(modules)).shape == (len(modules), 5)
     assert model(nft_pyg.from_module(modules[0])).shape == (1, 5)
 
 
 def test_nfn_variants_shape_and_mixed_depth_batch():
     modules = cnns()
     for kwargs in (dict(fourier_features=3), dict(io_embedding=True), dict(dropout=0.2)):
-        assert nfn("np", modules, **kwargs)(batch_of(modules)).shape == (2, 3)
+        assert nfn("np", modules, **kwargs)(structure_batch(modules)).shape == (2, 3)
     # np / pt take mixed architectures up to num_layers weight layers
     mixed = [mlp([3, 5, 4, 2]).double(), mlp([2, 3]).double(), mlp([4, 6, 1]).double()]
     for mode in ("np", "pt"):
         model = NFN(mode, num_layers=3, hidden_channels=6, out_channels=2).double()
-        out = model(batch_of(mixed))
+        out = model(structure_batch(mixed))
         assert out.shape == (3, 2) and torch.isfinite(out).all()
         # a graph's output does not depend on the others of its batch
-        torch.testing.assert_close(out[1:2], model(batch_of(mixed[1:2])))
+        torch.testing.assert_close(out[1:2], model(structure_batch(mixed[1:2])))
 
 
 def test_nfn_modes_are_the_right_layers():
@@ -93,11 +65,11 @@ def test_nfn_modes_are_the_right_layers():
 def test_nfn_invariant_to_hidden_permutations(mode, kind):
     modules = mlps() if kind == "mlp" else cnns()
     model = nfn(mode, modules)
-    moved, _ = permuted(modules)
-    original, after = model(batch_of(modules)), model(batch_of(moved))
+    moved, _ = permuted_modules(modules)
+    original, after = model(structure_batch(modules)), model(structure_batch(moved))
     torch.testing.assert_close(after, original, atol=1e-10, rtol=0)
     # the permutation really changed the input
-    assert not torch.allclose(batch_of(moved).edge_attr, batch_of(modules).edge_attr)
+    assert not torch.allclose(structure_batch(moved).edge_attr, structure_batch(modules).edge_attr)
 
 
 @pytest.mark.parametrize("mode", ["np", "pt"])
@@ -105,18 +77,19 @@ def test_np_and_pt_invariant_to_input_and_output_permutations(mode):
     modules = mlps()
     model = nfn(mode, modules)
     for which in ("input", "output"):
-        moved, _ = permuted(modules, which)
-        torch.testing.assert_close(model(batch_of(moved)), model(batch_of(modules)),
+        moved, _ = permuted_modules(modules, which)
+        torch.testing.assert_close(model(structure_batch(moved)), model(structure_batch(modules)),
                                    atol=1e-10, rtol=0)
 
 
 def test_hnp_and_io_embedding_see_input_positions():
     modules = mlps()
-    moved, _ = permuted(modules, "input")
+    moved, _ = permuted_modules(modules, "input")
     for model in (nfn("hnp", modules), nfn("np", modules, io_embedding=True)):
-        assert not torch.allclose(model(batch_of(moved)), model(batch_of(modules)), atol=1e-6)
-        hidden, _ = permuted(modules)  # still invariant to hidden permutations
-        torch.testing.assert_close(model(batch_of(hidden)), model(batch_of(modules)),
+        assert not torch.allclose(model(structure_batch(moved)), model(structure_batch(modules)),
+                                  atol=1e-6)
+        hidden, _ = permuted_modules(modules)  # still invariant to hidden permutations
+        torch.testing.assert_close(model(structure_batch(hidden)), model(structure_batch(modules)),
                                    atol=1e-10, rtol=0)
 
 
@@ -129,10 +102,10 @@ def test_pt_is_blind_to_coupling_that_np_sees():
         weight = swapped[0].weight
         weight.copy_(weight.flatten()[torch.randperm(weight.numel())].view_as(weight))
     pt, np_model = nfn("pt", [module]), nfn("np", [module])
-    torch.testing.assert_close(pt(batch_of([swapped])), pt(batch_of([module])),
+    torch.testing.assert_close(pt(structure_batch([swapped])), pt(structure_batch([module])),
                                atol=1e-10, rtol=0)
-    assert not torch.allclose(np_model(batch_of([swapped])), np_model(batch_of([module])),
-                              atol=1e-6)
+    assert not torch.allclose(np_model(structure_batch([swapped])),
+                              np_model(structure_batch([module])), atol=1e-6)
 
 
 # --- editor ------------------------------------------------------------------------
@@ -145,7 +118,7 @@ def editor(mode, modules, **kwargs):
 def test_editor_delta_is_equivariant(mode, kind):
     modules = mlps() if kind == "mlp" else cnns()
     model = editor(mode, modules, init_scale=1.0)
-    moved, maps = permuted(modules)
+    moved, maps = permuted_modules(modules)
     for module, permuted_module, (node_map, edge_map) in zip(modules, moved, maps):
         x_delta, edge_delta = model(nft_pyg.from_module(module))
         x_moved, edge_moved = model(nft_pyg.from_module(permuted_module))
@@ -170,7 +143,7 @@ def test_editor_delta_format_and_round_trip():
     rebuilt = nft_pyg.to_module(edited).eval()
     assert not torch.allclose(rebuilt(inputs), modules[0].eval()(inputs))
     # editing a batch edits each graph
-    batch = batch_of(modules)
+    batch = structure_batch(modules)
     torch.testing.assert_close(model.edit(batch).edge_attr[: graph.num_edges],
                                model.edit(graph).edge_attr, atol=1e-12, rtol=0)
 
@@ -191,7 +164,7 @@ def test_editor_with_zero_readout_is_the_identity(kind):
 
 def test_editor_starts_near_the_identity():
     modules = mlps()
-    graph = batch_of(modules)
+    graph = structure_batch(modules)
     small = editor("np", modules)
     _, small_delta = small(graph)
     full = copy.deepcopy(small)
@@ -217,20 +190,6 @@ def test_editor_on_bias_free_network():
 
 
 # --- training ----------------------------------------------------------------------
-def toy_regression(count=16, widths=MLP_WIDTHS):
-    """MLPs whose first-layer weights have random offsets; target: their mean."""
-    generator = torch.Generator().manual_seed(0)
-    modules = []
-    for _ in range(count):
-        module = mlp(widths)
-        with torch.no_grad():
-            offset = torch.rand(1, generator=generator) * 2 - 1
-            module[0].weight.add_(offset)
-        modules.append(module)
-    target = torch.stack([m[0].weight.mean() for m in modules]).detach().unsqueeze(1)
-    return batch_of(modules), target
-
-
 def train(model, batch, target, steps=25, lr=1e-2):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
@@ -289,7 +248,7 @@ def test_nfn_bad_arguments():
 
 def test_nfn_bad_graphs():
     modules = mlps()
-    batch = batch_of(modules)
+    batch = structure_batch(modules)
     with pytest.raises(ValueError, match="3 weight layers|num_layers=2|built for 2"):
         NFN("np", 2, 4, 1).double()(batch)
     with pytest.raises(ValueError, match="HNP"):
@@ -303,6 +262,6 @@ def test_nfn_bad_graphs():
     with pytest.raises(ValueError, match="raw node features"):
         NFN("np", 3, 4, 1).double()(featured)
     # an editor typed for kernels of one size rejects a network with others
-    conv_graph = batch_of(cnns(1))
+    conv_graph = structure_batch(cnns(1))
     with pytest.raises(ValueError, match="kernel sizes"):
         NFNEditor("np", 3, 4, kernel_width=9).double()(conv_graph)

@@ -1,15 +1,15 @@
 import pytest
 import torch
-from nft_helpers import (
+from helpers import (
+    cnn,
     drop_edges,
     feature_batch,
-    folded_features,
-    permute_graph,
-    permute_weight_space,
-    random_cnn,
-    random_hidden_permutation,
-    random_mlp,
-    split_outputs,
+    folded_raw_features,
+    mlp,
+    permute_module_by_hand,
+    permuted_graph,
+    role_permutation,
+    split_graphs,
 )
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter, softmax
@@ -20,11 +20,24 @@ from nft_pyg.nn.conv import nft_attention as nft_attention_module
 from nft_pyg.nn.conv._nft_blocks import UniformLayout
 from nft_pyg.nn.conv._nft_paths import SegmentSoftmax, padded_count
 from nft_pyg.nn.conv.nft_attention import CrossPaths, NFTAttention
+from nft_pyg.symmetry import permute
 from nft_pyg.tensor.nft_dense import nft_attention_dense
 
 torch.set_num_threads(1)
 
 MLP_SIZES = {1: [3, 2], 2: [2, 5, 3], 3: [3, 4, 5, 2], 4: [2, 3, 4, 3, 2]}
+
+
+def cnn64():
+    """Conv 3x3 -> Conv 2x2 -> pool -> Flatten (4 positions) -> Linear, float64."""
+    return cnn([2, 3, 4], [3, 2], head=3, pooled=2, padding=[1, 0]).double()
+
+
+def features(modules, channels, dtype=torch.float64):
+    """``(batch, x, edge_attr)``: the modules' graphs with random ``[N, C]`` /
+    ``[E, C]`` features (input nodes too) from torch's global generator."""
+    batch = feature_batch(modules, channels, dtype, seed=None, folded=False)
+    return batch, batch.x, batch.edge_attr
 
 
 def make_attention(channels=8, heads=1, dtype=torch.float64, **kwargs):
@@ -47,44 +60,44 @@ def assert_matches_dense(attn, graph, x, edge_attr, atol=1e-10):
 @pytest.mark.parametrize("batch_size", [1, 3])
 @pytest.mark.parametrize("dense_blocks", [True, False])
 def test_graph_matches_dense_mlp(depth, heads, batch_size, dense_blocks):
-    modules = [random_mlp(MLP_SIZES[depth]) for _ in range(batch_size)]
-    graph, x, edge_attr = feature_batch(modules, channels=8)
+    modules = [mlp(MLP_SIZES[depth]).double() for _ in range(batch_size)]
+    graph, x, edge_attr = features(modules, channels=8)
     attn = make_attention(8, heads, dense_blocks=dense_blocks)
     assert_matches_dense(attn, graph, x, edge_attr)
 
 
 def test_graph_matches_dense_cnn_folded_kernels():
-    graph = Batch.from_data_list([nft_pyg.from_module(random_cnn()) for _ in range(2)])
-    x, edge_attr = folded_features(graph)  # 9 kernel positions as channels
+    graph = Batch.from_data_list([nft_pyg.from_module(cnn64()) for _ in range(2)])
+    x, edge_attr = folded_raw_features(graph)  # 9 kernel positions as channels
     dense_input = WeightSpace.from_graph(graph).fold_kernels(9)
     assert dense_input.allclose(WeightSpace.from_features(graph, x, edge_attr), atol=0)
     assert_matches_dense(make_attention(9, heads=3), graph, x, edge_attr)
 
 
 def test_float32_matches_dense():
-    modules = [random_mlp([3, 6, 5, 2]) for _ in range(2)]
-    graph, x, edge_attr = feature_batch(modules, channels=8, dtype=torch.float32)
+    modules = [mlp([3, 6, 5, 2]).double() for _ in range(2)]
+    graph, x, edge_attr = features(modules, channels=8, dtype=torch.float32)
     assert_matches_dense(make_attention(8, 2, dtype=torch.float32), graph, x, edge_attr,
                          atol=1e-5)
 
 
 @pytest.mark.parametrize("dense_blocks", [True, False])
 def test_mixed_architecture_batch(dense_blocks):
-    modules = [random_mlp([2, 5, 3]), random_mlp([3, 4, 5, 2]), random_cnn(),
-               random_mlp([2, 3, 3])]
-    graph, x, edge_attr = feature_batch(modules, channels=8)
+    modules = [mlp([2, 5, 3]).double(), mlp([3, 4, 5, 2]).double(), cnn64(),
+               mlp([2, 3, 3]).double()]
+    graph, x, edge_attr = features(modules, channels=8)
     attn = make_attention(8, heads=2, dense_blocks=dense_blocks)
     x_out, edge_out = attn(x, edge_attr, graph)
     for (single, x_b, edge_b), (_, x_out_b, edge_out_b) in zip(
-            split_outputs(graph, x, edge_attr), split_outputs(graph, x_out, edge_out)):
+            split_graphs(graph, x, edge_attr), split_graphs(graph, x_out, edge_out)):
         expected = attn.forward_dense(WeightSpace.from_features(single, x_b, edge_b))
         got = WeightSpace.from_features(single, x_out_b, edge_out_b)
         assert got.allclose(expected, atol=1e-10, rtol=0)
 
 
 def test_attention_weights_sum_to_one_and_match_dense():
-    modules = [random_mlp([2, 4, 3, 2]) for _ in range(2)]
-    graph, x, edge_attr = feature_batch(modules, channels=8)
+    modules = [mlp([2, 4, 3, 2]).double() for _ in range(2)]
+    graph, x, edge_attr = features(modules, channels=8)
     attn = make_attention(8, heads=4)
     _, _, (token_index, alpha) = attn(x, edge_attr, graph, return_attention_weights=True)
     assert alpha.shape == (token_index.size(1), 4)
@@ -102,7 +115,7 @@ def test_attention_weights_sum_to_one_and_match_dense():
 
 
 def test_attention_weights_sum_to_one_on_pruned_graph():
-    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2])], channels=4)
+    graph, x, edge_attr = features([mlp([3, 5, 4, 2]).double()], channels=4)
     pruned, kept = drop_edges(graph, keep=0.5)
     attn = make_attention(4, heads=2)
     _, _, (token_index, alpha) = attn(x, edge_attr[kept], pruned,
@@ -113,20 +126,15 @@ def test_attention_weights_sum_to_one_on_pruned_graph():
 
 
 def test_helper_permutation_matches_permuted_module():
-    module = random_mlp([3, 5, 4, 2])
+    module = mlp([3, 5, 4, 2]).double()
     graph = nft_pyg.from_module(module)
-    node_map = random_hidden_permutation(graph)
-    permuted, edge_map = permute_graph(graph, node_map)
+    permuted, node_map, edge_map, _ = permuted_graph(graph)
     sizes = [3, 5, 4, 2]
     starts = [0, 3, 8, 12]
     perms = [node_map[starts[i]:starts[i] + sizes[i]] - starts[i] for i in range(4)]
     assert not torch.equal(perms[1], torch.arange(5)) or not torch.equal(perms[2],
                                                                         torch.arange(4))
-    with torch.no_grad():
-        for i, linear in enumerate(module[::2]):
-            linear.weight.copy_(linear.weight[perms[i + 1]][:, perms[i]])
-            linear.bias.copy_(linear.bias[perms[i + 1]])
-    expected = nft_pyg.from_module(module)
+    expected = nft_pyg.from_module(permute_module_by_hand(module, perms))
     assert torch.equal(permuted.edge_index, expected.edge_index)
     assert torch.equal(permuted.x, expected.x)
     assert torch.equal(graph.edge_attr[edge_map], expected.edge_attr)
@@ -134,15 +142,14 @@ def test_helper_permutation_matches_permuted_module():
 
 @pytest.mark.parametrize("prune", [False, True])
 def test_equivariance_graph(prune):
-    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2]), random_mlp([2, 4, 3])],
+    graph, x, edge_attr = features([mlp([3, 5, 4, 2]).double(), mlp([2, 4, 3]).double()],
                                         channels=8)
     if prune:
         graph, kept = drop_edges(graph, keep=0.6)
         edge_attr = edge_attr[kept]
     attn = make_attention(8, heads=2)
     x_out, edge_out = attn(x, edge_attr, graph)
-    node_map = random_hidden_permutation(graph)
-    permuted, edge_map = permute_graph(graph, node_map)
+    permuted, node_map, edge_map, _ = permuted_graph(graph)
     x_perm, edge_perm = attn(x[node_map], edge_attr[edge_map], permuted)
     torch.testing.assert_close(x_perm, x_out[node_map], atol=1e-12, rtol=0)
     torch.testing.assert_close(edge_perm, edge_out[edge_map], atol=1e-12, rtol=0)
@@ -150,26 +157,25 @@ def test_equivariance_graph(prune):
 
 
 def test_equivariance_dense():
-    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2])], channels=8)
+    graph, x, edge_attr = features([mlp([3, 5, 4, 2]).double()], channels=8)
     attn = make_attention(8, heads=2)
     ws = WeightSpace.from_features(graph, x, edge_attr)
-    node_map = random_hidden_permutation(graph)
-    permute = lambda w: permute_weight_space(w, graph, node_map)
-    assert permute(attn.forward_dense(ws)).allclose(attn.forward_dense(permute(ws)),
-                                                    atol=1e-12, rtol=0)
-    assert not permute(ws).allclose(ws)
+    perm = role_permutation(graph.get_example(0))
+    assert permute(attn.forward_dense(ws), perm).allclose(
+        attn.forward_dense(permute(ws, perm)), atol=1e-12, rtol=0)
+    assert not permute(ws, perm).allclose(ws)
 
 
 def test_batch_mixing_pruned_and_dense_graphs():
     """A pruned graph (explicit paths) next to dense graphs (blocks) in one batch."""
-    graphs = [feature_batch([random_mlp(sizes)], channels=4)[0].get_example(0)
+    graphs = [features([mlp(sizes).double()], channels=4)[0].get_example(0)
               for sizes in ([3, 5, 4, 2], [3, 5, 4, 2], [2, 6, 2])]
     graphs[1], _ = drop_edges(graphs[1], keep=0.6)
     batch = Batch.from_data_list(graphs)
     attn = make_attention(4, heads=2)
     _, edge_out, (token_index, alpha) = attn(batch.x, batch.edge_attr, batch,
                                              return_attention_weights=True)
-    for graph, (_, _, edge_b) in zip(graphs, split_outputs(batch, batch.x, edge_out)):
+    for graph, (_, _, edge_b) in zip(graphs, split_graphs(batch, batch.x, edge_out)):
         alone = attn(graph.x, graph.edge_attr, graph)[1]
         torch.testing.assert_close(edge_b, alone, atol=1e-12, rtol=0)
     sums = scatter(alpha, token_index[0], 0, reduce="sum")
@@ -190,7 +196,7 @@ def test_masked_blocks_match_paths_on_pruned_graphs(monkeypatch):
     # these small graphs have many paths per dense entry: a higher limit makes the
     # sparsest groups go neuron by neuron, the others stay masked blocks
     monkeypatch.setattr(nft_attention_module, "PATH_DENSITY_SCALE", 0.1)
-    graphs = [feature_batch([random_mlp([3, 6, 5, 2])], channels=4)[0].get_example(0)
+    graphs = [features([mlp([3, 6, 5, 2]).double()], channels=4)[0].get_example(0)
               for _ in range(3)]
     graphs = [drop_edges(graph, keep)[0] for graph, keep in zip(graphs, (0.1, 0.5, 0.9))]
     batch = Batch.from_data_list(graphs)
@@ -210,7 +216,7 @@ def test_masked_blocks_match_paths_on_pruned_graphs(monkeypatch):
 @pytest.mark.parametrize("dense_blocks", [True, False])
 def test_pruned_graph_differs_from_zero_weights(dense_blocks):
     """Missing edges are absent entries, not zero vectors (documented choice)."""
-    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2])], channels=4)
+    graph, x, edge_attr = features([mlp([3, 5, 4, 2]).double()], channels=4)
     pruned, kept = drop_edges(graph, keep=0.6)
     attn = make_attention(4, dense_blocks=dense_blocks)
     _, edge_pruned = attn(x, edge_attr[kept], pruned)
@@ -220,7 +226,7 @@ def test_pruned_graph_differs_from_zero_weights(dense_blocks):
 
 @pytest.mark.parametrize("flags", [{"cross_term": False}, {"global_term": False}])
 def test_each_term_alone_matches_dense_and_matters(flags):
-    graph, x, edge_attr = feature_batch([random_mlp([2, 5, 3, 2]) for _ in range(2)],
+    graph, x, edge_attr = features([mlp([2, 5, 3, 2]).double() for _ in range(2)],
                                         channels=8)
     full = make_attention(8, heads=2)
     alone = make_attention(8, heads=2, **flags)
@@ -233,7 +239,7 @@ def test_each_term_alone_matches_dense_and_matters(flags):
 
 
 def test_input_node_features_are_ignored():
-    graph, x, edge_attr = feature_batch([random_mlp([3, 4, 2])], channels=4)
+    graph, x, edge_attr = features([mlp([3, 4, 2]).double()], channels=4)
     attn = make_attention(4)
     x_out, edge_out = attn(x, edge_attr, graph)
     changed = x.clone()
@@ -243,7 +249,7 @@ def test_input_node_features_are_ignored():
 
 
 def test_dropout_only_in_training():
-    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 2])], channels=4)
+    graph, x, edge_attr = features([mlp([3, 5, 2]).double()], channels=4)
     attn = make_attention(4, dropout=0.5)
     plain = make_attention(4)
     plain.load_state_dict(attn.state_dict())
@@ -256,7 +262,7 @@ def test_dropout_only_in_training():
 
 
 def test_gradients_reach_every_projection():
-    graph, x, edge_attr = feature_batch([random_mlp([3, 4, 2])], channels=4)
+    graph, x, edge_attr = features([mlp([3, 4, 2]).double()], channels=4)
     attn = make_attention(4, heads=2)
     x_out, edge_out = attn(x, edge_attr, graph)
     (x_out.pow(2).sum() + edge_out.pow(2).sum()).backward()
@@ -266,7 +272,7 @@ def test_gradients_reach_every_projection():
 
 def test_gradcheck_blocks_and_paths(monkeypatch):
     monkeypatch.setattr(nft_attention_module, "PATH_DENSITY_SCALE", 0.2)
-    graphs = [feature_batch([random_mlp([2, 3, 2])], channels=2)[0].get_example(0)
+    graphs = [features([mlp([2, 3, 2]).double()], channels=2)[0].get_example(0)
               for _ in range(3)]
     graphs[1], _ = drop_edges(graphs[1], keep=0.1)  # sparse: neuron by neuron
     graphs[2], _ = drop_edges(graphs[2], keep=0.7)  # masked blocks
@@ -280,7 +286,7 @@ def test_gradcheck_blocks_and_paths(monkeypatch):
 
 
 def test_bad_inputs():
-    graph, x, edge_attr = feature_batch([random_mlp([3, 4, 5, 2])], channels=4)
+    graph, x, edge_attr = features([mlp([3, 4, 5, 2]).double()], channels=4)
     with pytest.raises(ValueError, match="NFTAttention.*multiple of heads"):
         NFTAttention(6, heads=4)
     with pytest.raises(ValueError, match="NFTAttention.*global term, the cross term"):
@@ -299,7 +305,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="NFTAttention.*node_pos"):
         make_attention(4)(x, edge_attr, missing)
     with pytest.raises(ValueError, match="forward_dense.*folded"):
-        make_attention(1).forward_dense(WeightSpace.from_modules([random_cnn()]))
+        make_attention(1).forward_dense(WeightSpace.from_modules([cnn64()]))
 
 
 def test_repr_and_reset_parameters():
@@ -335,12 +341,12 @@ def test_uniform_path_matches_general_path(flags, networks):
     """Batches of one fully connected layout take the view-based path: same outputs,
     attention weights and gradients as the gathered blocks (float64)."""
     if networks == "mlp":
-        graph, x, edge_attr = feature_batch([random_mlp([3, 5, 4, 2]) for _ in range(3)],
+        graph, x, edge_attr = features([mlp([3, 5, 4, 2]).double() for _ in range(3)],
                                             channels=8)
         attn = make_attention(8, heads=4, **flags)
     else:
-        graph = Batch.from_data_list([nft_pyg.from_module(random_cnn()) for _ in range(2)])
-        x, edge_attr = folded_features(graph)
+        graph = Batch.from_data_list([nft_pyg.from_module(cnn64()) for _ in range(2)])
+        x, edge_attr = folded_raw_features(graph)
         attn = make_attention(9, heads=3, **flags)
     layout = UniformLayout.of(nft_pyg.nn.LayerStructure.of(graph))
     assert layout is not None and layout.num_graphs == graph.num_graphs
@@ -360,10 +366,10 @@ def test_uniform_layout_only_for_one_complete_layout():
     def layout(graph):
         return UniformLayout.of(nft_pyg.nn.LayerStructure.of(graph))
 
-    graph = feature_batch([random_mlp([3, 5, 2]) for _ in range(2)], channels=2)[0]
+    graph = features([mlp([3, 5, 2]).double() for _ in range(2)], channels=2)[0]
     assert layout(graph).sizes == (3, 5, 2)
     assert layout(graph.get_example(0)).num_graphs == 1
-    assert layout(feature_batch([random_mlp([3, 5, 2]), random_mlp([3, 4, 2])], 2)[0]) is None
+    assert layout(features([mlp([3, 5, 2]).double(), mlp([3, 4, 2]).double()], 2)[0]) is None
     assert layout(drop_edges(graph, keep=0.8)[0]) is None
     reordered = graph.clone()  # same edges, not in canonical order
     order = torch.randperm(reordered.num_edges)
@@ -373,7 +379,7 @@ def test_uniform_layout_only_for_one_complete_layout():
 
 
 def test_uniform_path_dropout_in_training():
-    graph, x, edge_attr = feature_batch([random_mlp([3, 5, 2]) for _ in range(2)], 4)
+    graph, x, edge_attr = features([mlp([3, 5, 2]).double() for _ in range(2)], 4)
     attn = make_attention(4, heads=2, dropout=0.5).train()
     first, second = attn(x, edge_attr, graph)[1], attn(x, edge_attr, graph)[1]
     assert not torch.allclose(first, second)
@@ -387,8 +393,8 @@ def test_sparse_groups_neuron_by_neuron_match_masked_blocks(monkeypatch, heads):
     """The per-neuron path (padded buckets of entries) == masked dense blocks, on
     pruned graphs whose neurons have from a few to ~25 entries (several buckets,
     with padding), including gradients."""
-    modules = [random_mlp([3, 24, 20, 2]) for _ in range(3)]
-    graph, x, edge_attr = feature_batch(modules, channels=8)
+    modules = [mlp([3, 24, 20, 2]).double() for _ in range(3)]
+    graph, x, edge_attr = features(modules, channels=8)
     pruned = Batch.from_data_list([drop_edges(g, keep)[0] for g, keep in
                                    zip(graph.to_data_list(), (0.15, 0.5, 0.9))])
     edge_attr = pruned.edge_attr
@@ -415,14 +421,14 @@ def test_sparse_groups_neuron_by_neuron_match_masked_blocks(monkeypatch, heads):
 def test_sparse_path_at_default_limit_on_90_percent_pruned_mlp():
     """At 90 % pruning a wide MLP's hidden layers go neuron by neuron by default
     (and a fully connected graph in the same batch stays a dense block)."""
-    modules = [random_mlp([2, 40, 40, 1]) for _ in range(2)]
-    graphs = feature_batch(modules, channels=16)[0].to_data_list()
+    modules = [mlp([2, 40, 40, 1]).double() for _ in range(2)]
+    graphs = features(modules, channels=16)[0].to_data_list()
     graphs[0] = drop_edges(graphs[0], keep=0.1)[0]
     batch = Batch.from_data_list(graphs)
     attn = make_attention(16, heads=8)
     cross = cross_paths(batch, attn)
     assert cross.num_paths > 0 and any(not b.masked for b in cross.blocks)
-    for graph_b, (_, x_b, edge_b) in zip(graphs, split_outputs(batch, *attn(
+    for graph_b, (_, x_b, edge_b) in zip(graphs, split_graphs(batch, *attn(
             batch.x, batch.edge_attr, batch))):
         alone = attn(graph_b.x, graph_b.edge_attr, graph_b)
         torch.testing.assert_close(x_b, alone[0], atol=1e-12, rtol=0)

@@ -11,7 +11,7 @@ from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import siren
 from nft_pyg.nn.models import NFT
 
-from helpers import cnn, mlp, random_neuron_permutation
+from helpers import cnn, drop_edges, mlp, permuted_graph, random_neuron_permutation
 
 torch.set_num_threads(1)
 
@@ -210,12 +210,9 @@ def test_errors():
 def test_pruned_graphs():
     """Missing edges stay missing: the model runs on pruned graphs and keeps
     its hidden-neuron invariance / equivariance there."""
-    from nft_helpers import drop_edges, permute_graph, random_hidden_permutation
-
     graph = nft_pyg.from_module(mlp([3, 6, 5, 2]).double())
     pruned, _ = drop_edges(graph, keep=0.6)
-    node_map = random_hidden_permutation(pruned)
-    permuted, edge_map = permute_graph(pruned, node_map)
+    permuted, node_map, edge_map, _ = permuted_graph(pruned)
     invariant = make_nft(graph.layout)
     torch.testing.assert_close(invariant(permuted), invariant(pruned), atol=1e-10, rtol=0)
     equivariant = make_nft(graph.layout, task="equivariant")

@@ -9,7 +9,8 @@ from nft_pyg.nn.norm import WeightSpaceLayerNorm
 torch.set_num_threads(1)
 
 
-from ws_helpers import (ARCHITECTURES, mixed_batch, random_features, assert_matches_dense, assert_equivariant)
+from helpers import (ARCHITECTURES, assert_equivariant, assert_mixed_batch_matches_dense,
+                     mixed_batch, random_features)
 
 
 def randomise_affine(norm):
@@ -24,7 +25,7 @@ def test_matches_dense(affine):
     norm = WeightSpaceLayerNorm(4, affine=affine).double()
     if affine:
         randomise_affine(norm)
-    out_x, out_e, batch = assert_matches_dense(norm)
+    out_x, out_e, batch = assert_mixed_batch_matches_dense(norm)
     assert bool((out_x[batch.node_role == 0] == 0).all())
     assert out_x.shape == (batch.num_nodes, 4) and out_e.shape == (batch.num_edges, 4)
 

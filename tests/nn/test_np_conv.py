@@ -6,11 +6,14 @@ import torch
 from helpers import (
     assert_matches_dense,
     cnn,
+    drop_edges,
     feature_batch,
-    layer_permutations,
+    index_maps,
     mlp,
-    permute_mlp,
+    permute_module_by_hand,
+    permuted_graph,
     random_neuron_permutation,
+    role_permutation,
 )
 
 import nft_pyg
@@ -136,9 +139,9 @@ def test_io_embedding_breaks_input_symmetry_only():
 def test_permutation_helper_matches_module_permutation():
     module = mlp([3, 5, 4, 2]).double()
     graph = nft_pyg.from_module(module)
-    node_map, edge_map = random_neuron_permutation(graph, generator=torch.Generator()
-                                                   .manual_seed(3))
-    permuted = permute_mlp(module, layer_permutations(graph, node_map))
+    perm = role_permutation(graph, generator=torch.Generator().manual_seed(3))
+    node_map, edge_map = index_maps(graph, perm)
+    permuted = permute_module_by_hand(module, perm.layers)
     other = nft_pyg.from_module(permuted)
     assert torch.equal(other.x, graph.x[node_map])
     assert torch.equal(other.edge_attr, graph.edge_attr[edge_map])
@@ -284,16 +287,8 @@ def pruned(batch, keep: float, seed: int = 0):
     keeps at least one edge per weight layer)."""
     from torch_geometric.data import Batch
     generator = torch.Generator().manual_seed(seed)
-    graphs = []
-    for graph in batch.to_data_list():
-        mask = torch.rand(graph.num_edges, generator=generator) < keep
-        for layer in graph.edge_layer.unique():
-            mask[(graph.edge_layer == layer).nonzero()[0]] = True
-        graph.edge_index = graph.edge_index[:, mask]
-        for key in ("edge_attr", "edge_layer", "edge_kind"):
-            graph[key] = graph[key][mask]
-        graphs.append(graph)
-    return Batch.from_data_list(graphs)
+    return Batch.from_data_list([drop_edges(graph, keep, generator)[0]
+                                 for graph in batch.to_data_list()])
 
 
 def presence_mask(graph) -> list[torch.Tensor]:
@@ -353,13 +348,11 @@ def test_each_term_is_used_on_pruned_graphs(term):
 
 
 def test_pruned_equivariance_and_io_embedding():
-    from nft_helpers import permute_graph, random_hidden_permutation
     batch = pruned(feature_batch([mlp([4, 6, 5, 3]).double()] * 2, channels=2), 0.4, seed=3)
     conv = make_conv(2, 3, 3, io_embedding=True, num_inputs=4, num_outputs=3)
     assert_pruned_matches_dense(conv, batch)
     x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
-    node_map = random_hidden_permutation(batch)
-    permuted, edge_map = permute_graph(batch, node_map)
+    permuted, node_map, edge_map, _ = permuted_graph(batch)
     x_perm, edge_perm = conv(permuted.x, permuted.edge_attr, permuted)
     torch.testing.assert_close(x_perm, x_out[node_map], atol=1e-10, rtol=0)
     torch.testing.assert_close(edge_perm, edge_out[edge_map], atol=1e-10, rtol=0)

@@ -12,12 +12,13 @@ from nft_pyg.nn.pointwise import (WeightSpaceActivation, WeightSpaceDropout, Wei
 torch.set_num_threads(1)
 
 
-from ws_helpers import (ARCHITECTURES, mixed_batch, random_features, assert_matches_dense, assert_equivariant)
+from helpers import (ARCHITECTURES, assert_equivariant, assert_mixed_batch_matches_dense,
+                     mixed_batch, random_features)
 
 
 @pytest.mark.parametrize("act", ["relu", "gelu", "sigmoid", nn.Tanh(), nn.LeakyReLU(0.3)])
 def test_activation_matches_dense(act):
-    out_x, out_e, batch = assert_matches_dense(WeightSpaceActivation(act))
+    out_x, out_e, batch = assert_mixed_batch_matches_dense(WeightSpaceActivation(act))
     is_input = batch.node_role == 0
     assert bool((out_x[is_input] == 0).all())  # sigmoid(0) != 0: input nodes are zeroed
     assert out_x.shape == (batch.num_nodes, 4) and out_e.shape == (batch.num_edges, 4)
@@ -34,7 +35,7 @@ def test_activation_applies_to_edges_and_nodes():
 
 def test_linear_shapes_and_dense():
     module = WeightSpaceLinear(4, 7).double()
-    out_x, out_e, batch = assert_matches_dense(module)
+    out_x, out_e, batch = assert_mixed_batch_matches_dense(module)
     assert out_x.shape == (batch.num_nodes, 7) and out_e.shape == (batch.num_edges, 7)
     assert bool((out_x[batch.node_role == 0] == 0).all())
 
@@ -65,7 +66,7 @@ def test_linear_float32_matches_dense():
 def test_sequential_matches_dense_and_chains():
     model = WeightSpaceSequential(WeightSpaceLinear(4, 6), WeightSpaceLayerNorm(6),
                                   WeightSpaceActivation("gelu"), WeightSpaceLinear(6, 2)).double()
-    out_x, out_e, batch = assert_matches_dense(model)
+    out_x, out_e, batch = assert_mixed_batch_matches_dense(model)
     x, edge_attr = random_features(batch, 4)
     expected = (x, edge_attr)
     for module in model:
@@ -94,7 +95,7 @@ def test_dropout():
     module.eval()
     out_x, out_e = module(x, edge_attr, batch)
     assert torch.equal(out_e, edge_attr) and torch.equal(out_x[hidden], x[hidden])
-    assert_matches_dense(module)  # eval mode: the identity on both sides
+    assert_mixed_batch_matches_dense(module)  # eval mode: the identity on both sides
 
 
 @pytest.mark.parametrize("network", ["mlp_deep", "cnn"])
