@@ -163,11 +163,13 @@ def run(config: dict, data_root: Path, runs_root: Path, tasks: list[str] | None,
                 print(json.dumps(final), flush=True)
 
 
-def _cell(stats: tuple[float, float] | None) -> str:
+def _cell(stats: tuple[float, float] | None, seeds: int = 2) -> str:
     if stats is None:
         return "-"
     mean, std = stats
     digits = 4 if abs(mean) < 0.1 else 3
+    if seeds < 2:  # one run has no spread
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -204,7 +206,7 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
                 lines.append(f"| {model} | 0 | " + " | ".join("not run" for _ in metrics)
                              + " | - | - |")
                 continue
-            cells = [_cell(s.get(key)) for key, _, _ in metrics]
+            cells = [_cell(s.get(key), s["seeds"]) for key, _, _ in metrics]
             lines.append(f"| {model} | {s['seeds']} | " + " | ".join(cells)
                          + f" | {s['train_seconds']:.0f} | {s['num_parameters']:,} |")
         lines.append("")
