@@ -1,11 +1,10 @@
 """The ticket tests run on one thread (the timings and results assume it)."""
 import pytest
-import torch
+
+from nft_pyg.threads import one_thread
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread():
+    with one_thread():
+        yield
