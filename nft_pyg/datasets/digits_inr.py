@@ -6,9 +6,12 @@ Each 8x8 digit is upsampled (bilinear) to ``resolution x resolution``
 ``[0, 1]``) with :func:`nft_pyg.inr.fit_sirens`. Training images get
 ``extra_fits`` more SIRENs fitted from other initialisations, the
 weight-space augmentation of NFN / DWSNets; the split is by source image,
-so all fits of one digit are in the same split. By default all main fits
-start from one shared initialisation (and the ``k``-th extra fits from a
-``k``-th one), see ``shared_init``.
+so all fits of one digit are in the same split. Training digits can also
+get ``image_views`` randomly moved copies (small rotations, scalings and
+shifts, :func:`digit_view`), each fitted once: more distinct training
+images, where extra fits only add more weight-space copies of the same
+image. By default all main fits start from one shared initialisation (and
+the ``k``-th extra fits from a ``k``-th one), see ``shared_init``.
 """
 from __future__ import annotations
 
@@ -42,6 +45,27 @@ def digit_images(resolution: int) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
+#: the largest rotation (radians), relative scaling and shift (in units of the
+#: image side) of :func:`digit_view`
+VIEW_ROTATION, VIEW_SCALING, VIEW_SHIFT = math.radians(12.0), 0.1, 0.08
+
+
+def digit_view(image: Tensor, seed: int) -> Tensor:
+    """A randomly moved copy of ``image`` ``[1, H, W]``: rotated by up to
+    12 degrees, scaled by 0.9-1.1 and shifted by up to 8 % of the side (the
+    same draw for the same ``seed``), zero (background) outside the digit."""
+    generator = torch.Generator().manual_seed(seed)
+    angle, scaling, shift_y, shift_x = (2 * torch.rand(4, generator=generator) - 1).tolist()
+    angle *= VIEW_ROTATION
+    zoom = 1.0 + VIEW_SCALING * scaling
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    # affine_grid works in [-1, 1] coordinates: a shift of 8 % of the side is 0.16
+    theta = torch.tensor([[cos, -sin, 2 * VIEW_SHIFT * shift_x],
+                          [sin, cos, 2 * VIEW_SHIFT * shift_y]], dtype=image.dtype)
+    grid = F.affine_grid(theta[None], [1, *image.shape], align_corners=False)
+    return F.grid_sample(image[None], grid, align_corners=False)[0].clamp_(0.0, 1.0)
+
+
 class DigitsINR(GeneratedDataset):
     r"""SIRENs of the scikit-learn digits, as neuron graphs.
 
@@ -54,6 +78,8 @@ class DigitsINR(GeneratedDataset):
       ``sklearn.datasets.load_digits()``;
     - ``fit_id`` ``[1]`` (long): 0 for the main fit, ``1..extra_fits`` for
       the augmentation copies (training split only);
+    - ``view_id`` ``[1]`` (long): 0 for the digit itself, ``1..image_views``
+      for its moved copies (training split only; ``image`` is the copy);
     - ``psnr`` ``[1]``: the fit's PSNR (dB) on its image.
 
     Args:
@@ -69,6 +95,9 @@ class DigitsINR(GeneratedDataset):
         lr (float): peak Adam learning rate of the fits (cosine decay).
         w0 (float): sine frequency.
         images_per_shard (int): source digits per shard.
+        image_views (int): randomly moved copies (:func:`digit_view`) of each
+            training digit, each fitted once from the main fits'
+            initialisation(s) (default ``0``).
         shared_init (bool): fit every digit's main SIREN from ONE shared
             initialisation (and the ``k``-th extra fit of every digit from a
             ``k``-th shared one) instead of one random initialisation per fit
@@ -87,7 +116,8 @@ class DigitsINR(GeneratedDataset):
                  num_images: int | None = None, extra_fits: int | None = None,
                  steps: int | None = None, resolution: int = 28,
                  hidden: Sequence[int] = (32, 32), lr: float = 3e-3, w0: float = 30.0,
-                 images_per_shard: int | None = None, shared_init: bool = True,
+                 images_per_shard: int | None = None, image_views: int = 0,
+                 shared_init: bool = True,
                  transform: Callable | None = None, num_workers: int = 2,
                  progress: bool = True):
         if size not in SIZES:
@@ -102,10 +132,11 @@ class DigitsINR(GeneratedDataset):
         self.resolution, self.hidden = int(resolution), tuple(int(h) for h in hidden)
         self.lr, self.w0 = float(lr), float(w0)
         self.shared_init = bool(shared_init)
+        self.image_views = int(image_views)
         if not 3 <= self.num_images <= 1797:
             raise ValueError(f"DigitsINR: num_images must be in [3, 1797], got {num_images}")
-        if self.extra_fits < 0 or self.steps < 0 or self.images_per_shard < 1:
-            raise ValueError("DigitsINR: extra_fits and steps must be >= 0 and "
+        if min(self.extra_fits, self.steps, self.image_views) < 0 or self.images_per_shard < 1:
+            raise ValueError("DigitsINR: extra_fits, steps and image_views must be >= 0 and "
                              "images_per_shard >= 1")
         order = torch.randperm(1797, generator=torch.Generator().manual_seed(self.seed))
         self.source_ids = order[: self.num_images].tolist()
@@ -114,11 +145,24 @@ class DigitsINR(GeneratedDataset):
         super().__init__(root, split, transform, num_workers, progress)
 
     def config(self) -> dict[str, Any]:
-        return {"num_images": self.num_images, "extra_fits": self.extra_fits,
-                "steps": self.steps, "resolution": self.resolution, "hidden": list(self.hidden),
-                "lr": self.lr, "w0": self.w0, "seed": self.seed,
-                "images_per_shard": self.images_per_shard, "shared_init": self.shared_init,
-                "version": 1}
+        config = {"num_images": self.num_images, "extra_fits": self.extra_fits,
+                  "steps": self.steps, "resolution": self.resolution,
+                  "hidden": list(self.hidden), "lr": self.lr, "w0": self.w0, "seed": self.seed,
+                  "images_per_shard": self.images_per_shard, "shared_init": self.shared_init,
+                  "version": 1}
+        if self.image_views:   # absent when 0: datasets built before views keep their files
+            config["image_views"] = self.image_views
+        return config
+
+    def view_seed(self, source: int, view: int) -> int:
+        return self.seed * 1_000_003 + 7_919 * source + view
+
+    def fitted_images(self, source_ids: Sequence[int], view_ids: Sequence[int]) -> Tensor:
+        """``[K, 1, H, W]``: the image each INR was fitted to (the digit, or
+        its ``view_id``-th moved copy)."""
+        images, _ = digit_images(self.resolution)
+        return torch.stack([images[s] if v == 0 else digit_view(images[s], self.view_seed(s, v))
+                            for s, v in zip(source_ids, view_ids)])
 
     @property
     def num_shards(self) -> int:
@@ -132,24 +176,26 @@ class DigitsINR(GeneratedDataset):
     def generate_shard(self, index: int) -> dict[str, Any]:
         sources = self.source_ids[index * self.images_per_shard:
                                   (index + 1) * self.images_per_shard]
-        source_ids, fit_ids = [], []
+        source_ids, fit_ids, view_ids = [], [], []
         for source in sources:
-            fits = 1 + self.extra_fits if self.source_splits[source] == "train" else 1
-            source_ids += [source] * fits
-            fit_ids += list(range(fits))
-        images, _ = digit_images(self.resolution)
+            train = self.source_splits[source] == "train"
+            fits = 1 + self.extra_fits if train else 1
+            views = self.image_views if train else 0
+            source_ids += [source] * (fits + views)
+            fit_ids += list(range(fits)) + [0] * views
+            view_ids += [0] * fits + list(range(1, views + 1))
+        images = self.fitted_images(source_ids, view_ids)
         options = dict(hidden=self.hidden, steps=self.steps, lr=self.lr, w0=self.w0,
                        w0_first=self.w0, progress=False)
         with one_thread():
             if not self.shared_init:
-                fit = fit_sirens(images[source_ids], seed=self.seed * 1_000_003 + index,
-                                 **options)
+                fit = fit_sirens(images, seed=self.seed * 1_000_003 + index, **options)
                 weights, biases, psnrs = fit.weights, fit.biases, fit.psnr
             else:  # one fit per fit id, its init shared by all shards
                 fit_tensor = torch.tensor(fit_ids)
                 groups = [(fit_tensor == k).nonzero().view(-1)
                           for k in range(int(fit_tensor.max()) + 1)]
-                fits = [fit_sirens(images[torch.tensor(source_ids)[rows]], shared_init=True,
+                fits = [fit_sirens(images[rows], shared_init=True,
                                    seed=self.seed * 1_000_003 + 500_009 + k, **options)
                         for k, rows in enumerate(groups)]
                 weights = [torch.empty(len(fit_ids), *w.shape[1:]) for w in fits[0].weights]
@@ -163,21 +209,28 @@ class DigitsINR(GeneratedDataset):
         params = {}
         for name, weight, bias in zip(names, weights, biases):
             params[f"{name}.weight"], params[f"{name}.bias"] = weight, bias
-        return {"source_ids": torch.tensor(source_ids), "fit_ids": torch.tensor(fit_ids),
-                "params": params, "psnr": psnrs}
+        shard = {"source_ids": torch.tensor(source_ids), "fit_ids": torch.tensor(fit_ids),
+                 "params": params, "psnr": psnrs}
+        if self.image_views:
+            shard["view_ids"] = torch.tensor(view_ids)
+        return shard
 
     def shard_graphs(self, shard: dict[str, Any]) -> dict[str, list[NeuronGraph]]:
-        images, labels = digit_images(self.resolution)
+        _, labels = digit_images(self.resolution)
+        source_ids = shard["source_ids"].tolist()
+        view_ids = shard["view_ids"].tolist() if "view_ids" in shard else [0] * len(source_ids)
+        images = self.fitted_images(source_ids, view_ids)
         layout = self.layout
         graphs: dict[str, list[NeuronGraph]] = {split: [] for split in SPLITS}
-        for i, (source, fit_id) in enumerate(zip(shard["source_ids"].tolist(),
-                                                 shard["fit_ids"].tolist())):
+        for i, (source, fit_id, view_id) in enumerate(zip(source_ids, shard["fit_ids"].tolist(),
+                                                          view_ids)):
             state = {name: value[i] for name, value in shard["params"].items()}
             graph = from_state_dict(state, layout)
             graph.y = labels[source].view(1)
-            graph.image = images[source].unsqueeze(0)
+            graph.image = images[i].unsqueeze(0)
             graph.source_id = torch.tensor([source])
             graph.fit_id = torch.tensor([fit_id])
+            graph.view_id = torch.tensor([view_id])
             graph.psnr = shard["psnr"][i].view(1).float()
             graphs[self.source_splits[source]].append(graph)
         return graphs

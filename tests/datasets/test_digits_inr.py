@@ -80,3 +80,30 @@ def test_bad_arguments(tmp_path):
         DigitsINR(tmp_path, **{**TINY, "num_images": 2})
     with pytest.raises(ValueError, match="size must be one of"):
         DigitsINR(tmp_path, size="medium")
+
+
+def test_image_views(inr_root, tmp_path):
+    """Training digits get moved copies, each fitted once to its own image;
+    val / test keep the plain digits, and a dataset without views keeps the
+    files (fingerprint) it had before views existed."""
+    viewed = {**TINY, "extra_fits": 0, "image_views": 2}
+    data = {split: DigitsINR(tmp_path, split=split, **viewed) for split in ("train", "val", "test")}
+    assert [len(data[s]) for s in ("train", "val", "test")] == [18, 1, 1]
+    images, _ = digit_images(12)
+    train = data["train"]
+    assert sorted(g.view_id.item() for g in train) == [0] * 6 + [1] * 6 + [2] * 6
+    assert {g.fit_id.item() for g in train} == {0}
+    for graph in train:
+        source, view = graph.source_id.item(), graph.view_id.item()
+        moved = not torch.equal(graph.image[0], images[source])
+        assert moved == (view > 0)
+        with torch.no_grad():   # each INR was fitted to its own (moved) image
+            rendered = to_module(graph)(make_grid(12)).view(1, 12, 12)
+        assert psnr((rendered - graph.image[0]).pow(2).mean()).item() == \
+            pytest.approx(graph.psnr.item(), abs=1e-3)
+    copies = [g.image for g in train if g.source_id.item() == train[0].source_id.item()]
+    assert not torch.equal(copies[1], copies[2])
+    assert all(g.view_id.item() == 0 for s in ("val", "test") for g in data[s])
+    assert "image_views" not in DigitsINR(inr_root, **TINY).config()
+    with pytest.raises(ValueError, match="image_views must be >= 0"):
+        DigitsINR(tmp_path, **{**TINY, "image_views": -1})

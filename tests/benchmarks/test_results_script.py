@@ -1,0 +1,66 @@
+"""benchmarks/results.py: runs are kept, reused only when they were run as
+the config says, and the report counts only those."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "results.py"
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("results_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_config(epochs: int) -> dict:
+    return {"size": "small", "seeds": [0],
+            "data_options": {"digits_inr": {"num_images": 6, "steps": 3, "extra_fits": 0,
+                                            "hidden": [4]}},
+            "tasks": {"classification": {"models": ["mlp"],
+                                         "model_options": {"mlp": {"hidden": [8]}},
+                                         "train": {"epochs": epochs, "batch_size": 4,
+                                                   "lr": 1e-3}}}}
+
+
+def test_runs_are_reused_only_when_run_as_configured(results, tmp_path, capsys):
+    data, runs, out = tmp_path / "data", tmp_path / "runs", tmp_path / "results.md"
+    folder = runs / "classification" / "mlp" / "0"
+    results.run(tiny_config(1), data, runs, None, None, progress=False)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_options"] == {"hidden": [8]} and config["train"]["epochs"] == 1
+    want = results.intended(tiny_config(1), "classification", "mlp")
+    assert results.mismatches(folder, want) == []
+    assert "| mlp | 1 |" in results.report(tiny_config(1), runs, out)
+
+    # the same config again: nothing is retrained
+    capsys.readouterr()
+    results.run(tiny_config(1), data, runs, None, None, progress=False)
+    assert "done already" in capsys.readouterr().out
+
+    # another budget: the old run no longer counts and is run again from scratch
+    changed = tiny_config(2)
+    assert results.mismatches(folder, results.intended(changed, "classification", "mlp")) \
+        == ["train.epochs"]
+    assert "| mlp | 0 | not run |" in results.report(changed, runs, out)
+    results.run(changed, data, runs, None, None, progress=False)
+    assert "restarting" in capsys.readouterr().out
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in records] == [1, 2, None]
+    assert "| mlp | 1 |" in results.report(changed, runs, out)
+
+
+def test_mismatches_names_each_setting(results, tmp_path):
+    want = results.intended(tiny_config(1), "classification", "mlp")
+    assert results.mismatches(tmp_path, want) == ["no config.json"]
+    have = {"size": "full", "data_options": want["data_options"], "augment": ["sign_flip"],
+            "model_options": {}, "train": {"epochs": 1, "batch_size": 4, "lr": 1e-2}}
+    (tmp_path / "config.json").write_text(json.dumps(have))
+    assert results.mismatches(tmp_path, want) == ["size", "augment", "model_options",
+                                                  "train.lr"]
