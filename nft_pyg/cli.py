@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None, help="global batch size")
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--weight-decay", type=float, default=None)
+    train.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                       help="learning-rate schedule over the epochs (default: constant)")
     train.add_argument("--max-train-seconds", type=float, default=None)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="model option (JSON value), e.g. hidden=64; repeatable")
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                          model_options=_options(args.option),
                          data_options=_options(args.data_option), epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay,
+                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
                          max_train_seconds=args.max_train_seconds,
                          augment=[a for a in args.augment.split(",") if a])
         if rank_and_world()[0] == 0:

@@ -232,7 +232,8 @@ class Inr2ArrayClassifier(nn.Module):
 
 #: models of each task
 TASK_MODELS = {
-    "classification": ("mlp", "nfn_hnp", "nfn_np", "nft", "inr2array", "gnn", "nfn_gnn"),
+    "classification": ("mlp", "statnn", "nfn_hnp", "nfn_np", "nft", "inr2array", "gnn",
+                       "nfn_gnn"),
     "generalization": ("mlp", "statnn", "nfn_hnp", "nfn_np", "nft", "gnn", "nfn_gnn"),
     "editing": ("mlp", "nfn_hnp", "nfn_np", "nft"),
 }

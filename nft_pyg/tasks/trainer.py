@@ -131,6 +131,24 @@ class TrainConfig:
     eval_batch_size: int = 64
     find_unused_parameters: bool = True
     max_train_seconds: float | None = None
+    #: ``"constant"`` or ``"cosine"`` (from ``lr`` down to 0 over all
+    #: ``epochs``, step by step; derived from the step index, so a resumed run
+    #: continues the same schedule)
+    lr_schedule: str = "constant"
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -262,7 +280,10 @@ class Trainer:
         total, count = 0.0, 0
         bar = tqdm(zip(batches, self.train_loader), total=len(batches), leave=False,
                    desc=f"epoch {epoch}", disable=not self.progress)
-        for global_batch, batch in bar:
+        first_step, total_steps = (epoch - 1) * len(batches), self.config.epochs * len(batches)
+        for step, (global_batch, batch) in enumerate(bar, start=first_step):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr_at(step, total_steps)
             share = batch.num_graphs * self.world / len(global_batch)
             loss = self.task.loss(self.ddp_model, batch)
             self.optimizer.zero_grad(set_to_none=True)

@@ -128,3 +128,20 @@ def test_nfn_then_gnn_is_invariant_to_hidden_permutations():
     other = from_module(nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(),
                                       nn.Linear(4, 2)).double())
     assert not torch.allclose(model(other)[0], out[0])
+
+
+def test_statnn_classifies_inrs_invariantly():
+    """StatNN (per-layer weight statistics) is also a classification
+    reference: what a model gets from weight statistics alone."""
+    from nft_pyg.symmetry import permute, random_permutation
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(),
+                           nn.Linear(5, 1)).double()
+    permuted = permute(module, random_permutation(module,
+                                                  generator=torch.Generator().manual_seed(2)))
+    graphs = [from_module(module), from_module(permuted)]
+    model = build_model("classification", "statnn", graphs, 10).double().eval()
+    out = model(Batch.from_data_list(graphs))
+    assert out.shape == (2, 10)
+    torch.testing.assert_close(out[0], out[1], atol=1e-10, rtol=0)

@@ -98,3 +98,45 @@ def test_run_folder_and_resume_continue_exactly(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line).get("epoch") for line in lines[:-1]] == [1, 2]
+
+
+def test_cosine_schedule_runs_from_lr_to_zero_and_resumes_exactly(tmp_path, monkeypatch):
+    cosine = TrainConfig(**{**vars(CONFIG), "lr_schedule": "cosine"})
+    assert cosine.lr_at(0, 10) == CONFIG.lr and cosine.lr_at(5, 10) == pytest.approx(CONFIG.lr / 2)
+    assert cosine.lr_at(9, 10) < 0.03 * CONFIG.lr and CONFIG.lr_at(9, 10) == CONFIG.lr
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig(lr_schedule="linear")
+
+    graphs = tiny_graphs(NUM_GRAPHS)
+
+    def trainer(model, run_dir, config=cosine, resume=False):
+        return Trainer(model, TINY_TASK, graphs, graphs[:4], graphs[4:8], config,
+                       run_dir=run_dir, run_config={"task": "tiny"}, seed=5, resume=resume,
+                       progress=False)
+
+    full = tiny_model()
+    trainer(full, tmp_path / "full").fit()
+    constant = tiny_model()
+    trainer(constant, None, CONFIG).fit()
+    assert any(not torch.equal(a, b) for a, b in
+               zip(full.state_dict().values(), constant.state_dict().values()))
+
+    # interrupted inside epoch 2 (after epoch 1's checkpoint), then resumed
+    steps = {"count": 0}
+    loss = TINY_TASK.loss
+
+    def failing_loss(model, batch):
+        steps["count"] += 1
+        if steps["count"] > 4:   # 3 steps per epoch
+            raise KeyboardInterrupt
+        return loss(model, batch)
+
+    broken = trainer(tiny_model(), tmp_path / "resumed")
+    monkeypatch.setattr(broken.task, "loss", failing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        broken.fit()
+    monkeypatch.undo()
+    resumed = tiny_model(seed=123)
+    trainer(resumed, tmp_path / "resumed", resume=True).fit()
+    for name, value in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
