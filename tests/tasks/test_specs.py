@@ -112,16 +112,20 @@ def test_editing_figure_is_written(tmp_path):
     assert (tmp_path / "edits.png").stat().st_size > 1000
 
 
-def test_nfn_then_gnn_is_invariant_to_hidden_permutations():
+def _graph_and_permuted(module: nn.Module, seed: int) -> list:
+    """The graphs of ``module`` and of a random hidden-neuron permutation of it."""
     from nft_pyg.symmetry import permute, random_permutation
 
-    torch.manual_seed(0)
-    module = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(),
-                           nn.Linear(4, 2)).double()
-    permuted = permute(module, random_permutation(module,
-                                                  generator=torch.Generator().manual_seed(1)))
-    graphs = [from_module(module), from_module(permuted)]
+    permutation = random_permutation(module, generator=torch.Generator().manual_seed(seed))
+    graphs = [from_module(module), from_module(permute(module, permutation))]
     assert not torch.equal(graphs[0].edge_attr, graphs[1].edge_attr)
+    return graphs
+
+
+def test_nfn_then_gnn_is_invariant_to_hidden_permutations():
+    torch.manual_seed(0)
+    graphs = _graph_and_permuted(nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4),
+                                               nn.ReLU(), nn.Linear(4, 2)).double(), seed=1)
     model = build_model("classification", "nfn_gnn", graphs, 3).double().eval()
     out = model(Batch.from_data_list(graphs))
     torch.testing.assert_close(out[0], out[1], atol=1e-10, rtol=0)
@@ -133,14 +137,9 @@ def test_nfn_then_gnn_is_invariant_to_hidden_permutations():
 def test_statnn_classifies_inrs_invariantly():
     """StatNN (per-layer weight statistics) is also a classification
     reference: what a model gets from weight statistics alone."""
-    from nft_pyg.symmetry import permute, random_permutation
-
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(),
-                           nn.Linear(5, 1)).double()
-    permuted = permute(module, random_permutation(module,
-                                                  generator=torch.Generator().manual_seed(2)))
-    graphs = [from_module(module), from_module(permuted)]
+    graphs = _graph_and_permuted(nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 5),
+                                               nn.Tanh(), nn.Linear(5, 1)).double(), seed=2)
     model = build_model("classification", "statnn", graphs, 10).double().eval()
     out = model(Batch.from_data_list(graphs))
     assert out.shape == (2, 10)
