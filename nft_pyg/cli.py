@@ -89,7 +89,8 @@ def _parse_value(text: str):
         return text
 
 
-def _options(pairs: list[str] | None) -> dict:
+def parse_options(pairs: list[str] | None) -> dict:
+    """``["KEY=VALUE", ...]`` as a dict; a value is read as JSON where it is JSON."""
     options = {}
     for pair in pairs or []:
         if "=" not in pair:
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         from .tasks.data import load_splits
         splits = load_splits(args.name, args.root, args.size, args.seed,
-                             num_workers=args.workers, **_options(args.data_option))
+                             num_workers=args.workers, **parse_options(args.data_option))
         print(", ".join(f"{split}: {len(ds)} graphs" for split, ds in splits.items()),
               f"in {args.root / args.name}")
         return 0
@@ -211,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         final = run_task(args.task, args.model, seed=args.seed, size=args.size,
                          data_root=args.data_root, runs_root=args.runs_root,
                          resume=args.resume, progress=not args.no_progress,
-                         model_options=_options(args.option),
-                         data_options=_options(args.data_option), epochs=args.epochs,
+                         model_options=parse_options(args.option),
+                         data_options=parse_options(args.data_option), epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
                          max_train_seconds=args.max_train_seconds,
