@@ -18,6 +18,7 @@ import argparse
 import datetime
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -204,10 +205,32 @@ def _cell(stats: tuple[float, float] | None, seeds: int = 2) -> str:
     if stats is None:
         return "-"
     mean, std = stats
-    digits = 4 if abs(mean) < 0.1 else 3
+    digits = 3 if abs(mean) >= 0.1 else 4 if abs(mean) >= 0.01 else 5
     if seeds < 2:  # one run has no spread
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+#: ``{task/model/metric}`` in a finding: the table's cell for it (mean ± std)
+NUMBER = re.compile(r"\{(\w+)/(\w+)/(\w+)\}")
+
+
+def fill_numbers(text: str, summary: list[dict]) -> str:
+    """``text`` with every ``{task/model/metric}`` replaced by that mean ± std
+    over the counted runs (``metric`` a headline key such as
+    ``test_accuracy``, or ``seeds``), so that the prose quotes the tables."""
+    entries = {(s["task"], s["model"]): s for s in summary}
+
+    def cell(match: re.Match) -> str:
+        task, model, metric = match.groups()
+        entry = entries.get((task, model))
+        if entry is None or metric not in entry:
+            raise ValueError(f"results_config.json: a finding quotes {match.group(0)}, but no "
+                             f"counted run of {task} / {model} has {metric!r}")
+        value = entry[metric]
+        return str(value) if metric == "seeds" else _cell(value, entry["seeds"])
+
+    return NUMBER.sub(cell, text)
 
 
 def _shown(path: Path) -> str:
@@ -266,7 +289,7 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
     if findings:
         lines += ["## What the numbers say", ""]
         for paragraph in findings:
-            lines += [paragraph, ""]
+            lines += [fill_numbers(paragraph, summary), ""]
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

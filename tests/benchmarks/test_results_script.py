@@ -39,6 +39,18 @@ def test_runs_are_reused_only_when_run_as_configured(results, tmp_path, capsys):
     assert results.mismatches(folder, want) == []
     assert "| mlp | 1 |" in results.report(tiny_config(1), runs, out)
 
+    # findings quote the table's cells, and a quote of a run that is not there fails
+    summary = results.summarize(results.collect_runs(runs))
+    accuracy = summary[0]["test_accuracy"][0]
+    digits = 3 if accuracy >= 0.1 else 4 if accuracy >= 0.01 else 5   # one seed: no spread
+    assert results.fill_numbers("mlp: {classification/mlp/test_accuracy} over "
+                                "{classification/mlp/seeds} seed", summary) == \
+        f"mlp: {accuracy:.{digits}f} over 1 seed"
+    with pytest.raises(ValueError, match="no counted run of classification / nft"):
+        results.fill_numbers("{classification/nft/test_accuracy}", summary)
+    config = {**tiny_config(1), "findings": ["The MLP reaches {classification/mlp/test_accuracy}."]}
+    assert "The MLP reaches " in results.report(config, runs, out)
+
     # the same config again: nothing is retrained
     capsys.readouterr()
     results.run(tiny_config(1), data, runs, None, None, progress=False)
