@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 from nft_pyg.cli import parse_options  # noqa: E402
 from nft_pyg.tasks.data import TASK_DATASET, load_splits  # noqa: E402
 from nft_pyg.tasks.runner import run_task  # noqa: E402
+from nft_pyg.tasks.trainer import LR_SCHEDULES  # noqa: E402
 
 PROBES = Path(__file__).with_name("probes")
 #: the dataset options of the results tables (benchmarks/results_config.json)
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--augment", default="", help="comma-separated augmentations")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="model option")

@@ -103,6 +103,7 @@ def parse_options(pairs: list[str] | None) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     from .tasks.data import DATASETS
     from .tasks.models import TASK_MODELS
+    from .tasks.trainer import LR_SCHEDULES
 
     parser = argparse.ArgumentParser(prog="nft-pyg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None, help="global batch size")
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--weight-decay", type=float, default=None)
-    train.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                        help="learning-rate schedule over the epochs (default: constant)")
     train.add_argument("--max-train-seconds", type=float, default=None)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -209,15 +209,13 @@ class DigitsINR(GeneratedDataset):
         params = {}
         for name, weight, bias in zip(names, weights, biases):
             params[f"{name}.weight"], params[f"{name}.bias"] = weight, bias
-        shard = {"source_ids": torch.tensor(source_ids), "fit_ids": torch.tensor(fit_ids),
-                 "params": params, "psnr": psnrs}
-        if self.image_views:
-            shard["view_ids"] = torch.tensor(view_ids)
-        return shard
+        return {"source_ids": torch.tensor(source_ids), "fit_ids": torch.tensor(fit_ids),
+                "view_ids": torch.tensor(view_ids), "params": params, "psnr": psnrs}
 
     def shard_graphs(self, shard: dict[str, Any]) -> dict[str, list[NeuronGraph]]:
         _, labels = digit_images(self.resolution)
         source_ids = shard["source_ids"].tolist()
+        # shards written before image views existed have no view ids: all 0
         view_ids = shard["view_ids"].tolist() if "view_ids" in shard else [0] * len(source_ids)
         images = self.fitted_images(source_ids, view_ids)
         layout = self.layout

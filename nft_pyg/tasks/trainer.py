@@ -118,6 +118,10 @@ class TaskSpec:
     maximize: bool
 
 
+#: the learning-rate schedules of :class:`TrainConfig`
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings of one run (the model's settings live with the task)."""
@@ -146,9 +150,6 @@ class TrainConfig:
         if self.lr_schedule == "constant":
             return self.lr
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
-
-
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def count_parameters(model: nn.Module) -> int:
