@@ -27,8 +27,8 @@ from nft_pyg.tasks.runner import run_task  # noqa: E402
 from nft_pyg.tasks.trainer import LR_SCHEDULES  # noqa: E402
 
 PROBES = Path(__file__).with_name("probes")
-#: the dataset options of the results tables (benchmarks/results_config.json)
-BASE_DATA = {"digits_inr": {"shared_init": False}, "digits_cnn_zoo": {}}
+#: its top-level ``data_options`` are the dataset options probes start from
+RESULTS_CONFIG = Path(__file__).with_name("results_config.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     dataset = TASK_DATASET[args.task]
-    data = {**BASE_DATA[dataset], **parse_options(args.data_option)}
+    base = json.loads(RESULTS_CONFIG.read_text()).get("data_options", {}).get(dataset, {})
+    data = {**base, **parse_options(args.data_option)}
     splits = load_splits(dataset, args.data_root, "full", progress=False, **data)
     final = run_task(args.task, args.model, seed=args.seed, size="full", splits=splits,
                      data_options=data, run_dir=args.out / args.name, progress=False,

@@ -184,8 +184,8 @@ def run(config: dict, data_root: Path, runs_root: Path, tasks: list[str] | None,
                 if models and model not in models:
                     continue
                 folder = run_folder(runs_root, task, model, seed)
-                stale = mismatches(folder, intended(config, task, model)) \
-                    if folder.exists() else []
+                want = intended(config, task, model)
+                stale = mismatches(folder, want) if folder.exists() else []
                 if is_finished(folder) and not stale:
                     print(f"done already: {folder}", flush=True)
                     continue
@@ -196,7 +196,7 @@ def run(config: dict, data_root: Path, runs_root: Path, tasks: list[str] | None,
                                  data_options=options, runs_root=runs_root,
                                  resume=not stale and (folder / "checkpoint.pt").exists(),
                                  progress=progress,
-                                 model_options=spec.get("model_options", {}).get(model),
+                                 model_options=want["model_options"],
                                  **spec.get("train", {}))
                 print(json.dumps(final), flush=True)
 

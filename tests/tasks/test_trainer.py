@@ -36,9 +36,9 @@ def test_sampler_rejects_batches_smaller_than_world():
         ShardedBatchSampler(10, 1, seed=0, world=2)
 
 
-def _train(model, run_dir=None, resume=False, epochs=EPOCHS):
+def _train(model, run_dir=None, resume=False, epochs=EPOCHS, **options):
     graphs = tiny_graphs(NUM_GRAPHS)
-    config = TrainConfig(**{**vars(CONFIG), "epochs": epochs})
+    config = TrainConfig(**{**vars(CONFIG), "epochs": epochs, **options})
     trainer = Trainer(model, TINY_TASK, graphs, graphs[:4], graphs[4:8], config,
                       run_dir=run_dir, run_config={"task": "tiny"}, seed=5, resume=resume,
                       progress=False)
@@ -107,17 +107,10 @@ def test_cosine_schedule_runs_from_lr_to_zero_and_resumes_exactly(tmp_path, monk
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="linear")
 
-    graphs = tiny_graphs(NUM_GRAPHS)
-
-    def trainer(model, run_dir, config=cosine, resume=False):
-        return Trainer(model, TINY_TASK, graphs, graphs[:4], graphs[4:8], config,
-                       run_dir=run_dir, run_config={"task": "tiny"}, seed=5, resume=resume,
-                       progress=False)
-
     full = tiny_model()
-    trainer(full, tmp_path / "full").fit()
+    _train(full, tmp_path / "full", lr_schedule="cosine")
     constant = tiny_model()
-    trainer(constant, None, CONFIG).fit()
+    _train(constant)
     assert any(not torch.equal(a, b) for a, b in
                zip(full.state_dict().values(), constant.state_dict().values()))
 
@@ -131,12 +124,11 @@ def test_cosine_schedule_runs_from_lr_to_zero_and_resumes_exactly(tmp_path, monk
             raise KeyboardInterrupt
         return loss(model, batch)
 
-    broken = trainer(tiny_model(), tmp_path / "resumed")
-    monkeypatch.setattr(broken.task, "loss", failing_loss)
+    monkeypatch.setattr(TINY_TASK, "loss", failing_loss)
     with pytest.raises(KeyboardInterrupt):
-        broken.fit()
+        _train(tiny_model(), tmp_path / "resumed", lr_schedule="cosine")
     monkeypatch.undo()
     resumed = tiny_model(seed=123)
-    trainer(resumed, tmp_path / "resumed", resume=True).fit()
+    _train(resumed, tmp_path / "resumed", resume=True, lr_schedule="cosine")
     for name, value in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
