@@ -1,8 +1,12 @@
-"""Run every task x model x seed of ``results_config.json`` and write
+"""Run every table x model x seed of ``results_config.json`` and write
 ``docs/results.md`` from the finished runs.
 
     python benchmarks/results.py run [--task classification] [--config ...]
     python benchmarks/results.py report
+
+A table is one task on one dataset; its name is the task's or it names the
+task in ``"task"`` (so a task can have several tables), and its runs live in
+``runs/<table>/<model>/<seed>/``.
 
 ``run`` skips runs that already finished and resumes interrupted ones (each
 run folder has its checkpoint), so it can be stopped and restarted at will.
@@ -129,13 +133,23 @@ def load_config(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def task_data(config: dict, task: str) -> tuple[str, dict]:
-    """Dataset size and options of ``task``: its own ``size`` / ``data_options``
+def table_task(config: dict, table: str) -> str:
+    """The task a table of the config runs: its ``task`` key, else its name
+    (so one task can have several tables, e.g. on two datasets)."""
+    task = config["tasks"][table].get("task", table)
+    if task not in TASK_DATASET:
+        raise ValueError(f"results_config.json: table {table!r} runs task {task!r}; "
+                         f"expected one of {sorted(TASK_DATASET)} (set its \"task\" key)")
+    return task
+
+
+def task_data(config: dict, table: str) -> tuple[str, dict]:
+    """Dataset size and options of ``table``: its own ``size`` / ``data_options``
     if it has them, else the config's (per dataset)."""
-    spec = config["tasks"][task]
+    spec = config["tasks"][table]
     size = spec.get("size", config["size"])
-    options = spec.get("data_options",
-                       config.get("data_options", {}).get(TASK_DATASET[task], {}))
+    options = spec.get("data_options", config.get("data_options", {})
+                       .get(TASK_DATASET[table_task(config, table)], {}))
     return size, options
 
 
@@ -145,15 +159,16 @@ def is_finished(folder: Path) -> bool:
                                     metrics.read_text().splitlines() if line.strip())
 
 
-def intended(config: dict, task: str, model: str) -> dict:
-    """What a run of ``task`` / ``model`` must have been run with to count for
-    the current config: size, data / model options, augmentations and every
-    training option the config sets."""
-    spec = config["tasks"][task]
-    size, options = task_data(config, task)
+def intended(config: dict, table: str, model: str) -> dict:
+    """What a run of ``model`` in ``table`` must have been run with to count
+    for the current config: task, size, data / model options, augmentations
+    and every training option the config sets."""
+    spec = config["tasks"][table]
+    size, options = task_data(config, table)
     train = dict(spec.get("train", {}))
     augment = list(train.pop("augment", []))
-    return {"size": size, "data_options": options, "augment": augment,
+    return {"task": table_task(config, table), "size": size, "data_options": options,
+            "augment": augment,
             "model_options": spec.get("model_options", {}).get(model, {}), "train": train}
 
 
@@ -164,36 +179,36 @@ def mismatches(folder: Path, want: dict) -> list[str]:
     if not path.exists():
         return ["no config.json"]
     have = json.loads(path.read_text())
-    wrong = [key for key in ("size", "data_options", "augment", "model_options")
+    wrong = [key for key in ("task", "size", "data_options", "augment", "model_options")
              if have.get(key, [] if key == "augment" else {}) != want[key]]
     trained = have.get("train", {})
     wrong += [f"train.{key}" for key, value in want["train"].items() if trained.get(key) != value]
     return wrong
 
 
-def run(config: dict, data_root: Path, runs_root: Path, tasks: list[str] | None,
+def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None,
         models: list[str] | None, progress: bool) -> None:
-    for task, spec in config["tasks"].items():
-        if tasks and task not in tasks:
+    for table, spec in config["tasks"].items():
+        if tables and table not in tables:
             continue
-        dataset = TASK_DATASET[task]
-        size, options = task_data(config, task)
-        splits = load_splits(dataset, data_root, size, progress=progress, **options)
+        task = table_task(config, table)
+        size, options = task_data(config, table)
+        splits = load_splits(TASK_DATASET[task], data_root, size, progress=progress, **options)
         for seed in spec.get("seeds", config["seeds"]):
             for model in spec["models"]:
                 if models and model not in models:
                     continue
-                folder = run_folder(runs_root, task, model, seed)
-                want = intended(config, task, model)
+                folder = run_folder(runs_root, table, model, seed)
+                want = intended(config, table, model)
                 stale = mismatches(folder, want) if folder.exists() else []
                 if is_finished(folder) and not stale:
                     print(f"done already: {folder}", flush=True)
                     continue
                 if stale:   # run with other settings: start it again, from scratch
                     print(f"restarting {folder}: differs in {', '.join(stale)}", flush=True)
-                print(f"running {task} / {model} / seed {seed}", flush=True)
+                print(f"running {table} / {model} / seed {seed}", flush=True)
                 final = run_task(task, model, seed=seed, size=size, splits=splits,
-                                 data_options=options, runs_root=runs_root,
+                                 data_options=options, run_dir=folder,
                                  resume=not stale and (folder / "checkpoint.pt").exists(),
                                  progress=progress,
                                  model_options=want["model_options"],
@@ -211,22 +226,22 @@ def _cell(stats: tuple[float, float] | None, seeds: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-#: ``{task/model/metric}`` in a finding: the table's cell for it (mean ± std)
+#: ``{table/model/metric}`` in a finding: the table's cell for it (mean ± std)
 NUMBER = re.compile(r"\{(\w+)/(\w+)/(\w+)\}")
 
 
 def fill_numbers(text: str, summary: list[dict]) -> str:
-    """``text`` with every ``{task/model/metric}`` replaced by that mean ± std
+    """``text`` with every ``{table/model/metric}`` replaced by that mean ± std
     over the counted runs (``metric`` a headline key such as
     ``test_accuracy``, or ``seeds``), so that the prose quotes the tables."""
-    entries = {(s["task"], s["model"]): s for s in summary}
+    entries = {(s.get("table", s["task"]), s["model"]): s for s in summary}
 
     def cell(match: re.Match) -> str:
-        task, model, metric = match.groups()
-        entry = entries.get((task, model))
+        table, model, metric = match.groups()
+        entry = entries.get((table, model))
         if entry is None or metric not in entry:
             raise ValueError(f"results_config.json: a finding quotes {match.group(0)}, but no "
-                             f"counted run of {task} / {model} has {metric!r}")
+                             f"counted run of {table} / {model} has {metric!r}")
         value = entry[metric]
         return str(value) if metric == "seeds" else _cell(value, entry["seeds"])
 
@@ -241,10 +256,37 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def counted(config: dict, runs_root: Path) -> list[dict]:
+    """:func:`summarize` of the runs that count for each table of ``config``:
+    those in the table's folder that were run as the config says. Each entry
+    has the table's name as ``table``."""
+    summary = []
+    for table, spec in config["tasks"].items():
+        rows = [row for row in collect_runs(runs_root)
+                if Path(row["run"]).parent.parent.name == table and row["model"] in spec["models"]
+                and not mismatches(Path(row["run"]), intended(config, table, row["model"]))]
+        summary += [{**entry, "table": table} for entry in summarize(rows)]
+    return summary
+
+
+def check_findings(findings: list[str]) -> None:
+    """Each finding once: two paragraphs with the same bold lead are an edit
+    that kept the old version."""
+    leads: dict[str, int] = {}
+    for number, paragraph in enumerate(findings):
+        if not paragraph.startswith("**"):
+            continue
+        lead = paragraph.split("**")[1]
+        if lead in leads:
+            raise ValueError(f"results_config.json: findings {leads[lead]} and {number} both "
+                             f"start with **{lead}**; keep one")
+        leads[lead] = number
+
+
 def report(config: dict, runs_root: Path, out: Path) -> str:
-    rows = [row for row in collect_runs(runs_root) if row["task"] in config["tasks"]
-            and not mismatches(Path(row["run"]), intended(config, row["task"], row["model"]))]
-    summary = summarize(rows)
+    findings = config.get("findings", [])
+    check_findings(findings)
+    summary = counted(config, runs_root)
     lines = ["# Results", "",
              "Generated by `python benchmarks/results.py report` from the runs under "
              f"`{_shown(runs_root)}` on {datetime.date.today().isoformat()}; do not edit by "
@@ -256,13 +298,17 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
              "the best validation metric. *train s*: training wall-clock seconds per run "
              "(mean); *parameters*: trainable parameters. The budget, data and options of "
              "each table are stated above it (from `benchmarks/results_config.json`).", ""]
-    for task, spec in config["tasks"].items():
+    for table, spec in config["tasks"].items():
+        task = table_task(config, table)
         metrics = HEADLINE[task]
-        size, options = task_data(config, task)
-        entries = {s["model"]: s for s in summary if s["task"] == task and s["size"] == size}
+        size, options = task_data(config, table)
+        entries = {s["model"]: s for s in summary if s["table"] == table}
         train = spec.get("train", {})
-        lines += [f"## {task}", "",
-                  f"Dataset `{TASK_DATASET[task]}`, size `{size}`"
+        lines += [f"## {table}", ""]
+        if spec.get("about"):
+            lines += [spec["about"], ""]
+        lines += [(f"Task `{task}`; d" if task != table else "D")
+                  + f"ataset `{TASK_DATASET[task]}`, size `{size}`"
                   + (f" with {json.dumps(options)}" if options else "")
                   + f"; training {json.dumps(train)}"
                   + (" (a wall-clock cap per run: fewer epochs for the slower models)"
@@ -285,7 +331,6 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
     if tickets.exists():  # measured by `nft-pyg tickets`, not by the runs above
         lines += [tickets.read_text().rstrip(), ""]
     lines += ["## Reported by the papers (their data)", "", PAPER_NUMBERS, ""]
-    findings = config.get("findings")
     if findings:
         lines += ["## What the numbers say", ""]
         for paragraph in findings:
@@ -302,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--data-root", type=Path, default=Path("data"))
     parser.add_argument("--runs-root", type=Path, default=RUNS)
-    parser.add_argument("--task", action="append", help="only these tasks (repeatable)")
+    parser.add_argument("--task", action="append",
+                        help="only these tables of the config (repeatable)")
     parser.add_argument("--model", action="append", help="only these models (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

@@ -94,12 +94,54 @@ class PoolNorm(nn.BatchNorm1d):
     A training batch of a single network has no spread: it is normalised
     with the running statistics instead of raising.
 
+    Under :mod:`torch.distributed` (initialised, more than one process) the
+    training statistics are those of the **global** batch: every process's
+    sums are all-reduced (differentiably, so gradients flow across ranks as
+    in :class:`torch.nn.SyncBatchNorm`, which needs a GPU). Training on
+    :math:`k` processes then gives the same outputs, running statistics and
+    gradients as one process on the whole batch.
+
     Args:
         num_features (int): :math:`F`.
     """
 
     def forward(self, input: Tensor) -> Tensor:
+        if self.training and input.dim() == 2 and _distributed():
+            return self._global_batch_forward(input)
         if self.training and input.dim() == 2 and input.size(0) == 1:
-            return nn.functional.batch_norm(input, self.running_mean, self.running_var,
-                                            self.weight, self.bias, False, 0.0, self.eps)
+            return self._running_forward(input)
         return super().forward(input)
+
+    def _running_forward(self, input: Tensor) -> Tensor:
+        return nn.functional.batch_norm(input, self.running_mean, self.running_var,
+                                        self.weight, self.bias, False, 0.0, self.eps)
+
+    def _global_batch_forward(self, input: Tensor) -> Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
+        features = input.size(1)
+        local = torch.cat([input.sum(0), input.pow(2).sum(0), input.new_full((1,), input.size(0))])
+        sums = all_reduce(local)
+        count = float(sums[-1])
+        if count < 2:
+            return self._running_forward(input)
+        mean = sums[:features] / count
+        var = sums[features:2 * features] / count - mean.pow(2)   # biased, as in training
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach() * count / (count - 1))
+        out = (input - mean) * torch.rsqrt(var + self.eps)
+        return out * self.weight + self.bias if self.affine else out
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
+        self.num_batches_tracked += 1
+        factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                  else self.momentum)
+        self.running_mean.lerp_(mean, factor)
+        self.running_var.lerp_(unbiased_var, factor)
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -44,14 +44,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Group rows by (task, size, model): mean and sample std of each headline
-    metric, mean train seconds, parameter count, number of seeds."""
+    """Group rows by (task, size, data options, model): mean and sample std of
+    each headline metric, mean train seconds, parameter count, number of
+    seeds. Runs on datasets built with other options are never pooled."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["task"], row["size"], row["model"]), []).append(row)
+        options = json.dumps(row.get("data_options", {}), sort_keys=True)
+        groups.setdefault((row["task"], row["size"], options, row["model"]), []).append(row)
     summary = []
-    for (task, size, model), runs in sorted(groups.items()):
-        entry = {"task": task, "size": size, "model": model, "seeds": len(runs),
+    for (task, size, options, model), runs in sorted(groups.items()):
+        entry = {"task": task, "size": size, "data_options": json.loads(options),
+                 "model": model, "seeds": len(runs),
                  "num_parameters": runs[0].get("num_parameters"),
                  "train_seconds": mean_std([r["train_seconds"] for r in runs])[0]}
         for key, _, _ in HEADLINE.get(task, []):
@@ -69,9 +72,9 @@ def results_table(rows: list[dict], digits: int = 3) -> str:
     for task in sorted({s["task"] for s in summary}):
         metrics = HEADLINE.get(task, [])
         lines += [f"### {task}", "",
-                  "| model | size | seeds | " + " | ".join(label for _, label, _ in metrics)
-                  + " | train s | parameters |",
-                  "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+                  "| model | size | data options | seeds | "
+                  + " | ".join(label for _, label, _ in metrics) + " | train s | parameters |",
+                  "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
         for s in (s for s in summary if s["task"] == task):
             cells = []
             for key, _, _ in metrics:
@@ -81,7 +84,9 @@ def results_table(rows: list[dict], digits: int = 3) -> str:
                                  else f"{mean:.2e} ± {std:.1e}")
                 else:
                     cells.append("-")
-            lines.append(f"| {s['model']} | {s['size']} | {s['seeds']} | " + " | ".join(cells)
+            options = ", ".join(f"{k}={json.dumps(v)}" for k, v in s["data_options"].items())
+            lines.append(f"| {s['model']} | {s['size']} | {options or '-'} | {s['seeds']} | "
+                         + " | ".join(cells)
                          + f" | {s['train_seconds']:.0f} | {s['num_parameters']:,} |")
         lines.append("")
     return "\n".join(lines)

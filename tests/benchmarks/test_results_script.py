@@ -71,8 +71,48 @@ def test_runs_are_reused_only_when_run_as_configured(results, tmp_path, capsys):
 def test_mismatches_names_each_setting(results, tmp_path):
     want = results.intended(tiny_config(1), "classification", "mlp")
     assert results.mismatches(tmp_path, want) == ["no config.json"]
-    have = {"size": "full", "data_options": want["data_options"], "augment": ["sign_flip"],
+    have = {"task": "classification", "size": "full", "data_options": want["data_options"],
+            "augment": ["sign_flip"],
             "model_options": {}, "train": {"epochs": 1, "batch_size": 4, "lr": 1e-2}}
     (tmp_path / "config.json").write_text(json.dumps(have))
     assert results.mismatches(tmp_path, want) == ["size", "augment", "model_options",
                                                   "train.lr"]
+    (tmp_path / "config.json").write_text(json.dumps({**have, "task": "editing"}))
+    assert results.mismatches(tmp_path, want)[0] == "task"
+
+
+def test_a_task_can_have_a_second_table_with_its_own_data(results, tmp_path):
+    data, runs, out = tmp_path / "data", tmp_path / "runs", tmp_path / "results.md"
+    config = tiny_config(1)
+    views = {**config["tasks"]["classification"], "task": "classification",
+             "data_options": {**config["data_options"]["digits_inr"], "image_views": 1}}
+    config["tasks"]["classification_views"] = views
+    config["findings"] = ["**Views.** {classification_views/mlp/test_accuracy} against "
+                          "{classification/mlp/test_accuracy}."]
+    results.run(config, data, runs, ["classification_views"], None, progress=False)
+    folder = runs / "classification_views" / "mlp" / "0"
+    assert json.loads((folder / "config.json").read_text())["data_options"]["image_views"] == 1
+    assert not (runs / "classification").exists()
+
+    quiet = {key: value for key, value in config.items() if key != "findings"}
+    text = results.report(quiet, runs, out)
+    views_table = text.split("## classification_views")[1]
+    assert "| mlp | 1 |" in views_table and "Task `classification`" in views_table
+    # the plain table does not count the views run, so quoting it fails
+    assert "| mlp | 0 | not run |" in text.split("## classification_views")[0]
+    with pytest.raises(ValueError, match="no counted run of classification / mlp"):
+        results.report(config, runs, out)
+    results.run(config, data, runs, ["classification"], None, progress=False)
+    counted = {s["table"]: s for s in results.counted(config, runs)}
+    assert counted["classification"]["seeds"] == counted["classification_views"]["seeds"] == 1
+    assert "**Views.** " in results.report(config, runs, out)
+
+
+def test_bad_tables_and_repeated_findings_are_named(results, tmp_path):
+    config = tiny_config(1)
+    config["tasks"]["extra"] = {"models": ["mlp"]}
+    with pytest.raises(ValueError, match="table 'extra' runs task 'extra'"):
+        results.intended(config, "extra", "mlp")
+    with pytest.raises(ValueError, match="findings 0 and 2 both start with \\*\\*A\\.\\*\\*"):
+        results.check_findings(["**A.** one", "**B.** two", "**A.** again"])
+    results.check_findings(["**A.** one", "no lead", "no lead"])

@@ -66,3 +66,67 @@ def test_pool_norm_off_by_default():
     layout = _graphs(1)[0].layout
     assert not any(isinstance(m, PoolNorm) for m in NFN.for_layout(layout, "np", 4, 2).modules())
     assert not any(isinstance(m, PoolNorm) for m in NFT.for_layout(layout, 4, 2).modules())
+
+
+def _pool_norm_worker(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        norm, pooled, target = _pool_norm_case()
+        rows = slice(0, 3) if rank == 0 else slice(3, 5)   # 3 / 2 networks
+        local = pooled[rows].clone().requires_grad_()
+        out = norm(local)
+        (out * target[rows]).sum().backward()
+        for parameter in norm.parameters():    # what DDP does (it averages; we sum)
+            dist.all_reduce(parameter.grad)
+        torch.save({"out": out.detach(), "input_grad": local.grad,
+                    "weight_grad": norm.weight.grad, "bias_grad": norm.bias.grad,
+                    "running_mean": norm.running_mean, "running_var": norm.running_var},
+                   f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _pool_norm_case():
+    torch.manual_seed(3)
+    norm = PoolNorm(4).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    pooled = torch.randn(5, 4, dtype=torch.float64) * 0.2 + 1.0
+    return norm, pooled, torch.randn(5, 4, dtype=torch.float64)
+
+
+def test_pool_norm_uses_the_global_batch_under_torch_distributed(tmp_path):
+    """2 gloo processes with 3 and 2 networks == one process with all 5:
+    outputs, input and parameter gradients, running statistics."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_pool_norm_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    norm, pooled, target = _pool_norm_case()
+    whole = pooled.clone().requires_grad_()
+    out = norm(whole)
+    (out * target).sum().backward()
+    close = dict(rtol=0, atol=1e-10)
+    torch.testing.assert_close(torch.cat([ranks[0]["out"], ranks[1]["out"]]), out.detach(),
+                               **close)
+    torch.testing.assert_close(torch.cat([ranks[0]["input_grad"], ranks[1]["input_grad"]]),
+                               whole.grad, **close)
+    for rank in ranks:
+        torch.testing.assert_close(rank["weight_grad"], norm.weight.grad, **close)
+        torch.testing.assert_close(rank["bias_grad"], norm.bias.grad, **close)
+        torch.testing.assert_close(rank["running_mean"], norm.running_mean, **close)
+        torch.testing.assert_close(rank["running_var"], norm.running_var, **close)
+    # per-rank statistics would differ: the first 3 rows alone are normalised otherwise
+    alone = PoolNorm(4).double()
+    alone.load_state_dict(_pool_norm_case()[0].state_dict())
+    assert not torch.allclose(alone(pooled[:3]), ranks[0]["out"], atol=1e-3)

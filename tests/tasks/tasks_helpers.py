@@ -22,10 +22,10 @@ def tiny_graphs(count: int, seed: int = 0, dtype=torch.float64) -> list:
     return graphs
 
 
-def tiny_model(seed: int = 0) -> nn.Module:
+def tiny_model(seed: int = 0, pool_norm: bool = False) -> nn.Module:
     torch.manual_seed(seed)
     return NFN("np", num_layers=2, hidden_channels=4, out_channels=2, num_nf_layers=1,
-               head_hidden=8).double()
+               head_hidden=8, pool_norm=pool_norm).double()
 
 
 def _loss(model, batch):

@@ -24,7 +24,24 @@ def test_build_train_resume_results(tmp_path, capsys):
     capsys.readouterr()
     assert main(["results", "--runs-root", runs]) == 0
     table = capsys.readouterr().out
-    assert "### classification" in table and "| mlp | small | 1 |" in table
+    assert "### classification" in table
+    assert '| mlp | small | extra_fits=0, hidden=[4], num_images=6, steps=3 | 1 |' in table
+
+
+def test_summaries_never_pool_runs_on_differently_built_datasets():
+    from nft_pyg.tasks.results import summarize
+
+    def row(seed, options, accuracy):
+        return {"task": "classification", "model": "mlp", "size": "full", "seed": seed,
+                "data_options": options, "test_accuracy": accuracy, "train_seconds": 1.0,
+                "num_parameters": 10}
+
+    rows = [row(0, {"image_views": 15}, 0.5), row(1, {"image_views": 15}, 0.7),
+            row(0, {}, 0.1), row(1, {}, 0.3)]
+    summary = {json.dumps(s["data_options"]): s for s in summarize(rows)}
+    assert set(summary) == {"{}", '{"image_views": 15}'}
+    assert summary['{"image_views": 15}']["test_accuracy"][0] == 0.6
+    assert summary["{}"]["test_accuracy"][0] == 0.2 and summary["{}"]["seeds"] == 2
 
 
 def test_train_rejects_a_model_of_another_task(capsys):

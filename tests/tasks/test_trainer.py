@@ -45,12 +45,12 @@ def _train(model, run_dir=None, resume=False, epochs=EPOCHS, **options):
     return trainer.fit()
 
 
-def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+def _ddp_worker(rank: int, port: int, out_dir: str, pool_norm: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
     try:
-        model = tiny_model()
+        model = tiny_model(pool_norm=pool_norm)
         _train(model)
         atomic_save({k: v.clone() for k, v in model.state_dict().items()},
                     os.path.join(out_dir, f"rank{rank}.pt"))
@@ -64,10 +64,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("pool_norm", [False, True], ids=["plain", "pool_norm"])
+def test_ddp_two_processes_match_single_process(tmp_path, pool_norm):
+    """With ``pool_norm`` the batch statistics are the global batch's (the last
+    global batch of 3 is split 2 / 1, so per-rank statistics would differ)."""
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path), pool_norm), nprocs=2, join=True)
     ranks = [safe_load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    single = tiny_model()
+    single = tiny_model(pool_norm=pool_norm)
     start = {k: v.clone() for k, v in single.state_dict().items()}
     _train(single)
     moved = False

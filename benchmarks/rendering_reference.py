@@ -1,0 +1,88 @@
+"""What the INRs of a classification table carry about their digit, read
+from their renderings instead of their weights.
+
+    python benchmarks/rendering_reference.py [--table classification] [--data-root data]
+
+For each classification table of ``results_config.json`` it renders every
+INR of the table's dataset, fits a multinomial logistic regression
+(scikit-learn) on the training renderings and reports test accuracy; the
+same on the digit images the INRs were fitted to. A reference for the
+weight-space models: it checks that labels and INRs belong together and
+tells how much of the class is in the function each INR computes. Writes
+``benchmarks/probes/rendering_reference.json`` (atomically). Not part of CI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout
+
+from nft_pyg.graph.collate import collate_graphs  # noqa: E402
+from nft_pyg.tasks.data import TASK_DATASET, load_splits  # noqa: E402
+from nft_pyg.tasks.specs import render_graph  # noqa: E402
+from nft_pyg.datasets.io import atomic_write_text  # noqa: E402
+
+from results import CONFIG, load_config, table_task, task_data  # noqa: E402
+
+OUT = Path(__file__).with_name("probes") / "rendering_reference.json"
+
+
+def renderings(dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(rendered, images, labels)`` of every INR of ``dataset``, flattened."""
+    rendered, images, labels = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_graphs([dataset[i] for i in range(start, min(start + batch_size,
+                                                                      len(dataset)))])
+        with torch.no_grad():
+            rendered.append(render_graph(batch).clamp(0, 1).flatten(1))
+        images.append(batch.image.flatten(1))
+        labels.append(batch.y.view(-1))
+    return torch.cat(rendered), torch.cat(images), torch.cat(labels)
+
+
+def linear_accuracy(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor,
+                    test_y: torch.Tensor) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = LogisticRegression(max_iter=2000, C=1.0)
+    classifier.fit(train.double().numpy(), train_y.numpy())
+    return float(classifier.score(test.double().numpy(), test_y.numpy()))
+
+
+def reference(config: dict, table: str, data_root: Path) -> dict:
+    size, options = task_data(config, table)
+    splits = load_splits(TASK_DATASET[table_task(config, table)], data_root, size,
+                         progress=False, **options)
+    train_r, train_i, train_y = renderings(splits["train"])
+    test_r, test_i, test_y = renderings(splits["test"])
+    return {"table": table, "size": size, "data_options": options,
+            "num_train": len(train_y), "num_test": len(test_y),
+            "test_accuracy_renderings": linear_accuracy(train_r, train_y, test_r, test_y),
+            "test_accuracy_images": linear_accuracy(train_i, train_y, test_i, test_y)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--data-root", type=Path, default=Path("data"))
+    parser.add_argument("--table", action="append", help="only these tables (repeatable)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    tables = [t for t in config["tasks"] if table_task(config, t) == "classification"
+              and (not args.table or t in args.table)]
+    results = [reference(config, table, args.data_root) for table in tables]
+    for row in results:
+        print(json.dumps(row), flush=True)
+    atomic_write_text(json.dumps(results, indent=2) + "\n", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
