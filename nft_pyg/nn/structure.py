@@ -67,6 +67,9 @@ class LayerStructure:
             raise ValueError(f"{where}: the graph has reverse edges (edge_dir = 1, from "
                              "AddReverseEdges); weight-space operators need the forward edges "
                              "only: use nft_pyg.transforms.forward_edges(graph)")
+        if graph.edge_layer.numel() and int(graph.edge_layer.min()) < 1:   # once per graph
+            raise ValueError(f"{where}: edge_layer must be 1..L, got "
+                             f"{int(graph.edge_layer.min())}")
         structure = cls.build(graph.edge_index, graph.node_layer, graph.edge_layer,
                               graph.node_role, graph.node_pos, batch, graph.num_nodes)
         # kept outside the Data store, so it is never collated or saved

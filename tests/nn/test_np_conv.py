@@ -249,6 +249,10 @@ def test_errors():
     del broken.node_pos
     with pytest.raises(ValueError, match=r"NPConv: the graph has no node_pos"):
         conv(x, e, broken)
+    zero_layer = copy.copy(batch)
+    zero_layer.edge_layer = batch.edge_layer - 1
+    with pytest.raises(ValueError, match=r"NPConv: edge_layer must be 1..L, got 0"):
+        conv(x, e, zero_layer)
     with pytest.raises(ValueError, match=r"NPConv: io_embedding=True needs num_inputs"):
         NPConv(2, 2, 3, io_embedding=True)
     small_io = make_conv(2, 2, 3, io_embedding=True, num_inputs=2, num_outputs=2)

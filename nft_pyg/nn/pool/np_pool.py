@@ -23,9 +23,6 @@ def check_graph_features(where: str, x: Tensor, edge_attr: Tensor, graph,
     if structure.num_layers > num_layers:
         raise ValueError(f"{where}: the graph has {structure.num_layers} weight layers but the "
                          f"operator was built for num_layers={num_layers}")
-    if structure.edge_layer.numel() and int(structure.edge_layer.min()) < 1:
-        raise ValueError(f"{where}: edge_layer must be 1..L, got "
-                         f"{int(structure.edge_layer.min())}")
     return structure
 
 
