@@ -1,15 +1,21 @@
-"""What the INRs of a classification table carry about their digit, read
-from their renderings instead of their weights.
+"""Two measurements of the INRs of the classification tables, as references
+for the weight-space models.
 
-    python benchmarks/rendering_reference.py [--table classification] [--data-root data]
+    python benchmarks/inr_diagnostics.py [--table classification] [--data-root data]
 
-For each classification table of ``results_config.json`` it renders every
-INR of the table's dataset, fits a multinomial logistic regression
-(scikit-learn) on the training renderings and reports test accuracy; the
-same on the digit images the INRs were fitted to. A reference for the
-weight-space models: it checks that labels and INRs belong together and
-tells how much of the class is in the function each INR computes. Writes
-``benchmarks/probes/rendering_reference.json`` (atomically). Not part of CI.
+*What the INRs carry about their digit:* every INR of a table's dataset is
+rendered, a multinomial logistic regression (scikit-learn) is fitted on the
+training renderings and its test accuracy reported; the same on the digit
+images the INRs were fitted to. It checks that labels and INRs belong
+together and tells how much of the class is in the function each INR
+computes.
+
+*How far fitting moves each layer:* ``--refit N`` digits are fitted again
+with the dataset's settings, and the same fits are started from the same
+initialisation with a zero budget; per layer the median relative distance
+``|W - W0| / |W0|`` between fitted and initial weights (and biases).
+
+Writes ``benchmarks/probes/inr_diagnostics.json`` (atomically). Not part of CI.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from nft_pyg.datasets.io import atomic_write_text  # noqa: E402
 
 from results import CONFIG, load_config, table_task, task_data  # noqa: E402
 
-OUT = Path(__file__).with_name("probes") / "rendering_reference.json"
+OUT = Path(__file__).with_name("probes") / "inr_diagnostics.json"
 
 
 def renderings(dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,16 +61,39 @@ def linear_accuracy(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tens
     return float(classifier.score(test.double().numpy(), test_y.numpy()))
 
 
-def reference(config: dict, table: str, data_root: Path) -> dict:
+def layer_displacement(dataset, count: int) -> dict:
+    """Median ``|W - W0| / |W0|`` per layer over ``count`` digits fitted with
+    ``dataset``'s settings (weights and biases), ``W0`` the initialisation."""
+    from nft_pyg.datasets.digits_inr import digit_images
+    from nft_pyg.inr.fit import fit_sirens
+
+    images = digit_images(dataset.resolution)[0][:count]
+    settings = dict(hidden=dataset.hidden, lr=dataset.lr, w0=dataset.w0, w0_first=dataset.w0,
+                    seed=dataset.seed, progress=False, shared_init=dataset.shared_init)
+    fitted = fit_sirens(images, steps=dataset.steps, **settings)
+    start = fit_sirens(images, steps=1, **{**settings, "lr": 0.0})
+
+    def median_change(after, before):
+        return [float(((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).median())
+                for a, b in zip(after, before)]
+
+    return {"digits": count, "weights": median_change(fitted.weights, start.weights),
+            "biases": median_change(fitted.biases, start.biases)}
+
+
+def reference(config: dict, table: str, data_root: Path, refit: int) -> dict:
     size, options = task_data(config, table)
     splits = load_splits(TASK_DATASET[table_task(config, table)], data_root, size,
                          progress=False, **options)
     train_r, train_i, train_y = renderings(splits["train"])
     test_r, test_i, test_y = renderings(splits["test"])
-    return {"table": table, "size": size, "data_options": options,
-            "num_train": len(train_y), "num_test": len(test_y),
-            "test_accuracy_renderings": linear_accuracy(train_r, train_y, test_r, test_y),
-            "test_accuracy_images": linear_accuracy(train_i, train_y, test_i, test_y)}
+    row = {"table": table, "size": size, "data_options": options,
+           "num_train": len(train_y), "num_test": len(test_y),
+           "test_accuracy_renderings": linear_accuracy(train_r, train_y, test_r, test_y),
+           "test_accuracy_images": linear_accuracy(train_i, train_y, test_i, test_y)}
+    if refit:
+        row["relative_change_from_init"] = layer_displacement(splits["train"], refit)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,12 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--data-root", type=Path, default=Path("data"))
     parser.add_argument("--table", action="append", help="only these tables (repeatable)")
+    parser.add_argument("--refit", type=int, default=64,
+                        help="digits to refit for the per-layer change (0: skip)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     tables = [t for t in config["tasks"] if table_task(config, t) == "classification"
               and (not args.table or t in args.table)]
-    results = [reference(config, table, args.data_root) for table in tables]
+    results = [reference(config, table, args.data_root, args.refit) for table in tables]
     for row in results:
         print(json.dumps(row), flush=True)
     atomic_write_text(json.dumps(results, indent=2) + "\n", args.out)

@@ -1,0 +1,57 @@
+"""benchmarks/inr_diagnostics.py on a tiny DigitsINR: renderings classified,
+per-layer change from the initialisation, written as JSON."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module():
+    sys.path.insert(0, str(BENCHMARKS))   # it imports results.py beside it
+    try:
+        spec = importlib.util.spec_from_file_location("inr_diagnostics",
+                                                      BENCHMARKS / "inr_diagnostics.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_diagnostics_of_a_tiny_table(tmp_path):
+    diagnostics = _module()
+    config = {"size": "small", "seeds": [0],
+              "data_options": {"digits_inr": {"num_images": 24, "steps": 20, "extra_fits": 0,
+                                              "shared_init": False}},
+              "tasks": {"classification": {"models": ["mlp"]},
+                        "generalization": {"models": ["mlp"]}}}
+    config_path, out = tmp_path / "config.json", tmp_path / "out.json"
+    config_path.write_text(json.dumps(config))
+    assert diagnostics.main(["--config", str(config_path), "--data-root", str(tmp_path / "data"),
+                             "--refit", "4", "--out", str(out)]) == 0
+    [row] = json.loads(out.read_text())     # the generalization table is not a classification one
+    assert row["table"] == "classification" and row["num_train"] + row["num_test"] <= 24
+    for key in ("test_accuracy_renderings", "test_accuracy_images"):
+        assert 0.0 <= row[key] <= 1.0
+    change = row["relative_change_from_init"]
+    assert change["digits"] == 4 and len(change["weights"]) == len(change["biases"]) == 3
+    assert all(value > 0 for value in change["weights"] + change["biases"])
+
+
+def test_renderings_reproduce_the_fitted_images(tmp_path):
+    diagnostics = _module()
+    from nft_pyg.datasets import DigitsINR
+
+    dataset = DigitsINR(str(tmp_path / "inr"), "train", size="small", num_images=8, steps=60,
+                        extra_fits=0, progress=False, num_workers=0)
+    rendered, images, labels = diagnostics.renderings(dataset, batch_size=3)
+    assert rendered.shape == images.shape == (len(dataset), 28 * 28)
+    assert labels.tolist() == [int(dataset[i].y) for i in range(len(dataset))]
+    assert float((rendered - images).pow(2).mean()) < 0.01 * float(images.pow(2).mean())
+    assert not torch.equal(rendered[0], rendered[1])
