@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
+    parser.add_argument("--recalibrate-batches", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--augment", default="", help="comma-separated augmentations")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="model option")
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                      data_options=data, run_dir=args.out / args.name, progress=False,
                      model_options=parse_options(args.option),
                      augment=[a for a in args.augment.split(",") if a], epochs=args.epochs,
-                     lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size)
+                     lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size,
+                     recalibrate_batches=args.recalibrate_batches)
     print(args.name, json.dumps(final))
     return 0
 

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=None)
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                        help="learning-rate schedule over the epochs (default: constant)")
+    train.add_argument("--recalibrate-batches", type=int, default=None, metavar="N",
+                       help="before each evaluation, recompute PoolNorm statistics over N "
+                            "training batches (default 0: the running averages)")
     train.add_argument("--max-train-seconds", type=float, default=None)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="model option (JSON value), e.g. hidden=64; repeatable")
@@ -217,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                          data_options=parse_options(args.data_option), epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
+                         recalibrate_batches=args.recalibrate_batches,
                          max_train_seconds=args.max_train_seconds,
                          augment=[a for a in args.augment.split(",") if a])
         if rank_and_world()[0] == 0:

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
-from ..graph.collate import GraphLoader as DataLoader
+from ..graph.collate import GraphLoader as DataLoader, collate_graphs
 from tqdm.auto import tqdm
 
 from ..datasets.io import atomic_save, atomic_write_text, safe_load
@@ -139,6 +139,13 @@ class TrainConfig:
     #: ``epochs``, step by step; derived from the step index, so a resumed run
     #: continues the same schedule)
     lr_schedule: str = "constant"
+    #: before every evaluation, recompute the running statistics of the
+    #: model's :class:`~nft_pyg.nn.norm.PoolNorm` layers over up to this many
+    #: training batches with the current weights (0: keep the running
+    #: averages of training). Running averages lag behind weights that move,
+    #: and a pooled feature whose spread across networks is small next to
+    #: that lag is normalised wrongly in eval mode.
+    recalibrate_batches: int = 0
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -150,6 +157,44 @@ class TrainConfig:
         if self.lr_schedule == "constant":
             return self.lr
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
+
+
+def recalibrate_pool_norms(model: nn.Module, dataset, batch_size: int, max_batches: int,
+                           rank: int = 0, world: int = 1) -> int:
+    """Reset the running statistics of every :class:`~nft_pyg.nn.norm.PoolNorm`
+    of ``model`` and recompute them as the plain average of the batch
+    statistics of up to ``max_batches`` batches of ``dataset`` (evenly
+    spaced items, in order), with the current weights. The random state is
+    left as it was. Under :mod:`torch.distributed` rank ``r`` forwards items
+    ``r, r + world, ...`` of each batch and :class:`PoolNorm` all-reduces,
+    so every rank gets the statistics of the whole batches. Returns the
+    number of recalibrated layers."""
+    from ..nn.norm import PoolNorm
+
+    norms = [m for m in model.modules() if isinstance(m, PoolNorm) and m.track_running_stats]
+    if not norms or max_batches < 1:
+        return 0
+    count = min(len(dataset), batch_size * max_batches)
+    stride = len(dataset) / count
+    indices = [int(i * stride) for i in range(count)]
+    chunks = [indices[i:i + batch_size] for i in range(0, count, batch_size)]
+    chunks = [chunk for chunk in chunks if len(chunk) >= max(world, 2)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None          # cumulative average over the batches below
+    model.train()
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            for chunk in chunks:
+                local = chunk[rank::world]
+                model(collate_graphs([dataset[i] for i in local]))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    return len(norms)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -311,6 +356,8 @@ class Trainer:
             record = {"epoch": epoch, "train_loss": train_loss,
                       "train_seconds": self.elapsed}
             if epoch % self.config.eval_every == 0 or epoch == self.config.epochs:
+                recalibrate_pool_norms(self.model, self.train_set, self.config.batch_size,
+                                       self.config.recalibrate_batches, self.rank, self.world)
                 val = self.evaluate(self.val_set)
                 record.update({f"val_{k}": v for k, v in val.items()})
                 value = float(val[self.task.select])

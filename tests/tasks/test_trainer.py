@@ -45,13 +45,14 @@ def _train(model, run_dir=None, resume=False, epochs=EPOCHS, **options):
     return trainer.fit()
 
 
-def _ddp_worker(rank: int, port: int, out_dir: str, pool_norm: bool) -> None:
+def _ddp_worker(rank: int, port: int, out_dir: str, pool_norm: bool,
+                recalibrate: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
     try:
         model = tiny_model(pool_norm=pool_norm)
-        _train(model)
+        _train(model, recalibrate_batches=recalibrate)
         atomic_save({k: v.clone() for k, v in model.state_dict().items()},
                     os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -64,15 +65,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("pool_norm", [False, True], ids=["plain", "pool_norm"])
-def test_ddp_two_processes_match_single_process(tmp_path, pool_norm):
+@pytest.mark.parametrize("pool_norm, recalibrate", [(False, 0), (True, 0), (True, 3)],
+                         ids=["plain", "pool_norm", "pool_norm_recalibrated"])
+def test_ddp_two_processes_match_single_process(tmp_path, pool_norm, recalibrate):
     """With ``pool_norm`` the batch statistics are the global batch's (the last
-    global batch of 3 is split 2 / 1, so per-rank statistics would differ)."""
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path), pool_norm), nprocs=2, join=True)
+    global batch of 3 is split 2 / 1, so per-rank statistics would differ);
+    recalibrated running statistics too."""
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path), pool_norm, recalibrate),
+             nprocs=2, join=True)
     ranks = [safe_load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = tiny_model(pool_norm=pool_norm)
     start = {k: v.clone() for k, v in single.state_dict().items()}
-    _train(single)
+    _train(single, recalibrate_batches=recalibrate)
     moved = False
     for name, value in single.state_dict().items():
         torch.testing.assert_close(ranks[0][name], ranks[1][name], rtol=0, atol=0)
@@ -135,3 +139,52 @@ def test_cosine_schedule_runs_from_lr_to_zero_and_resumes_exactly(tmp_path, monk
     _train(resumed, tmp_path / "resumed", resume=True, lr_schedule="cosine")
     for name, value in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_recalibrated_pool_norm_statistics_are_those_of_the_current_weights():
+    from nft_pyg.graph.collate import collate_graphs
+    from nft_pyg.nn.norm import PoolNorm
+    from nft_pyg.tasks.trainer import recalibrate_pool_norms
+
+    graphs = tiny_graphs(NUM_GRAPHS)
+    model = tiny_model(pool_norm=True)
+    norm = next(m for m in model.modules() if isinstance(m, PoolNorm))
+    pooled = []
+    norm.register_forward_hook(lambda module, inputs, output: pooled.append(inputs[0]))
+    model.eval()
+    rng = torch.get_rng_state()
+    # 3 batches of 3 evenly spaced graphs (0, 1, 2, 3, 4, 6, 7, 8, 9 of 11)
+    assert recalibrate_pool_norms(model, graphs, batch_size=3, max_batches=3) == 1
+    assert not model.training and norm.momentum == 0.1 and norm.num_batches_tracked == 3
+    assert torch.equal(torch.get_rng_state(), rng)
+    batches = torch.stack([p for p in pooled])          # [3, 3, F]
+    torch.testing.assert_close(norm.running_mean, batches.mean(1).mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(norm.running_var, batches.var(1).mean(0), rtol=0, atol=1e-12)
+    indices = [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    pooled.clear()
+    model.train()
+    with torch.no_grad():
+        model(collate_graphs([graphs[i] for i in indices[:3]]))
+    torch.testing.assert_close(pooled[0], batches[0], rtol=0, atol=0)
+    assert recalibrate_pool_norms(tiny_model(), graphs, 3, 3) == 0   # no PoolNorm: nothing
+
+
+def test_trainer_evaluates_with_recalibrated_statistics():
+    from nft_pyg.nn.norm import PoolNorm
+    from nft_pyg.tasks.trainer import recalibrate_pool_norms
+
+    def stats(model):
+        norm = next(m for m in model.modules() if isinstance(m, PoolNorm))
+        return norm.running_mean.clone(), norm.running_var.clone()
+
+    recalibrated, running = tiny_model(pool_norm=True), tiny_model(pool_norm=True)
+    _train(recalibrated, epochs=1, recalibrate_batches=2)
+    _train(running, epochs=1)
+    for name, value in running.named_parameters():   # the same training: same weights
+        torch.testing.assert_close(dict(recalibrated.named_parameters())[name], value,
+                                   rtol=0, atol=0)
+    assert not torch.allclose(stats(recalibrated)[0], stats(running)[0])
+    kept = stats(recalibrated)
+    recalibrate_pool_norms(recalibrated, tiny_graphs(NUM_GRAPHS), BATCH, 2)
+    for before, after in zip(kept, stats(recalibrated)):
+        torch.testing.assert_close(after, before, rtol=0, atol=0)
