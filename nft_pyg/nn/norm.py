@@ -92,7 +92,12 @@ class PoolNorm(nn.BatchNorm1d):
     weights, so the pooled vectors of different networks can differ by a few
     percent of their size; standardised, the head sees those differences.
     A training batch of a single network has no spread: it is normalised
-    with the running statistics instead of raising.
+    with the running statistics instead of raising. The running averages lag
+    behind weights that move; when the pooled features' spread across
+    networks is small next to that lag, eval mode normalises them wrongly:
+    recompute the statistics with the current weights before evaluating
+    (:func:`~nft_pyg.tasks.trainer.recalibrate_pool_norms`,
+    ``TrainConfig.recalibrate_batches``).
 
     Under :mod:`torch.distributed` (initialised, more than one process) the
     training statistics are those of the **global** batch: every process's
