@@ -106,6 +106,11 @@ class DigitsINR(GeneratedDataset):
             MLP's test accuracy goes from 0.11 to 0.67 with the same fit
             quality (mean PSNR 40.5 vs 40.2 dB). ``False`` gives the
             independent fits of datasets built before this option.
+        shared_first_layers (int): with ``shared_init=False``, start the
+            first ``k`` layers of every SIREN from one shared draw (the same
+            in all shards) and the rest from independent ones (default ``0``):
+            tells how much of the difficulty of independent fits lies in the
+            first layers, which fitting moves least.
         transform, num_workers, progress: see
             :class:`~nft_pyg.datasets.generated.GeneratedDataset`.
     """
@@ -117,7 +122,7 @@ class DigitsINR(GeneratedDataset):
                  steps: int | None = None, resolution: int = 28,
                  hidden: Sequence[int] = (32, 32), lr: float = 3e-3, w0: float = 30.0,
                  images_per_shard: int | None = None, image_views: int = 0,
-                 shared_init: bool = True,
+                 shared_init: bool = True, shared_first_layers: int = 0,
                  transform: Callable | None = None, num_workers: int = 2,
                  progress: bool = True):
         if size not in SIZES:
@@ -133,6 +138,12 @@ class DigitsINR(GeneratedDataset):
         self.lr, self.w0 = float(lr), float(w0)
         self.shared_init = bool(shared_init)
         self.image_views = int(image_views)
+        self.shared_first_layers = int(shared_first_layers)
+        if self.shared_first_layers and (self.shared_init or not
+                                         0 < self.shared_first_layers <= len(self.hidden)):
+            raise ValueError(f"DigitsINR: shared_first_layers={shared_first_layers} needs "
+                             f"shared_init=False and must be in 1..{len(self.hidden)} (the "
+                             "hidden layers; 0 for none)")
         if not 3 <= self.num_images <= 1797:
             raise ValueError(f"DigitsINR: num_images must be in [3, 1797], got {num_images}")
         if min(self.extra_fits, self.steps, self.image_views) < 0 or self.images_per_shard < 1:
@@ -152,6 +163,8 @@ class DigitsINR(GeneratedDataset):
                   "version": 1}
         if self.image_views:   # absent when 0: datasets built before views keep their files
             config["image_views"] = self.image_views
+        if self.shared_first_layers:
+            config["shared_first_layers"] = self.shared_first_layers
         return config
 
     def view_seed(self, source: int, view: int) -> int:
@@ -189,7 +202,9 @@ class DigitsINR(GeneratedDataset):
                        w0_first=self.w0, progress=False)
         with one_thread():
             if not self.shared_init:
-                fit = fit_sirens(images, seed=self.seed * 1_000_003 + index, **options)
+                fit = fit_sirens(images, seed=self.seed * 1_000_003 + index,
+                                 shared_first_layers=self.shared_first_layers,
+                                 shared_seed=self.seed * 1_000_003 + 500_009, **options)
                 weights, biases, psnrs = fit.weights, fit.biases, fit.psnr
             else:  # one fit per fit id, its init shared by all shards
                 fit_tensor = torch.tensor(fit_ids)

@@ -154,6 +154,8 @@ def fit_sirens(
     chunk_size: int = 64,
     data_range: Optional[float] = None,
     shared_init: bool = False,
+    shared_first_layers: int = 0,
+    shared_seed: Optional[int] = None,
 ) -> SirenFit:
     """Fit one SIREN per image, ``B`` at a time, with Adam.
 
@@ -198,6 +200,11 @@ def fit_sirens(
             from the generator, copied ``B`` times). Fits of similar images
             then end near each other in weight space, which makes the weights
             much easier to classify from few samples.
+        shared_first_layers: Start every INR's first ``k`` layers (weights
+            and biases) from one shared draw and the others from their own
+            random initialisation (with ``shared_init=False``).
+        shared_seed: Seed of that shared draw (default ``seed``), so that
+            several calls, e.g. the shards of a dataset, share it.
 
     Returns:
         :class:`SirenFit` ``(weights, biases, psnr)`` with ``weights[i]`` of
@@ -224,10 +231,19 @@ def fit_sirens(
     sizes = [2, *[int(h) for h in hidden], channels]
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
+    if not 0 <= shared_first_layers <= len(sizes) - 1:
+        raise ValueError(f"shared_first_layers must be in 0..{len(sizes) - 1} (the SIREN's "
+                         f"layers), got {shared_first_layers}")
     weights, biases = init_sirens(1 if shared_init else batch, sizes, w0, generator, dtype)
     if shared_init:
         weights = [w.expand(batch, -1, -1).clone() for w in weights]
         biases = [b.expand(batch, -1).clone() for b in biases]
+    elif shared_first_layers:
+        shared = torch.Generator().manual_seed(seed if shared_seed is None else shared_seed)
+        first_w, first_b = init_sirens(1, sizes, w0, shared, dtype)
+        for k in range(shared_first_layers):
+            weights[k] = first_w[k].expand(batch, -1, -1).clone()
+            biases[k] = first_b[k].expand(batch, -1).clone()
     weights = [w.to(device) for w in weights]
     biases = [b.to(device) for b in biases]
     coords = make_grid((height, width), 2, dtype=dtype, device=device)

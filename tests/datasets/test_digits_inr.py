@@ -107,3 +107,23 @@ def test_image_views(inr_root, tmp_path):
     assert "image_views" not in DigitsINR(inr_root, **TINY).config()
     with pytest.raises(ValueError, match="image_views must be >= 0"):
         DigitsINR(tmp_path, **{**TINY, "image_views": -1})
+
+
+def test_shared_first_layers_are_shared_across_shards_and_the_rest_is_not(tmp_path):
+    options = {**TINY, "steps": 0, "extra_fits": 1, "shared_init": False,
+               "shared_first_layers": 1}
+    graphs = [g for split in ("train", "val", "test")
+              for g in DigitsINR(tmp_path, split=split, **options)]     # 3 shards
+    params = [[p.detach() for p in to_module(g).parameters()] for g in graphs]
+    first_weight, first_bias, second_weight = params[0][0], params[0][1], params[0][2]
+    assert all(torch.equal(p[0], first_weight) and torch.equal(p[1], first_bias)
+               for p in params)
+    assert sum(torch.equal(p[2], second_weight) for p in params) == 1
+    assert DigitsINR(tmp_path, **options).config()["shared_first_layers"] == 1
+    assert "shared_first_layers" not in DigitsINR(tmp_path, **{**options,
+                                                               "shared_first_layers": 0}
+                                                  ).config()
+    with pytest.raises(ValueError, match="shared_first_layers=1 needs shared_init=False"):
+        DigitsINR(tmp_path, **{**options, "shared_init": True})
+    with pytest.raises(ValueError, match="must be in 1..1"):
+        DigitsINR(tmp_path, **{**options, "shared_first_layers": 2})

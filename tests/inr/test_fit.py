@@ -161,3 +161,18 @@ def test_shared_init_starts_every_inr_from_one_initialisation():
     for w in shared.weights + shared.biases:
         assert torch.equal(w[0], w[1]) and torch.equal(w[0], w[2])
     assert not torch.equal(separate.weights[0][0], separate.weights[0][1])
+
+
+def test_shared_first_layers_share_only_those_layers():
+    images = torch.rand(3, 1, 6, 6, dtype=torch.float64)
+    fit = fit_sirens(images, hidden=(8, 8), steps=0, seed=4, shared_first_layers=1,
+                     shared_seed=11, progress=False)
+    other_call = fit_sirens(images[:1], hidden=(8, 8), steps=0, seed=5, shared_first_layers=1,
+                            shared_seed=11, progress=False)
+    for w in (fit.weights[0], fit.biases[0]):
+        assert torch.equal(w[0], w[1]) and torch.equal(w[0], w[2])
+    assert torch.equal(other_call.weights[0][0], fit.weights[0][0])   # same shared seed
+    for w in fit.weights[1:] + fit.biases[1:]:
+        assert not torch.equal(w[0], w[1])
+    with pytest.raises(ValueError, match="shared_first_layers must be in 0..3"):
+        fit_sirens(images, hidden=(8, 8), steps=0, shared_first_layers=4, progress=False)
