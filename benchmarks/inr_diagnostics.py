@@ -71,7 +71,7 @@ def layer_displacement(dataset, count: int) -> dict:
     settings = dict(hidden=dataset.hidden, lr=dataset.lr, w0=dataset.w0, w0_first=dataset.w0,
                     seed=dataset.seed, progress=False, shared_init=dataset.shared_init)
     fitted = fit_sirens(images, steps=dataset.steps, **settings)
-    start = fit_sirens(images, steps=1, **{**settings, "lr": 0.0})
+    start = fit_sirens(images, steps=0, **settings)
 
     def median_change(after, before):
         return [float(((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).median())

@@ -260,9 +260,9 @@ def counted(config: dict, runs_root: Path) -> list[dict]:
     """:func:`summarize` of the runs that count for each table of ``config``:
     those in the table's folder that were run as the config says. Each entry
     has the table's name as ``table``."""
-    summary = []
+    summary, finished = [], collect_runs(runs_root)
     for table, spec in config["tasks"].items():
-        rows = [row for row in collect_runs(runs_root)
+        rows = [row for row in finished
                 if Path(row["run"]).parent.parent.name == table and row["model"] in spec["models"]
                 and not mismatches(Path(row["run"]), intended(config, table, row["model"]))]
         summary += [{**entry, "table": table} for entry in summarize(rows)]

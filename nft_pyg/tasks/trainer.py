@@ -164,8 +164,9 @@ def recalibrate_pool_norms(model: nn.Module, dataset, batch_size: int, max_batch
     """Reset the running statistics of every :class:`~nft_pyg.nn.norm.PoolNorm`
     of ``model`` and recompute them as the plain average of the batch
     statistics of up to ``max_batches`` batches of ``dataset`` (evenly
-    spaced items, in order), with the current weights. The random state is
-    left as it was. Under :mod:`torch.distributed` rank ``r`` forwards items
+    spaced items, in order), with the current weights. Every other module
+    runs in eval mode, as in the evaluation that follows (no dropout, other
+    norms untouched). The random state is left as it was. Under :mod:`torch.distributed` rank ``r`` forwards items
     ``r, r + world, ...`` of each batch and :class:`PoolNorm` all-reduces,
     so every rank gets the statistics of the whole batches. Returns the
     number of recalibrated layers."""
@@ -184,7 +185,9 @@ def recalibrate_pool_norms(model: nn.Module, dataset, batch_size: int, max_batch
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None          # cumulative average over the batches below
-    model.train()
+    model.eval()
+    for norm in norms:
+        norm.train()
     try:
         with torch.no_grad(), torch.random.fork_rng():
             for chunk in chunks:

@@ -188,3 +188,25 @@ def test_trainer_evaluates_with_recalibrated_statistics():
     recalibrate_pool_norms(recalibrated, tiny_graphs(NUM_GRAPHS), BATCH, 2)
     for before, after in zip(kept, stats(recalibrated)):
         torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_recalibration_runs_everything_but_pool_norm_in_eval_mode():
+    """Dropout is off while the statistics are gathered, as in the evaluation
+    after it: other random states give the same statistics."""
+    from nft_pyg.nn.models import NFN
+    from nft_pyg.nn.norm import PoolNorm
+    from nft_pyg.tasks.trainer import recalibrate_pool_norms
+
+    graphs = tiny_graphs(NUM_GRAPHS)
+    torch.manual_seed(0)
+    model = NFN("np", num_layers=2, hidden_channels=4, out_channels=2, num_nf_layers=1,
+                head_hidden=8, pool_norm=True, dropout=0.5).double()
+    norm = next(m for m in model.modules() if isinstance(m, PoolNorm))
+    stats = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        recalibrate_pool_norms(model, graphs, batch_size=4, max_batches=2)
+        stats.append((norm.running_mean.clone(), norm.running_var.clone()))
+    assert model.training
+    for first, second in zip(*stats):
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
