@@ -26,6 +26,7 @@ from ..graph.convert import from_state_dict, layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..inr import fit_sirens, siren
+from ..inr.fit import BIAS_INITS
 from .digits_cnn_zoo import assign_splits, load_digits_tensors, one_thread
 from .generated import SPLITS, GeneratedDataset
 
@@ -111,6 +112,11 @@ class DigitsINR(GeneratedDataset):
             in all shards) and the rest from independent ones (default ``0``):
             tells how much of the difficulty of independent fits lies in the
             first layers, which fitting moves least.
+        bias_init (str): ``"uniform"`` (default, the SIREN init of
+            :func:`nft_pyg.inr.siren`) or ``"zero"``: every fit starts with
+            zero biases, as the MNIST INRs of DWSNets / NFN do. Random biases
+            are random phases of every sine (up to 21 radians in the first
+            layer) that fitting hardly moves.
         transform, num_workers, progress: see
             :class:`~nft_pyg.datasets.generated.GeneratedDataset`.
     """
@@ -123,8 +129,8 @@ class DigitsINR(GeneratedDataset):
                  hidden: Sequence[int] = (32, 32), lr: float = 3e-3, w0: float = 30.0,
                  images_per_shard: int | None = None, image_views: int = 0,
                  shared_init: bool = True, shared_first_layers: int = 0,
-                 transform: Callable | None = None, num_workers: int = 2,
-                 progress: bool = True):
+                 bias_init: str = "uniform", transform: Callable | None = None,
+                 num_workers: int = 2, progress: bool = True):
         if size not in SIZES:
             raise ValueError(f"DigitsINR: size must be one of {sorted(SIZES)}, got {size!r}")
         preset = SIZES[size]
@@ -139,6 +145,10 @@ class DigitsINR(GeneratedDataset):
         self.shared_init = bool(shared_init)
         self.image_views = int(image_views)
         self.shared_first_layers = int(shared_first_layers)
+        self.bias_init = str(bias_init)
+        if self.bias_init not in BIAS_INITS:
+            raise ValueError(f"DigitsINR: bias_init must be one of {BIAS_INITS}, got "
+                             f"{bias_init!r}")
         if self.shared_first_layers and (self.shared_init or not
                                          0 < self.shared_first_layers <= len(self.hidden)):
             raise ValueError(f"DigitsINR: shared_first_layers={shared_first_layers} needs "
@@ -165,6 +175,8 @@ class DigitsINR(GeneratedDataset):
             config["image_views"] = self.image_views
         if self.shared_first_layers:
             config["shared_first_layers"] = self.shared_first_layers
+        if self.bias_init != "uniform":
+            config["bias_init"] = self.bias_init
         return config
 
     def view_seed(self, source: int, view: int) -> int:
@@ -199,7 +211,7 @@ class DigitsINR(GeneratedDataset):
             view_ids += [0] * fits + list(range(1, views + 1))
         images = self.fitted_images(source_ids, view_ids)
         options = dict(hidden=self.hidden, steps=self.steps, lr=self.lr, w0=self.w0,
-                       w0_first=self.w0, progress=False)
+                       w0_first=self.w0, bias_init=self.bias_init, progress=False)
         with one_thread():
             if not self.shared_init:
                 fit = fit_sirens(images, seed=self.seed * 1_000_003 + index,

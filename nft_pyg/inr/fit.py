@@ -48,6 +48,7 @@ def init_sirens(
     w0: float = 30.0,
     generator: Optional[torch.Generator] = None,
     dtype: torch.dtype = torch.float32,
+    bias_init: str = "uniform",
 ) -> Tuple[List[Tensor], List[Tensor]]:
     """Stacked parameters of ``batch`` SIRENs with the :func:`~nft_pyg.inr.siren` init.
 
@@ -58,17 +59,32 @@ def init_sirens(
         generator: Random generator (global RNG if ``None``). Draws layer by
             layer: all ``B`` weights, then all ``B`` biases.
         dtype: Floating dtype of the result.
+        bias_init: ``"uniform"`` (the :func:`~nft_pyg.inr.siren` init) or
+            ``"zero"`` (all biases 0, as in the INRs of DWSNets / NFN). The
+            uniform biases are drawn either way, so the weights are the
+            same for both choices.
 
     Returns:
         ``(weights, biases)`` with shapes ``[B, n_i, n_{i-1}]`` and ``[B, n_i]``.
     """
+    check_bias_init(bias_init)
     weights, biases = [], []
     for i, (w_bound, b_bound) in enumerate(init_bounds(sizes, w0)):
         w = torch.empty(batch, sizes[i + 1], sizes[i], dtype=dtype)
         b = torch.empty(batch, sizes[i + 1], dtype=dtype)
         weights.append(w.uniform_(-w_bound, w_bound, generator=generator))
         biases.append(b.uniform_(-b_bound, b_bound, generator=generator))
+    if bias_init == "zero":
+        biases = [b.zero_() for b in biases]
     return weights, biases
+
+
+BIAS_INITS = ("uniform", "zero")
+
+
+def check_bias_init(bias_init: str) -> None:
+    if bias_init not in BIAS_INITS:
+        raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
 
 
 def mse_and_grads(
@@ -156,6 +172,7 @@ def fit_sirens(
     shared_init: bool = False,
     shared_first_layers: int = 0,
     shared_seed: Optional[int] = None,
+    bias_init: str = "uniform",
 ) -> SirenFit:
     """Fit one SIREN per image, ``B`` at a time, with Adam.
 
@@ -205,6 +222,8 @@ def fit_sirens(
             random initialisation (with ``shared_init=False``).
         shared_seed: Seed of that shared draw (default ``seed``), so that
             several calls, e.g. the shards of a dataset, share it.
+        bias_init: ``"uniform"`` or ``"zero"`` initial biases (see
+            :func:`init_sirens`).
 
     Returns:
         :class:`SirenFit` ``(weights, biases, psnr)`` with ``weights[i]`` of
@@ -234,13 +253,14 @@ def fit_sirens(
     if not 0 <= shared_first_layers <= len(sizes) - 1:
         raise ValueError(f"shared_first_layers must be in 0..{len(sizes) - 1} (the SIREN's "
                          f"layers), got {shared_first_layers}")
-    weights, biases = init_sirens(1 if shared_init else batch, sizes, w0, generator, dtype)
+    weights, biases = init_sirens(1 if shared_init else batch, sizes, w0, generator, dtype,
+                                  bias_init)
     if shared_init:
         weights = [w.expand(batch, -1, -1).clone() for w in weights]
         biases = [b.expand(batch, -1).clone() for b in biases]
     elif shared_first_layers:
         shared = torch.Generator().manual_seed(seed if shared_seed is None else shared_seed)
-        first_w, first_b = init_sirens(1, sizes, w0, shared, dtype)
+        first_w, first_b = init_sirens(1, sizes, w0, shared, dtype, bias_init)
         for k in range(shared_first_layers):
             weights[k] = first_w[k].expand(batch, -1, -1).clone()
             biases[k] = first_b[k].expand(batch, -1).clone()

@@ -127,3 +127,14 @@ def test_shared_first_layers_are_shared_across_shards_and_the_rest_is_not(tmp_pa
         DigitsINR(tmp_path, **{**options, "shared_init": True})
     with pytest.raises(ValueError, match="must be in 1..1"):
         DigitsINR(tmp_path, **{**options, "shared_first_layers": 2})
+
+
+def test_bias_init_zero_starts_every_fit_from_zero_biases(tmp_path):
+    options = {**TINY, "steps": 0, "extra_fits": 0, "shared_init": False, "bias_init": "zero"}
+    graphs = list(DigitsINR(tmp_path, **options))
+    assert all(torch.count_nonzero(p) == 0 for g in graphs
+               for name, p in to_module(g).named_parameters() if name.endswith("bias"))
+    assert DigitsINR(tmp_path, **options).config()["bias_init"] == "zero"
+    assert "bias_init" not in DigitsINR(tmp_path, **{**options, "bias_init": "uniform"}).config()
+    with pytest.raises(ValueError, match="DigitsINR: bias_init must be one of"):
+        DigitsINR(tmp_path, **{**options, "bias_init": "normal"})

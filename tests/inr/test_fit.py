@@ -176,3 +176,22 @@ def test_shared_first_layers_share_only_those_layers():
         assert not torch.equal(w[0], w[1])
     with pytest.raises(ValueError, match="shared_first_layers must be in 0..3"):
         fit_sirens(images, hidden=(8, 8), steps=0, shared_first_layers=4, progress=False)
+
+
+def test_zero_bias_init_keeps_the_weights_and_zeroes_every_bias():
+    uniform = init_sirens(3, [2, 8, 8, 1], generator=torch.Generator().manual_seed(2))
+    zero = init_sirens(3, [2, 8, 8, 1], generator=torch.Generator().manual_seed(2),
+                       bias_init="zero")
+    assert all(torch.equal(a, b) for a, b in zip(uniform[0], zero[0]))
+    assert all(b.abs().sum() > 0 for b in uniform[1])
+    assert all(torch.count_nonzero(b) == 0 for b in zero[1])
+    images = torch.rand(3, 1, 6, 6, dtype=torch.float64)
+    for shared in ({"shared_init": True}, {"shared_first_layers": 1}):
+        start = fit_sirens(images, hidden=(8, 8), steps=0, seed=4, progress=False,
+                           bias_init="zero", **shared)
+        assert all(torch.count_nonzero(b) == 0 for b in start.biases)
+    fitted = fit_sirens(images, hidden=(8, 8), steps=5, seed=4, progress=False,
+                        bias_init="zero")
+    assert all(torch.count_nonzero(b) > 0 for b in fitted.biases)   # biases are trained
+    with pytest.raises(ValueError, match="bias_init must be one of"):
+        fit_sirens(images, hidden=(8,), steps=0, progress=False, bias_init="normal")
