@@ -172,6 +172,10 @@ def intended(config: dict, table: str, model: str) -> dict:
             "model_options": spec.get("model_options", {}).get(model, {}), "train": train}
 
 
+#: training options that runs recorded before the option existed ran with
+RECORDED_BEFORE_THE_OPTION = {"recalibrate_batches": 0, "lr_schedule": "constant"}
+
+
 def mismatches(folder: Path, want: dict) -> list[str]:
     """The settings in which the run in ``folder`` differs from ``want``
     (:func:`intended`); empty when it was run as the config says."""
@@ -181,7 +185,7 @@ def mismatches(folder: Path, want: dict) -> list[str]:
     have = json.loads(path.read_text())
     wrong = [key for key in ("task", "size", "data_options", "augment", "model_options")
              if have.get(key, [] if key == "augment" else {}) != want[key]]
-    trained = have.get("train", {})
+    trained = {**RECORDED_BEFORE_THE_OPTION, **have.get("train", {})}
     wrong += [f"train.{key}" for key, value in want["train"].items() if trained.get(key) != value]
     return wrong
 

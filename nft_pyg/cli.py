@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learning-rate schedule over the epochs (default: constant)")
     train.add_argument("--recalibrate-batches", type=int, default=None, metavar="N",
                        help="before each evaluation, recompute PoolNorm statistics over N "
-                            "training batches (default 0: the running averages)")
+                            "training batches (default 32; 0 keeps the running averages)")
     train.add_argument("--max-train-seconds", type=float, default=None)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="model option (JSON value), e.g. hidden=64; repeatable")

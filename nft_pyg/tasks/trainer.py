@@ -144,8 +144,9 @@ class TrainConfig:
     #: training batches with the current weights (0: keep the running
     #: averages of training). Running averages lag behind weights that move,
     #: and a pooled feature whose spread across networks is small next to
-    #: that lag is normalised wrongly in eval mode.
-    recalibrate_batches: int = 0
+    #: that lag is normalised wrongly in eval mode. No effect on models
+    #: without PoolNorm.
+    recalibrate_batches: int = 32
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -166,7 +167,8 @@ def recalibrate_pool_norms(model: nn.Module, dataset, batch_size: int, max_batch
     statistics of up to ``max_batches`` batches of ``dataset`` (evenly
     spaced items, in order), with the current weights. Every other module
     runs in eval mode, as in the evaluation that follows (no dropout, other
-    norms untouched). The random state is left as it was. Under :mod:`torch.distributed` rank ``r`` forwards items
+    norms untouched). The random state is left as it was. Under
+    :mod:`torch.distributed` rank ``r`` forwards items
     ``r, r + world, ...`` of each batch and :class:`PoolNorm` all-reduces,
     so every rank gets the statistics of the whole batches. Returns the
     number of recalibrated layers."""
