@@ -63,13 +63,16 @@ def linear_accuracy(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tens
 
 def layer_displacement(dataset, count: int) -> dict:
     """Median ``|W - W0| / |W0|`` per layer over ``count`` digits fitted with
-    ``dataset``'s settings (weights and biases), ``W0`` the initialisation."""
+    ``dataset``'s settings (weights and biases), ``W0`` the initialisation.
+    Biases that start at zero (``bias_init="zero"``) get their median norm
+    ``|b|`` after fitting instead, under ``"bias_norms"``."""
     from nft_pyg.datasets.digits_inr import digit_images
     from nft_pyg.inr.fit import fit_sirens
 
     images = digit_images(dataset.resolution)[0][:count]
     settings = dict(hidden=dataset.hidden, lr=dataset.lr, w0=dataset.w0, w0_first=dataset.w0,
-                    seed=dataset.seed, progress=False, shared_init=dataset.shared_init)
+                    seed=dataset.seed, progress=False, shared_init=dataset.shared_init,
+                    bias_init=dataset.bias_init)
     fitted = fit_sirens(images, steps=dataset.steps, **settings)
     start = fit_sirens(images, steps=0, **settings)
 
@@ -77,8 +80,12 @@ def layer_displacement(dataset, count: int) -> dict:
         return [float(((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).median())
                 for a, b in zip(after, before)]
 
-    return {"digits": count, "weights": median_change(fitted.weights, start.weights),
-            "biases": median_change(fitted.biases, start.biases)}
+    change = {"digits": count, "weights": median_change(fitted.weights, start.weights)}
+    if dataset.bias_init == "zero":
+        change["bias_norms"] = [float(b.norm(dim=1).median()) for b in fitted.biases]
+    else:
+        change["biases"] = median_change(fitted.biases, start.biases)
+    return change
 
 
 def reference(config: dict, table: str, data_root: Path, refit: int) -> dict:

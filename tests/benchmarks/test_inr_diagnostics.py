@@ -55,3 +55,15 @@ def test_renderings_reproduce_the_fitted_images(tmp_path):
     assert labels.tolist() == [int(dataset[i].y) for i in range(len(dataset))]
     assert float((rendered - images).pow(2).mean()) < 0.01 * float(images.pow(2).mean())
     assert not torch.equal(rendered[0], rendered[1])
+
+
+def test_zero_initial_biases_are_reported_by_their_fitted_norms(tmp_path):
+    diagnostics = _module()
+    from nft_pyg.datasets import DigitsINR
+
+    dataset = DigitsINR(str(tmp_path / "inr"), "train", size="small", num_images=6, steps=10,
+                        extra_fits=0, shared_init=False, bias_init="zero", progress=False,
+                        num_workers=0)
+    change = diagnostics.layer_displacement(dataset, 3)
+    assert "biases" not in change and len(change["bias_norms"]) == 3
+    assert all(value > 0 for value in change["weights"] + change["bias_norms"])
