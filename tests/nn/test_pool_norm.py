@@ -103,14 +103,10 @@ def _pool_norm_case():
 def test_pool_norm_uses_the_global_batch_under_torch_distributed(tmp_path):
     """2 gloo processes with 3 and 2 networks == one process with all 5:
     outputs, input and parameter gradients, running statistics."""
-    import socket
-
     import torch.multiprocessing as mp
+    from distributed_helpers import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_pool_norm_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_pool_norm_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     norm, pooled, target = _pool_norm_case()
     whole = pooled.clone().requires_grad_()

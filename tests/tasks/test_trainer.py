@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 
 from nft_pyg.datasets.io import atomic_save, safe_load
 from nft_pyg.tasks.trainer import ShardedBatchSampler, TrainConfig, Trainer
+from distributed_helpers import free_port
 from tasks_helpers import TINY_TASK, tiny_graphs, tiny_model
 
 #: 11 graphs in global batches of 4: the last batch (3) splits 2 / 1 between ranks
@@ -59,19 +59,13 @@ def _ddp_worker(rank: int, port: int, out_dir: str, pool_norm: bool,
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("pool_norm, recalibrate", [(False, 0), (True, 0), (True, 3)],
                          ids=["plain", "pool_norm", "pool_norm_recalibrated"])
 def test_ddp_two_processes_match_single_process(tmp_path, pool_norm, recalibrate):
     """With ``pool_norm`` the batch statistics are the global batch's (the last
     global batch of 3 is split 2 / 1, so per-rank statistics would differ);
     recalibrated running statistics too."""
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path), pool_norm, recalibrate),
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path), pool_norm, recalibrate),
              nprocs=2, join=True)
     ranks = [safe_load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = tiny_model(pool_norm=pool_norm)
