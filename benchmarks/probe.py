@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
-    parser.add_argument("--recalibrate-batches", type=int, default=32)
+    parser.add_argument("--recalibrate-batches", type=int, default=None,
+                        help="default: TrainConfig's")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--augment", default="", help="comma-separated augmentations")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="model option")

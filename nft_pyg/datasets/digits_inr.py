@@ -26,7 +26,7 @@ from ..graph.convert import from_state_dict, layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..inr import fit_sirens, siren
-from ..inr.fit import BIAS_INITS
+from ..inr.fit import check_bias_init
 from .digits_cnn_zoo import assign_splits, load_digits_tensors, one_thread
 from .generated import SPLITS, GeneratedDataset
 
@@ -146,9 +146,7 @@ class DigitsINR(GeneratedDataset):
         self.image_views = int(image_views)
         self.shared_first_layers = int(shared_first_layers)
         self.bias_init = str(bias_init)
-        if self.bias_init not in BIAS_INITS:
-            raise ValueError(f"DigitsINR: bias_init must be one of {BIAS_INITS}, got "
-                             f"{bias_init!r}")
+        check_bias_init(self.bias_init, "DigitsINR")
         if self.shared_first_layers and (self.shared_init or not
                                          0 < self.shared_first_layers <= len(self.hidden)):
             raise ValueError(f"DigitsINR: shared_first_layers={shared_first_layers} needs "

@@ -42,6 +42,17 @@ def psnr(mse: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
+BIAS_INITS = ("uniform", "zero")
+
+
+def check_bias_init(bias_init: str, owner: str = "") -> None:
+    """Raise a ``ValueError`` (prefixed ``owner: ``) unless ``bias_init`` is one of
+    :data:`BIAS_INITS`."""
+    if bias_init not in BIAS_INITS:
+        prefix = f"{owner}: " if owner else ""
+        raise ValueError(f"{prefix}bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
+
+
 def init_sirens(
     batch: int,
     sizes: Sequence[int],
@@ -77,14 +88,6 @@ def init_sirens(
     if bias_init == "zero":
         biases = [b.zero_() for b in biases]
     return weights, biases
-
-
-BIAS_INITS = ("uniform", "zero")
-
-
-def check_bias_init(bias_init: str) -> None:
-    if bias_init not in BIAS_INITS:
-        raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
 
 
 def mse_and_grads(
