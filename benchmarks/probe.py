@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="dataset option on top of the results tables' ones")
     parser.add_argument("--data-root", type=Path, default=Path("data"))
     parser.add_argument("--out", type=Path, default=PROBES)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the probe from its folder's checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     dataset = TASK_DATASET[args.task]
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                      model_options=parse_options(args.option),
                      augment=[a for a in args.augment.split(",") if a], epochs=args.epochs,
                      lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size,
-                     recalibrate_batches=args.recalibrate_batches)
+                     recalibrate_batches=args.recalibrate_batches, resume=args.resume)
     print(args.name, json.dumps(final))
     return 0
 

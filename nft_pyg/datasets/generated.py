@@ -16,6 +16,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,7 +43,9 @@ class GeneratedDataset(InMemoryDataset):
         split (str): ``"train"``, ``"val"`` or ``"test"``.
         transform (callable, optional): applied on access (PyG semantics).
         num_workers (int): processes generating shards (default: 2, both
-            cores of the reference machine; 0 generates in this process).
+            cores of the reference machine; 0 generates in this process). A
+            worker that dies fails the build with a ``RuntimeError``; the
+            shards already written are kept for the next build.
         progress (bool): show tqdm progress bars.
     """
 
@@ -148,9 +152,22 @@ class GeneratedDataset(InMemoryDataset):
             for index in indices:
                 yield index, self._tagged_shard(index)
             return
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(self.num_workers, len(indices)), initializer=_one_thread) as pool:
-            yield from zip(indices, pool.imap(self._tagged_shard, indices))
+        # An executor, not multiprocessing.Pool: Pool replaces a worker that dies
+        # and then waits forever for its shard; the executor raises instead.
+        executor = ProcessPoolExecutor(min(self.num_workers, len(indices)),
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_one_thread)
+        try:
+            yield from zip(indices, executor.map(self._tagged_shard, indices))
+        except BrokenProcessPool as error:
+            raise RuntimeError(
+                f"{type(self).__name__}: a shard-generating worker process died (killed, "
+                "out of memory, or a script that builds the dataset without an "
+                "`if __name__ == \"__main__\":` guard, which spawned workers re-run); the "
+                f"shards written so far are kept in {self.raw_dir} and the next build "
+                "resumes from them (num_workers=0 generates in this process)") from error
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def _tagged_shard(self, index: int) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "index": index, **self.generate_shard(index)}

@@ -121,3 +121,15 @@ def test_a_shard_of_another_configuration_is_not_reused(tmp_path, monkeypatch):
 def test_worker_processes_give_the_same_data(tmp_path):
     """Shards built by two spawned workers equal shards built in-process."""
     same_graphs(build(tmp_path / "pool", num_workers=2), build(tmp_path / "inline"))
+
+
+@pytest.mark.timeout(120)  # multiprocessing.Pool waited forever here
+def test_a_worker_that_dies_fails_the_build_and_the_next_build_resumes(tmp_path):
+    from dying_worker import DigitsINRWithADyingWorker
+
+    with pytest.raises(RuntimeError, match="DigitsINRWithADyingWorker: a shard-generating "
+                                           "worker process died.*resumes"):
+        DigitsINRWithADyingWorker(tmp_path / "run", **{**TINY, "num_workers": 2})
+    assert not files(tmp_path / "run" / "processed", "*.pt")
+    assert not files(tmp_path / "run", "*.tmp")
+    same_graphs(build(tmp_path / "run"), build(tmp_path / "reference"))
