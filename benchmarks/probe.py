@@ -3,7 +3,7 @@ config does not set, recorded under ``benchmarks/probes/NAME/``.
 
     python benchmarks/probe.py NAME TASK MODEL --epochs 20 \\
         [--option fourier_features=16] [--data-option image_views=2] \\
-        [--augment sign_flip] [--lr 1e-3] [--lr-schedule cosine]
+        [--augment sign_flip] [--lr 1e-3] [--lr-schedule cosine] [--resume]
 
 The findings of ``docs/results.md`` that are not in its tables (single-seed
 probes of budgets, encodings, data) come from these records; each folder's
