@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--recalibrate-batches", type=int, default=None,
                         help="default: TrainConfig's")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                      model_options=parse_options(args.option),
                      augment=[a for a in args.augment.split(",") if a], epochs=args.epochs,
                      lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size,
+                     weight_decay=args.weight_decay,
                      recalibrate_batches=args.recalibrate_batches, resume=args.resume)
     print(args.name, json.dumps(final))
     return 0

@@ -7,10 +7,11 @@ from .mixing import EndpointEdgeUpdate, NodeEdgeAdapter
 from .norm import PoolNorm, WeightSpaceLayerNorm
 from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
                         WeightSpaceSequential)
-from .pool import HNPPool, NPPool
+from .pool import HNPPool, NPPool, NPStatPool
 from .structure import LayerStructure
 
-__all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "HNPPool",
+__all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "NPStatPool",
+           "HNPPool",
            "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
            "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm", "PoolNorm",
            "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",

@@ -255,6 +255,14 @@ DEFAULTS = {"mlp": {"hidden": [256, 256]}, "statnn": {"hidden": [256, 256]},
             "nfn_gnn": {"hidden": 32, "num_nf_layers": 2, "num_convs": 2, "heads": 2}}
 
 
+#: options each model reads on top of its :data:`DEFAULTS`; any other key is an error
+EXTRA_OPTIONS = {"mlp": {"dropout"}, "statnn": {"dropout"},
+                 "nfn_hnp": {"dropout", "head_hidden", "fourier_features", "pool"},
+                 "nfn_np": {"dropout", "head_hidden", "fourier_features", "pool"},
+                 "nft": {"fourier_features", "init_scale"},
+                 "inr2array": {"decoder_channels"}, "gnn": set(), "nfn_gnn": set()}
+
+
 def max_layout_sizes(layouts: Sequence[str]) -> tuple[list[int], int]:
     """Largest neuron count per layer and largest kernel width over layouts."""
     sizes: list[int] = []
@@ -275,6 +283,10 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
     if name not in TASK_MODELS[task]:
         raise ValueError(f"build_model: {name!r} is not a model of {task!r}; choose from "
                          f"{TASK_MODELS[task]}")
+    unknown = set(options or {}) - set(DEFAULTS[name]) - EXTRA_OPTIONS[name]
+    if unknown:
+        raise ValueError(f"build_model: unknown option(s) {sorted(unknown)} for model {name!r}; "
+                         f"it takes {sorted(set(DEFAULTS[name]) | EXTRA_OPTIONS[name])}")
     opts = {**DEFAULTS[name], **(options or {})}
     layouts = [train_set[i].layout for i in range(len(train_set))]
     sizes, width = max_layout_sizes(layouts)
@@ -287,7 +299,7 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
         model = (FlatMLPEditor(sizes, width, hidden) if editor
                  else FlatMLPModel(sizes, width, hidden, out, opts.get("dropout", 0.0)))
     elif name == "statnn":
-        model = StatNN(num_layers, hidden, out)
+        model = StatNN(num_layers, hidden, out, opts.get("dropout", 0.0))
     elif name in ("nfn_hnp", "nfn_np"):
         mode = name.split("_")[1]
         kwargs = dict(num_nf_layers=opts["num_nf_layers"])
@@ -297,7 +309,8 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
             model = NFNEditor.for_layout(layout, mode, hidden, **kwargs)
         else:
             model = NFN.for_layout(layout, mode, hidden, out, head_hidden=opts.get(
-                "head_hidden", 128), pool_norm=opts["pool_norm"], **kwargs)
+                "head_hidden", 128), pool_norm=opts["pool_norm"],
+                dropout=opts.get("dropout", 0.0), pool=opts.get("pool", "mean"), **kwargs)
     elif name == "nft":
         kwargs = dict(num_blocks=opts["num_blocks"], heads=opts["heads"])
         if "fourier_features" in opts:

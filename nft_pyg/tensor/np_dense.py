@@ -56,6 +56,29 @@ def np_pool_dense(ws: WeightSpace, num_layers: int, channels: int | None = None,
     return torch.cat(weight_means + zeros + bias_means, dim=1)
 
 
+def _statistics(values: Tensor, quantiles: Tensor) -> Tensor:
+    """``[B, C, 2 + Q]``: mean, population variance and quantiles over the last
+    dimension of ``values`` ``[B, C, M]``."""
+    ranked = torch.quantile(values, quantiles, dim=-1).permute(1, 2, 0)
+    return torch.cat([values.mean(-1, keepdim=True),
+                      values.var(-1, unbiased=False, keepdim=True), ranked], dim=-1)
+
+
+def np_stat_pool_dense(ws: WeightSpace, num_layers: int, quantiles, channels: int | None = None,
+                       where: str = "np_stat_pool_dense") -> Tensor:
+    r"""``[B, 2 L C (2 + Q)]``: the mean, variance and ``quantiles`` of every
+    channel of every weight matrix, then of every bias vector, zeros for
+    layers past ``ws.num_layers`` (the dense twin of
+    :class:`~nft_pyg.nn.pool.np_stat_pool.NPStatPool`)."""
+    check_folded(ws, ws.channels if channels is None else channels, num_layers, where)
+    q = torch.tensor(quantiles, dtype=ws.weights[0].dtype, device=ws.weights[0].device)
+    out = ws.weights[0].new_zeros(ws.batch_size, 2, num_layers, ws.channels, 2 + len(q))
+    for layer, (weight, bias) in enumerate(zip(ws.weights, ws.biases)):
+        out[:, 0, layer] = _statistics(weight.flatten(2), q)
+        out[:, 1, layer] = _statistics(bias, q)
+    return out.reshape(ws.batch_size, -1)
+
+
 def embed_io_dense(conv, ws: WeightSpace) -> WeightSpace:
     """Add ``conv``'s learned input / output position embeddings (see NPConv)."""
     weights, biases = list(ws.weights), list(ws.biases)

@@ -9,17 +9,13 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv, GINEConv, TransformerConv, global_mean_pool
-from torch_geometric.utils import scatter
 
 from ...graph.layout import Layout
 from ...graph.types import NodeRole
 from ..pointwise import graph_attr
+from ..statistics import (NUM_STATS, STAT_QUANTILES,  # noqa: F401 (re-exported)
+                          group_quantiles, group_statistics)
 from .nfn import hidden_widths, mlp_head
-
-#: quantiles of StatNN, after the mean and the variance
-STAT_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
-#: statistics per weight layer and kind: mean, variance, then the quantiles
-NUM_STATS = 2 + len(STAT_QUANTILES)
 
 
 def _batch_vector(graph, num_nodes: int, device) -> Tensor:
@@ -137,36 +133,6 @@ class FlatMLP(nn.Module):
 
 
 # --- StatNN -------------------------------------------------------------------
-def group_quantiles(values: Tensor, group: Tensor, num_groups: int,
-                    quantiles: Sequence[float]) -> Tensor:
-    """``[num_groups, Q]`` quantiles of ``values`` within each group id
-    (linear interpolation, as ``torch.quantile``); zero for empty groups."""
-    order = torch.argsort(values, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]     # by group, then value
-    ranked = values[order]
-    counts = torch.bincount(group, minlength=num_groups)
-    starts = counts.cumsum(0) - counts
-    q = torch.tensor(quantiles, dtype=values.dtype, device=values.device)
-    position = starts.unsqueeze(1) + q * (counts - 1).clamp(min=0).unsqueeze(1)
-    low = position.floor().long()
-    high = position.ceil().long()
-    frac = position - low
-    last = max(ranked.numel() - 1, 0)
-    padded = ranked if ranked.numel() else values.new_zeros(1)
-    low, high = low.clamp(max=last), high.clamp(max=last)
-    result = padded[low] + frac * (padded[high] - padded[low])
-    return result * (counts > 0).unsqueeze(1)
-
-
-def group_statistics(values: Tensor, group: Tensor, num_groups: int) -> Tensor:
-    """``[num_groups, 7]``: mean, (population) variance and the
-    :data:`STAT_QUANTILES` of ``values`` within each group id."""
-    mean = scatter(values, group, 0, dim_size=num_groups, reduce="mean")
-    var = scatter((values - mean[group]) ** 2, group, 0, dim_size=num_groups, reduce="mean")
-    quantiles = group_quantiles(values, group, num_groups, STAT_QUANTILES)
-    return torch.cat([mean.unsqueeze(1), var.unsqueeze(1), quantiles], dim=1)
-
-
 def layer_statistics(graph, num_layers: int, where: str = "layer_statistics") -> Tensor:
     """``[B, L, 2, 7]``: per network and weight layer, the statistics of
     :func:`group_statistics` of its weights (``[..., 0, :]``, the kernel

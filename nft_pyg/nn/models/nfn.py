@@ -18,9 +18,12 @@ from ..pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceS
                          graph_attr)
 from ..pool.hnp_pool import HNPPool
 from ..pool.np_pool import NPPool
+from ..pool.np_stat_pool import NPStatPool
 
 #: the NF layer of each mode: all neurons permutable, hidden ones only, pointwise ablation
 MODES = ("np", "hnp", "pt")
+#: invariant pools of modes "np" / "pt": layer means, or layer means, variances and quantiles
+POOLS = ("mean", "stats")
 
 
 def mlp_head(in_channels: int, hidden: Sequence[int], out_channels: int,
@@ -170,8 +173,10 @@ class NFN(nn.Module):
       :class:`~nft_pyg.nn.conv.pointwise_conv.PointwiseConv` (``"pt"``, the
       paper's pointwise ablation: no coupling between weights); ReLU on edge
       and node features after each, then optional dropout.
-    - :math:`\mathrm{Pool}`: :class:`~nft_pyg.nn.pool.np_pool.NPPool` (np, pt)
-      or :class:`~nft_pyg.nn.pool.hnp_pool.HNPPool` (hnp).
+    - :math:`\mathrm{Pool}`: :class:`~nft_pyg.nn.pool.np_pool.NPPool` (np, pt;
+      ``pool="mean"``), :class:`~nft_pyg.nn.pool.np_stat_pool.NPStatPool`
+      (np, pt; ``pool="stats"``: per-layer mean, variance and quantiles of
+      every channel) or :class:`~nft_pyg.nn.pool.hnp_pool.HNPPool` (hnp).
 
     Symmetry of :math:`f`: ``"np"`` and ``"pt"`` are invariant to every
     relabelling of the neurons of every layer (inputs and outputs included)
@@ -206,6 +211,8 @@ class NFN(nn.Module):
         pool_norm (bool): standardise every pooled feature over the batch
             (:class:`~nft_pyg.nn.norm.PoolNorm`, a batch norm) before the
             head (default ``False``).
+        pool (str): ``"mean"`` (default) or ``"stats"``, the invariant pool
+            of modes ``"np"`` / ``"pt"``; ``"hnp"`` has its own.
 
     Shapes:
         - **input:** a raw :class:`~nft_pyg.NeuronGraph` or a ``Batch`` of
@@ -219,10 +226,15 @@ class NFN(nn.Module):
                  kernel_sizes: Sequence[int] | None = None, io_embedding: bool = False,
                  fourier_features: int | None = None, fourier_sigma: float = 3.0,
                  dropout: float = 0.0, head_hidden: int | Sequence[int] = 256,
-                 pool_norm: bool = False):
+                 pool_norm: bool = False, pool: str = "mean"):
         super().__init__()
         if int(out_channels) < 1:
             raise ValueError(f"NFN: out_channels must be >= 1, got {out_channels}")
+        if pool not in POOLS:
+            raise ValueError(f"NFN: pool must be one of {POOLS}, got {pool!r}")
+        if pool != "mean" and mode == "hnp":
+            raise ValueError(f"NFN: pool={pool!r} is for modes 'np' and 'pt'; mode 'hnp' "
+                             "pools with HNPPool")
         self.body = _NFNBody(type(self).__name__, mode, num_layers, hidden_channels,
                              num_nf_layers, num_inputs, num_outputs, kernel_width,
                              kernel_sizes, io_embedding, fourier_features, fourier_sigma,
@@ -231,6 +243,8 @@ class NFN(nn.Module):
         if mode == "hnp":
             self.pool = HNPPool(body.hidden_channels, body.num_layers, body.num_inputs,
                                 body.num_outputs)
+        elif pool == "stats":
+            self.pool = NPStatPool(body.hidden_channels, body.num_layers)
         else:
             self.pool = NPPool(body.hidden_channels, body.num_layers)
         self.out_channels = int(out_channels)
@@ -263,7 +277,8 @@ class NFN(nn.Module):
         body = self.body
         return (f"{type(self).__name__}(mode={body.mode!r}, num_layers={body.num_layers}, "
                 f"hidden_channels={body.hidden_channels}, out_channels={self.out_channels}, "
-                f"num_nf_layers={sum(1 for m in body.layers if hasattr(m, 'propagate'))})")
+                f"num_nf_layers={sum(1 for m in body.layers if hasattr(m, 'propagate'))}"
+                f"{', pool=' + repr('stats') if isinstance(self.pool, NPStatPool) else ''})")
 
 
 class NFNEditor(nn.Module):
