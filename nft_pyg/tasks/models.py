@@ -258,7 +258,7 @@ DEFAULTS = {"mlp": {"hidden": [256, 256]}, "statnn": {"hidden": [256, 256]},
 #: options each model reads on top of its :data:`DEFAULTS`; any other key is an error
 EXTRA_OPTIONS = {"mlp": {"dropout"}, "statnn": {"dropout"},
                  "nfn_hnp": {"dropout", "head_hidden", "fourier_features", "pool"},
-                 "nfn_np": {"dropout", "head_hidden", "fourier_features", "pool"},
+                 "nfn_np": {"dropout", "head_hidden", "fourier_features", "pool", "io_embedding"},
                  "nft": {"fourier_features", "init_scale"},
                  "inr2array": {"decoder_channels"}, "gnn": set(), "nfn_gnn": set()}
 
@@ -305,6 +305,8 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
         kwargs = dict(num_nf_layers=opts["num_nf_layers"])
         if "fourier_features" in opts:
             kwargs["fourier_features"] = opts["fourier_features"]
+        if opts.get("io_embedding"):
+            kwargs["io_embedding"] = True
         if editor:
             model = NFNEditor.for_layout(layout, mode, hidden, **kwargs)
         else:

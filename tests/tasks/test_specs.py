@@ -144,3 +144,23 @@ def test_statnn_classifies_inrs_invariantly():
     out = model(Batch.from_data_list(graphs))
     assert out.shape == (2, 10)
     torch.testing.assert_close(out[0], out[1], atol=1e-10, rtol=0)
+
+
+def test_build_model_options_reach_the_model_and_unknown_ones_fail():
+    torch.manual_seed(0)
+    graphs = _graph_and_permuted(nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4),
+                                               nn.ReLU(), nn.Linear(4, 2)).double(), seed=3)
+    stats = build_model("generalization", "nfn_np", graphs, 1,
+                        {"pool": "stats", "dropout": 0.2, "io_embedding": True}).double().eval()
+    nfn = stats.model
+    assert type(nfn.pool).__name__ == "NPStatPool" and nfn.body.io_embedding
+    assert any(isinstance(m, nn.Dropout) for m in nfn.head)
+    out = stats(Batch.from_data_list(graphs))     # hidden permutations: same prediction
+    torch.testing.assert_close(out[0], out[1], atol=1e-10, rtol=0)
+    statnn = build_model("generalization", "statnn", graphs, 1, {"dropout": 0.3}).model
+    assert any(isinstance(m, nn.Dropout) and m.p == 0.3 for m in statnn.mlp)
+    with pytest.raises(ValueError, match=r"build_model: unknown option\(s\) \['dropuot'\] for "
+                                         r"model 'nfn_np'; it takes \[.*'dropout'"):
+        build_model("generalization", "nfn_np", graphs, 1, {"dropuot": 0.2})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['pool'\] for model 'nft'"):
+        build_model("generalization", "nft", graphs, 1, {"pool": "stats"})
