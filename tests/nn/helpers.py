@@ -156,6 +156,23 @@ def edge_ptr(batch: Batch) -> Tensor:
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
+def layer_values(batch: Batch, num_layers: int):
+    """For every graph ``b`` of ``batch`` and layer ``l = 1..num_layers``,
+    ``(b, l, edge_features, node_features)`` of weight layer ``l``'s edges and
+    neuron layer ``l``'s nodes; both ``None`` where graph ``b`` has no layer ``l``."""
+    eptr = edge_ptr(batch)
+    for b in range(batch.num_graphs):
+        nodes = slice(batch.ptr[b], batch.ptr[b + 1])
+        edges = slice(eptr[b], eptr[b + 1])
+        layers = int(batch.edge_layer[edges].max())
+        for l in range(1, num_layers + 1):
+            if l > layers:
+                yield b, l, None, None
+                continue
+            yield (b, l, batch.edge_attr[edges][batch.edge_layer[edges] == l],
+                   batch.x[nodes][batch.node_layer[nodes] == l])
+
+
 def split_graphs(batch: Batch, x: Tensor, edge_attr: Tensor) -> list[tuple]:
     """``[(graph_b, x_b, edge_attr_b)]``: each graph of the batch (its
     structure; works on pruned graphs) with its slices of the features."""
