@@ -1,7 +1,7 @@
 """Run every table x model x seed of ``results_config.json`` and write
 ``docs/results.md`` from the finished runs.
 
-    python benchmarks/results.py run [--task classification] [--config ...]
+    python benchmarks/results.py run [--task classification] [--model nft] [--seed 1] [--config ...]
     python benchmarks/results.py report
 
 A table is one task on one dataset; its name is the task's or it names the
@@ -191,7 +191,11 @@ def mismatches(folder: Path, want: dict) -> list[str]:
 
 
 def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None,
-        models: list[str] | None, progress: bool) -> None:
+        models: list[str] | None, progress: bool, seeds: list[int] | None = None) -> None:
+    """Train every (table, seed, model) of ``config`` that has no finished run
+    made with its settings; ``tables`` / ``models`` / ``seeds`` restrict them
+    (``seeds``: to those of the config's seeds, so that two processes can run
+    the seeds of one table side by side)."""
     for table, spec in config["tasks"].items():
         if tables and table not in tables:
             continue
@@ -199,6 +203,8 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
         size, options = task_data(config, table)
         splits = load_splits(TASK_DATASET[task], data_root, size, progress=progress, **options)
         for seed in spec.get("seeds", config["seeds"]):
+            if seeds is not None and seed not in seeds:
+                continue
             for model in spec["models"]:
                 if models and model not in models:
                     continue
@@ -354,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", action="append",
                         help="only these tables of the config (repeatable)")
     parser.add_argument("--model", action="append", help="only these models (repeatable)")
+    parser.add_argument("--seed", type=int, action="append",
+                        help="only these of the config's seeds (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true")
@@ -362,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     if args.command == "run":
         run(config, args.data_root, args.runs_root, args.task, args.model,
-            not args.no_progress)
+            not args.no_progress, args.seed)
     else:
         print(report(config, args.runs_root, args.out))
     return 0

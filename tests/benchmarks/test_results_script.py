@@ -108,6 +108,13 @@ def test_a_task_can_have_a_second_table_with_its_own_data(results, tmp_path):
     assert "**Views.** " in results.report(config, runs, out)
 
 
+def test_run_takes_only_the_seeds_asked_for(results, tmp_path):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    config = {**tiny_config(1), "seeds": [0, 1, 2]}
+    results.run(config, data, runs, None, None, progress=False, seeds=[1, 5])
+    assert sorted(p.name for p in (runs / "classification" / "mlp").iterdir()) == ["1"]
+
+
 def test_bad_tables_and_repeated_findings_are_named(results, tmp_path):
     config = tiny_config(1)
     config["tasks"]["extra"] = {"models": ["mlp"]}
