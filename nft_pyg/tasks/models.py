@@ -257,8 +257,9 @@ DEFAULTS = {"mlp": {"hidden": [256, 256]}, "statnn": {"hidden": [256, 256]},
 
 #: options each model reads on top of its :data:`DEFAULTS`; any other key is an error
 EXTRA_OPTIONS = {"mlp": {"dropout"}, "statnn": {"dropout"},
-                 "nfn_hnp": {"dropout", "head_hidden", "fourier_features", "pool"},
-                 "nfn_np": {"dropout", "head_hidden", "fourier_features", "pool", "io_embedding"},
+                 "nfn_hnp": {"dropout", "head_hidden", "fourier_features", "pool", "append_stats"},
+                 "nfn_np": {"dropout", "head_hidden", "fourier_features", "pool", "io_embedding",
+                            "append_stats"},
                  "nft": {"fourier_features", "init_scale"},
                  "inr2array": {"decoder_channels"}, "gnn": set(), "nfn_gnn": set()}
 
@@ -312,7 +313,8 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
         else:
             model = NFN.for_layout(layout, mode, hidden, out, head_hidden=opts.get(
                 "head_hidden", 128), pool_norm=opts["pool_norm"],
-                dropout=opts.get("dropout", 0.0), pool=opts.get("pool", "mean"), **kwargs)
+                dropout=opts.get("dropout", 0.0), pool=opts.get("pool", "mean"),
+                append_stats=bool(opts.get("append_stats", False)), **kwargs)
     elif name == "nft":
         kwargs = dict(num_blocks=opts["num_blocks"], heads=opts["heads"])
         if "fourier_features" in opts:

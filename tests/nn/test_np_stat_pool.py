@@ -94,3 +94,26 @@ def test_quantile_argument_and_repr():
     assert repr(NPStatPool(2, 3, (0.5,))) == "NPStatPool(2, num_layers=3, quantiles=(0.5,))"
     assert NPStatPool(2, 3).out_channels == 2 * 3 * 2 * NUM_STATS
     assert NPStatPool(2, 3, (0.5,)).out_channels == 2 * 3 * 2 * 3
+
+
+def test_nfn_append_stats_reads_the_raw_layer_statistics():
+    """``append_stats`` feeds StatNN's statistics of the raw weights to the
+    head beside the pooled features: invariant like the rest, and the head
+    sees them (a network with the same NF features but other weight
+    statistics would be told apart only through them)."""
+    from nft_pyg.nn.statistics import layer_statistics
+    modules = mlps()
+    batch = structure_batch(modules)
+    model = NFN.for_layout(batch.layout[0], "np", 6, 3, head_hidden=16,
+                           append_stats=True).double().eval()
+    assert "append_stats=True" in repr(model)
+    first = model.head[0]
+    stats = layer_statistics(batch, 3).flatten(1).size(1)
+    assert first.in_features == model.pool.out_channels + stats
+    moved, _ = permuted_modules(modules, ALL_ROLES)
+    torch.testing.assert_close(model(structure_batch(moved)), model(batch), atol=1e-10, rtol=0)
+    # the appended columns are used: zeroing their head weights changes the output
+    out = model(batch)
+    with torch.no_grad():
+        first.weight[:, model.pool.out_channels:] = 0
+    assert not torch.allclose(model(batch), out)

@@ -14,27 +14,9 @@ from ...graph.layout import Layout
 from ...graph.types import NodeRole
 from ..pointwise import graph_attr
 from ..statistics import (NUM_STATS, STAT_QUANTILES,  # noqa: F401 (re-exported)
-                          group_quantiles, group_statistics)
+                          batch_vector, graph_layouts, group_quantiles, group_statistics,
+                          layer_statistics)
 from .nfn import hidden_widths, mlp_head
-
-
-def _batch_vector(graph, num_nodes: int, device) -> Tensor:
-    batch = getattr(graph, "batch", None)
-    return batch if batch is not None else torch.zeros(num_nodes, dtype=torch.long,
-                                                       device=device)
-
-
-def _layouts(graph) -> list[str] | None:
-    layout = getattr(graph, "layout", None)
-    if layout is None:
-        return None
-    return list(layout) if isinstance(layout, (list, tuple)) else [layout]
-
-
-@lru_cache(maxsize=256)
-def _layer_positions(layout: str) -> tuple[int, ...]:
-    """``(0, S_1, ..., S_L)``: kernel positions of each weight layer."""
-    return (0, *[layer.positions for layer in Layout.coerce(layout).weight_layers()])
 
 
 @lru_cache(maxsize=256)
@@ -53,9 +35,9 @@ def flatten_weights(graph, where: str = "flatten_weights") -> Tensor:
     x, edge_attr = graph_attr(graph, "x", where), graph_attr(graph, "edge_attr", where)
     edge_index = graph_attr(graph, "edge_index", where)
     role = graph_attr(graph, "node_role", where)
-    batch = _batch_vector(graph, x.size(0), x.device)
+    batch = batch_vector(graph, x.size(0), x.device)
     num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-    layouts = _layouts(graph)
+    layouts = graph_layouts(graph)
     if layouts is not None and len({_signature(text) for text in layouts}) > 1:
         raise ValueError(f"{where}: needs every network of a batch to have the same "
                          f"architecture, got {len(set(layouts))} different layouts")
@@ -133,45 +115,6 @@ class FlatMLP(nn.Module):
 
 
 # --- StatNN -------------------------------------------------------------------
-def layer_statistics(graph, num_layers: int, where: str = "layer_statistics") -> Tensor:
-    """``[B, L, 2, 7]``: per network and weight layer, the statistics of
-    :func:`group_statistics` of its weights (``[..., 0, :]``, the kernel
-    positions each layer really has) and of its biases (``[..., 1, :]``).
-    Layers a network does not have (up to ``num_layers``) give zeros."""
-    x, edge_attr = graph_attr(graph, "x", where), graph_attr(graph, "edge_attr", where)
-    edge_index = graph_attr(graph, "edge_index", where)
-    node_layer = graph_attr(graph, "node_layer", where)
-    edge_layer = graph_attr(graph, "edge_layer", where)
-    if x.dim() != 2 or x.size(1) != 1 or edge_attr.dim() != 2:
-        raise ValueError(f"{where}: expects a raw graph, x [N, 1] and edge_attr [E, S], got "
-                         f"x {tuple(x.shape)} and edge_attr {tuple(edge_attr.shape)}")
-    deepest = int(edge_layer.max()) if edge_layer.numel() else 0
-    if deepest > num_layers:
-        raise ValueError(f"{where}: built for num_layers={num_layers}, the graph has "
-                         f"{deepest} weight layers")
-    batch = _batch_vector(graph, x.size(0), x.device)
-    num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-    edge_batch = batch[edge_index[0]]
-    width = edge_attr.size(1)
-    layouts = _layouts(graph)
-    if layouts is None:           # without a layout every position counts
-        positions = torch.full((edge_attr.size(0),), width, device=x.device)
-    else:
-        table = torch.zeros(num_graphs, num_layers + 1, dtype=torch.long)
-        for b, text in enumerate(layouts):
-            sizes = _layer_positions(text)
-            table[b, :len(sizes)] = torch.tensor(sizes)
-        positions = table.to(x.device)[edge_batch, edge_layer]
-    real = torch.arange(width, device=x.device) < positions.unsqueeze(1)
-    edge_group = (edge_batch * num_layers + edge_layer - 1).unsqueeze(1).expand(-1, width)
-    num_groups = num_graphs * num_layers
-    weights = group_statistics(edge_attr[real], edge_group[real], num_groups)
-    has_bias = node_layer > 0
-    node_group = batch[has_bias] * num_layers + node_layer[has_bias] - 1
-    biases = group_statistics(x[has_bias, 0], node_group, num_groups)
-    return torch.stack([weights, biases], dim=1).view(num_graphs, num_layers, 2, NUM_STATS)
-
-
 class StatNN(nn.Module):
     r"""An MLP on per-layer statistics of the weights and biases.
 
@@ -363,7 +306,7 @@ class GNNBaseline(nn.Module):
         both_ways = torch.cat([edge_index, edge_index.flip(0)], dim=1)
         for conv in self.convs:
             h = torch.relu(conv(h, both_ways, edges))
-        batch = _batch_vector(graph, h.size(0), h.device)
+        batch = batch_vector(graph, h.size(0), h.device)
         return self.head(global_mean_pool(h, batch))
 
     def __repr__(self) -> str:

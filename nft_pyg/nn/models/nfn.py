@@ -19,6 +19,7 @@ from ..pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceS
 from ..pool.hnp_pool import HNPPool
 from ..pool.np_pool import NPPool
 from ..pool.np_stat_pool import NPStatPool
+from ..statistics import NUM_STATS, layer_statistics
 
 #: the NF layer of each mode: all neurons permutable, hidden ones only, pointwise ablation
 MODES = ("np", "hnp", "pt")
@@ -213,6 +214,12 @@ class NFN(nn.Module):
             head (default ``False``).
         pool (str): ``"mean"`` (default) or ``"stats"``, the invariant pool
             of modes ``"np"`` / ``"pt"``; ``"hnp"`` has its own.
+        append_stats (bool): append StatNN's per-layer statistics of the
+            raw weights and biases
+            (:func:`~nft_pyg.nn.statistics.layer_statistics`, :math:`14 L`
+            numbers) to the pooled vector before the head (default
+            ``False``): the model then sees what StatNN sees, and whatever
+            its NF layers add on top.
 
     Shapes:
         - **input:** a raw :class:`~nft_pyg.NeuronGraph` or a ``Batch`` of
@@ -226,7 +233,7 @@ class NFN(nn.Module):
                  kernel_sizes: Sequence[int] | None = None, io_embedding: bool = False,
                  fourier_features: int | None = None, fourier_sigma: float = 3.0,
                  dropout: float = 0.0, head_hidden: int | Sequence[int] = 256,
-                 pool_norm: bool = False, pool: str = "mean"):
+                 pool_norm: bool = False, pool: str = "mean", append_stats: bool = False):
         super().__init__()
         if int(out_channels) < 1:
             raise ValueError(f"NFN: out_channels must be >= 1, got {out_channels}")
@@ -248,10 +255,13 @@ class NFN(nn.Module):
         else:
             self.pool = NPPool(body.hidden_channels, body.num_layers)
         self.out_channels = int(out_channels)
-        self.head = mlp_head(self.pool.out_channels, hidden_widths(head_hidden, "NFN"),
-                             self.out_channels, dropout)
+        self.append_stats = bool(append_stats)
+        pooled = self.pool.out_channels + (2 * NUM_STATS * body.num_layers
+                                           if self.append_stats else 0)
+        self.head = mlp_head(pooled, hidden_widths(head_hidden, "NFN"), self.out_channels,
+                             dropout)
         if pool_norm:
-            self.head.insert(0, PoolNorm(self.pool.out_channels))
+            self.head.insert(0, PoolNorm(pooled))
 
     @classmethod
     def for_layout(cls, layout: Layout | str, mode: str, hidden_channels: int,
@@ -271,14 +281,19 @@ class NFN(nn.Module):
 
     def forward(self, graph) -> Tensor:
         x, edge_attr = self.body(graph)
-        return self.head(self.pool(x, edge_attr, graph))
+        pooled = self.pool(x, edge_attr, graph)
+        if self.append_stats:
+            stats = layer_statistics(graph, self.body.num_layers, "NFN")
+            pooled = torch.cat([pooled, stats.flatten(1).to(pooled.dtype)], dim=1)
+        return self.head(pooled)
 
     def __repr__(self) -> str:
         body = self.body
         return (f"{type(self).__name__}(mode={body.mode!r}, num_layers={body.num_layers}, "
                 f"hidden_channels={body.hidden_channels}, out_channels={self.out_channels}, "
                 f"num_nf_layers={sum(1 for m in body.layers if hasattr(m, 'propagate'))}"
-                f"{', pool=' + repr('stats') if isinstance(self.pool, NPStatPool) else ''})")
+                f"{', pool=' + repr('stats') if isinstance(self.pool, NPStatPool) else ''}"
+                f"{', append_stats=True' if self.append_stats else ''})")
 
 
 class NFNEditor(nn.Module):
