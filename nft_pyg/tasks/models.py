@@ -262,6 +262,8 @@ EXTRA_OPTIONS = {"mlp": {"dropout"}, "statnn": {"dropout"},
                             "append_stats"},
                  "nft": {"fourier_features", "init_scale"},
                  "inr2array": {"decoder_channels"}, "gnn": set(), "nfn_gnn": set()}
+#: options of the invariant NFN that its editor (task "editing") has no use for
+INVARIANT_ONLY = {"pool", "append_stats", "head_hidden", "pool_norm"}
 
 
 def max_layout_sizes(layouts: Sequence[str]) -> tuple[list[int], int]:
@@ -288,6 +290,9 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
     if unknown:
         raise ValueError(f"build_model: unknown option(s) {sorted(unknown)} for model {name!r}; "
                          f"it takes {sorted(set(DEFAULTS[name]) | EXTRA_OPTIONS[name])}")
+    if task == "editing" and name.startswith("nfn_") and INVARIANT_ONLY & set(options or {}):
+        raise ValueError(f"build_model: option(s) {sorted(INVARIANT_ONLY & set(options))} of "
+                         f"the invariant {name!r} do not apply to its editor (task 'editing')")
     opts = {**DEFAULTS[name], **(options or {})}
     layouts = [train_set[i].layout for i in range(len(train_set))]
     sizes, width = max_layout_sizes(layouts)
@@ -308,12 +313,13 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
             kwargs["fourier_features"] = opts["fourier_features"]
         if opts.get("io_embedding"):
             kwargs["io_embedding"] = True
+        if opts.get("dropout"):
+            kwargs["dropout"] = opts["dropout"]
         if editor:
             model = NFNEditor.for_layout(layout, mode, hidden, **kwargs)
         else:
             model = NFN.for_layout(layout, mode, hidden, out, head_hidden=opts.get(
-                "head_hidden", 128), pool_norm=opts["pool_norm"],
-                dropout=opts.get("dropout", 0.0), pool=opts.get("pool", "mean"),
+                "head_hidden", 128), pool_norm=opts["pool_norm"], pool=opts.get("pool", "mean"),
                 append_stats=bool(opts.get("append_stats", False)), **kwargs)
     elif name == "nft":
         kwargs = dict(num_blocks=opts["num_blocks"], heads=opts["heads"])

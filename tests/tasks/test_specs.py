@@ -164,3 +164,6 @@ def test_build_model_options_reach_the_model_and_unknown_ones_fail():
         build_model("generalization", "nfn_np", graphs, 1, {"dropuot": 0.2})
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['pool'\] for model 'nft'"):
         build_model("generalization", "nft", graphs, 1, {"pool": "stats"})
+    with pytest.raises(ValueError, match=r"option\(s\) \['pool'\] of the invariant 'nfn_np' "
+                                         r"do not apply to its editor"):
+        build_model("editing", "nfn_np", graphs, 1, {"pool": "stats"})
