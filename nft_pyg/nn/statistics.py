@@ -21,46 +21,61 @@ STAT_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 NUM_STATS = 2 + len(STAT_QUANTILES)
 
 
+def grouped_quantiles(features: Tensor, group: Tensor, num_groups: int,
+                      quantiles: Sequence[float]) -> Tensor:
+    """``[num_groups, Q, C]`` quantiles of every channel of ``features``
+    ``[R, C]`` over the rows of each group id (linear interpolation, as
+    ``torch.quantile``); zero for empty groups.
+
+    The rows are scattered into a ``[num_groups, C, largest group]`` block
+    padded with the dtype's largest value and sorted along its last dimension
+    in one call, so the cost is one batched sort, whatever the number of groups and
+    channels (memory: the block, so groups of very unequal sizes pad a lot).
+    """
+    rows, channels = features.shape
+    counts = torch.bincount(group, minlength=num_groups)
+    width = int(counts.max()) if rows else 1
+    order = torch.argsort(group, stable=True)
+    ranked_group = group[order]
+    slot = torch.arange(rows, device=group.device) - (counts.cumsum(0) - counts)[ranked_group]
+    # [G, C, W]: each (group, channel) a contiguous row, sorted in one call
+    block = features.new_full((num_groups, channels, width), torch.finfo(features.dtype).max)
+    block[ranked_group, :, slot] = features[order]
+    block = block.sort(dim=-1).values
+    q = torch.tensor(quantiles, dtype=features.dtype, device=features.device)
+    position = q.unsqueeze(0) * (counts - 1).clamp(min=0).unsqueeze(1)        # [G, Q]
+    low, high = position.floor().long(), position.ceil().long()
+    below, above = (block.gather(2, index.unsqueeze(1).expand(-1, channels, -1))
+                    for index in (low, high))                                 # [G, C, Q]
+    result = below + (position - low).unsqueeze(1) * (above - below)
+    result = torch.where((counts > 0).view(-1, 1, 1), result, torch.zeros_like(result))
+    return result.transpose(1, 2)
+
+
 def group_quantiles(values: Tensor, group: Tensor, num_groups: int,
                     quantiles: Sequence[float]) -> Tensor:
-    """``[num_groups, Q]`` quantiles of ``values`` within each group id
+    """``[num_groups, Q]`` quantiles of ``values`` ``[R]`` within each group id
     (linear interpolation, as ``torch.quantile``); zero for empty groups."""
-    order = torch.argsort(values, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]     # by group, then value
-    ranked = values[order]
-    counts = torch.bincount(group, minlength=num_groups)
-    starts = counts.cumsum(0) - counts
-    q = torch.tensor(quantiles, dtype=values.dtype, device=values.device)
-    position = starts.unsqueeze(1) + q * (counts - 1).clamp(min=0).unsqueeze(1)
-    low = position.floor().long()
-    high = position.ceil().long()
-    frac = position - low
-    last = max(ranked.numel() - 1, 0)
-    padded = ranked if ranked.numel() else values.new_zeros(1)
-    low, high = low.clamp(max=last), high.clamp(max=last)
-    result = padded[low] + frac * (padded[high] - padded[low])
-    return result * (counts > 0).unsqueeze(1)
+    return grouped_quantiles(values.unsqueeze(1), group, num_groups, quantiles)[..., 0]
 
 
 def group_statistics(values: Tensor, group: Tensor, num_groups: int,
                      quantiles: Sequence[float] = STAT_QUANTILES) -> Tensor:
     """``[num_groups, 2 + Q]``: mean, (population) variance and the
-    ``quantiles`` of ``values`` within each group id; zeros for empty groups."""
-    mean = scatter(values, group, 0, dim_size=num_groups, reduce="mean")
-    var = scatter((values - mean[group]) ** 2, group, 0, dim_size=num_groups, reduce="mean")
-    ranked = group_quantiles(values, group, num_groups, quantiles)
-    return torch.cat([mean.unsqueeze(1), var.unsqueeze(1), ranked], dim=1)
+    ``quantiles`` of ``values`` ``[R]`` within each group id; zeros for empty
+    groups."""
+    return channel_statistics(values.unsqueeze(1), group, num_groups, quantiles)[:, 0]
 
 
 def channel_statistics(features: Tensor, group: Tensor, num_groups: int,
                        quantiles: Sequence[float] = STAT_QUANTILES) -> Tensor:
     """``[num_groups, C, 2 + Q]``: :func:`group_statistics` of every channel of
     ``features`` ``[R, C]`` over the rows of each group id ``group`` ``[R]``."""
-    channels = features.size(1)
-    ids = group.unsqueeze(1) * channels + torch.arange(channels, device=features.device)
-    stats = group_statistics(features.reshape(-1), ids.reshape(-1), num_groups * channels,
-                             quantiles)
-    return stats.view(num_groups, channels, -1)
+    mean = scatter(features, group, 0, dim_size=num_groups, reduce="mean")
+    var = scatter((features - mean[group]) ** 2, group, 0, dim_size=num_groups,
+                  reduce="mean")
+    ranked = grouped_quantiles(features, group, num_groups, quantiles)       # [G, Q, C]
+    return torch.cat([mean.unsqueeze(-1), var.unsqueeze(-1), ranked.transpose(1, 2)], dim=-1)
 
 
 def batch_vector(graph, num_nodes: int, device) -> Tensor:
