@@ -7,7 +7,7 @@ import torch
 
 from nft_pyg.nn.models.nfn import NFN
 from nft_pyg.nn.pool.np_stat_pool import NPStatPool
-from nft_pyg.nn.statistics import STAT_QUANTILES
+from nft_pyg.nn.statistics import STAT_QUANTILES, layer_statistics
 
 from helpers import (ALL_ROLES, cnns, feature_batch, layer_values, mlp, mlps,
                      permuted_modules, structure_batch)
@@ -101,7 +101,6 @@ def test_nfn_append_stats_reads_the_raw_layer_statistics():
     head beside the pooled features: invariant like the rest, and the head
     sees them (a network with the same NF features but other weight
     statistics would be told apart only through them)."""
-    from nft_pyg.nn.statistics import layer_statistics
     modules = mlps()
     batch = structure_batch(modules)
     model = NFN.for_layout(batch.layout[0], "np", 6, 3, head_hidden=16,
