@@ -27,3 +27,14 @@ def _seed_everything():
     np.random.seed(SEED)
     torch.manual_seed(SEED)
     yield
+
+
+#: The devices every device-parametrized test runs on: the CPU always, CUDA
+#: when this machine has it (``make gpu-check`` runs them on a GPU).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """A test that takes ``device`` runs once on every available device."""
+    return torch.device(request.param)
