@@ -1,7 +1,9 @@
 # nft_pyg developer entry points.
 #
 #   make demo    run the demo (creates .venv and installs pinned deps on first run)
-#   make test    run the test suite (+ the docs build, warnings as errors, if docs/conf.py exists)
+#   make test    check the import layers (lint-imports) and lint (ruff check), run the test
+#                suite, then build the docs (warnings as errors) if docs/conf.py exists
+#   make lint    only lint-imports and ruff check
 #   make docs    build the HTML docs into docs/_build/html
 #   make install create/refresh .venv (no-op when pyproject.toml/constraints.txt are unchanged)
 #   make clean   remove build/test artefacts;  make distclean  also removes .venv
@@ -14,14 +16,16 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.installed
-EXTRAS  := test,escnn-deps,docs
+# apps: the datasets, tasks, CLI and demo (scikit-learn, scipy, matplotlib);
+# test: pytest, import-linter, ruff (and apps).
+EXTRAS  := apps,test,escnn-deps,docs
 # 2 cores on the reference machine: one pytest-xdist worker each.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS    ?=
 SPHINX_OPTS    ?= -W -b html
 DOCS_OUT       := docs/_build/html
 
-.PHONY: install test demo docs clean distclean
+.PHONY: install lint test demo docs clean distclean
 
 install: $(STAMP)
 
@@ -37,7 +41,11 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -W ignore::UserWarning -c 'import torch, torch_geometric; from escnn import gspaces, nn; print("torch", torch.__version__, "| torch_geometric", torch_geometric.__version__)'
 	touch $@
 
-test: install
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+
+test: lint
 	@rc=0; $(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 	  echo "ERROR: pytest collected no tests (exit code 5). A test run that runs no test is a failure." >&2; \

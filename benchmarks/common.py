@@ -14,8 +14,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -242,7 +242,6 @@ def machine() -> dict[str, object]:
     try:
         from importlib.metadata import version
 
-        import nfn
         info["nfn"] = version("nfn")
     except Exception:  # the reference is optional for the conversion benchmark
         info["nfn"] = None

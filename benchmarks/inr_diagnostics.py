@@ -29,12 +29,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
+from results import CONFIG, load_config, table_task, task_data  # noqa: E402
+
+from nft_pyg.datasets.io import atomic_write_text  # noqa: E402
 from nft_pyg.graph.collate import collate_graphs  # noqa: E402
 from nft_pyg.tasks.data import TASK_DATASET, load_splits  # noqa: E402
 from nft_pyg.tasks.specs import render_graph  # noqa: E402
-from nft_pyg.datasets.io import atomic_write_text  # noqa: E402
-
-from results import CONFIG, load_config, table_task, task_data  # noqa: E402
 
 OUT = Path(__file__).with_name("probes") / "inr_diagnostics.json"
 

@@ -56,7 +56,8 @@ def main() -> None:
     stream = io.StringIO()
     stats = pstats.Stats(profiler, stream=stream).sort_stats("tottime")
     stats.print_stats(25)
-    print(f"train step: median {timing['median'] * 1e3:.1f} ms (CPU {timing['cpu_median'] * 1e3:.1f} ms)")
+    print(f"train step: median {timing['median'] * 1e3:.1f} ms "
+          f"(CPU {timing['cpu_median'] * 1e3:.1f} ms)")
     print(kernel_table)
     print(stream.getvalue())
     save("train_step", {"machine": machine(), "args": vars(args), "timing_s": timing,

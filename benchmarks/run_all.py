@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, STATIC, result_name
+from common import RESULTS, STATIC, result_name  # noqa: E402
 
 SCRIPTS = ("bench_operators.py", "bench_conversion.py", "bench_scaling.py")
 

@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tickets = commands.add_parser("tickets", help="winning tickets: predict IMP masks from "
                                                   "initialisations with an equivariant CVAE")
-    from .tickets import task as tickets_task
+    from .tasks import tickets as tickets_task
     tickets_task.add_arguments(tickets)
 
     results = commands.add_parser("results", help="collect runs into a table")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.distributed.destroy_process_group()
         return 0
     if args.command == "tickets":
-        from .tickets import task as tickets_task
+        from .tasks import tickets as tickets_task
         tickets_task.main(args)
         return 0
     if args.command == "results":

@@ -12,11 +12,11 @@ Readers of published formats the user already has:
   ``layout.csv``, ``metrics.csv.gz``).
 - :func:`read_siren_folder`: folders of SIREN state dicts (DWSNets / NFN).
 """
+from ..utils.io import CorruptFileError, atomic_save, safe_load
 from .digits_cnn_zoo import DigitsCNNZoo
 from .digits_inr import DigitsINR
 from .digits_tickets import DigitsTickets
 from .generated import GeneratedDataset
-from .io import CorruptFileError, atomic_save, safe_load
 from .readers import MalformedFileError, read_siren_folder, read_small_cnn_zoo
 
 __all__ = ["DigitsINR", "DigitsCNNZoo", "DigitsTickets", "GeneratedDataset", "CorruptFileError",

@@ -21,7 +21,8 @@ runs, so a group of 32 runs costs about as much as one larger network.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ from ..graph.convert import from_state_dict, layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..graph.types import Activation
-from ..threads import one_thread
+from ..utils.extras import optional_import
+from ..utils.threads import one_thread
 from .generated import SPLITS, GeneratedDataset
 
 #: columns of ``graph.hparams`` (activation: an :class:`Activation` code;
@@ -57,9 +59,7 @@ _CONV_STRIDES = (1, 2, 2)
 def load_digits_tensors() -> tuple[Tensor, Tensor]:
     """The 1,797 scikit-learn digits: images ``[1797, 1, 8, 8]`` in ``[0, 1]``
     (float32) and labels ``[1797]`` (long). Bundled with scikit-learn."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = optional_import("sklearn.datasets", "the digits datasets").load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     return images, torch.tensor(digits.target, dtype=torch.long)
 

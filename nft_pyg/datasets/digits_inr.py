@@ -16,7 +16,8 @@ the ``k``-th extra fits from a ``k``-th one), see ``shared_init``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..inr import fit_sirens, siren
 from ..inr.fit import check_bias_init
+from ..utils.extras import optional_import
 from .digits_cnn_zoo import assign_splits, load_digits_tensors, one_thread
 from .generated import SPLITS, GeneratedDataset
 
@@ -265,8 +267,7 @@ def save_renderings(dataset: DigitsINR, path: str, count: int = 8,
     the image it was fitted to, its rendering at that resolution and at
     ``super_resolution`` times that resolution (a SIREN is continuous).
     Needs matplotlib."""
-    import matplotlib
-
+    matplotlib = optional_import("matplotlib", "DigitsINR renderings")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

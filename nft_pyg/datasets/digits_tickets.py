@@ -10,7 +10,8 @@ ticket and a random mask with the same per-layer counts, all trained from
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -18,9 +19,8 @@ from ..graph.convert import from_state_dict, layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..graph.pruning import masks_to_entry_mask
-from ..threads import one_thread
-from ..tickets.imp import (ARCHS, IMPConfig, TrainConfig, digits_split, run_imp,
-                           weight_names)
+from ..tickets.imp import ARCHS, IMPConfig, TrainConfig, digits_split, run_imp, weight_names
+from ..utils.threads import one_thread
 from .generated import SPLITS, GeneratedDataset
 
 #: default layer widths (MLP) / channels (CNN) of each architecture

@@ -16,17 +16,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch_geometric.data import InMemoryDataset
 from tqdm.auto import tqdm
 
 from ..graph.neuron_graph import NeuronGraph
-from .io import CorruptFileError, atomic_save, fingerprint, safe_load
+from ..utils.io import CorruptFileError, atomic_save, fingerprint, safe_load
 
 SPLITS = ("train", "val", "test")
 

@@ -27,8 +27,9 @@ import math
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from torch import nn
 from ..graph.convert import from_state_dict, layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
-from .io import CorruptFileError, safe_load
+from ..utils.io import CorruptFileError, safe_load
 
 __all__ = ["MalformedFileError", "read_small_cnn_zoo", "small_cnn_zoo_layout",
            "tf_to_torch_state_dict", "read_siren_folder", "siren_layout", "label_from_path"]
@@ -154,7 +155,7 @@ def small_cnn_zoo_layout(layers: list[dict[str, Any]], activation: str,
     if activation not in ZOO_ACTIVATIONS:
         raise ValueError(f"Small CNN Zoo: activation {activation!r} is not supported; "
                          f"known: {sorted(ZOO_ACTIVATIONS)}")
-    children: "OrderedDict[str, nn.Module]" = OrderedDict()
+    children: OrderedDict[str, nn.Module] = OrderedDict()
     for index, layer in enumerate(layers):
         name = _step_name(layer["name"])
         shape = layer["kernel"]["shape"]
@@ -179,7 +180,7 @@ def _step_name(tf_name: str) -> str:
 
 
 def tf_to_torch_state_dict(row: np.ndarray, layers: list[dict[str, Any]]
-                           ) -> "OrderedDict[str, torch.Tensor]":
+                           ) -> OrderedDict[str, torch.Tensor]:
     """One flattened zoo network -> a torch state dict (exact copies).
 
     Conv kernels go from TF ``(h, w, in, out)`` to torch ``(out, in, h, w)``,

@@ -99,7 +99,7 @@ def _is_escnn(module: Any) -> bool:
     cls = type(module)
     known = _ESCNN_CLASSES.get(cls)
     if known is None:
-        from .escnn import is_escnn_module  # lazy: escnn.py imports this module
+        from .families import is_escnn_module
         known = is_escnn_module(module)
         if len(_ESCNN_CLASSES) < 4096:  # classes made on the fly must not grow it forever
             _ESCNN_CLASSES[cls] = known
@@ -126,7 +126,7 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
     graph per network).
     """
     if _is_escnn(module):
-        from .escnn import from_escnn  # lazy: escnn.py imports this module
+        from .families import convert_escnn as from_escnn
         return from_escnn(module, view or "channel", kernel_width=kernel_width,
                           nonfinite=nonfinite)
     if view is not None:

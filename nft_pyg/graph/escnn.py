@@ -45,19 +45,18 @@ from __future__ import annotations
 import copy
 import json
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .convert import from_module as _from_torch_module
-from .convert import layout_of
+from .convert import from_state_dict, layout_of
+from .families import is_escnn_module, register_escnn_converter
 from .modules import UnsupportedModuleError
 from .neuron_graph import NORM_IDENTITY, NeuronGraph
 from .types import Activation, EdgeKind, NodeRole
-
-if TYPE_CHECKING:  # imported lazily: from_module must not pull in nft_pyg.symmetry
-    from ..symmetry.permutation import NeuronPermutation
 
 VIEWS = ("channel", "field")
 
@@ -80,12 +79,6 @@ class EscnnUnsupportedError(UnsupportedModuleError):
     def __init__(self, name: str, module: Any, reason: str):
         TypeError.__init__(self, f"module '{name or '<root>'}' of type {type(module).__name__}: "
                            f"{reason}. Supported escnn modules: {ESCNN_SUPPORTED}.")
-
-
-def is_escnn_module(module: Any) -> bool:
-    """Whether ``module`` is an escnn ``EquivariantModule`` (escnn is not imported)."""
-    return isinstance(module, nn.Module) and any(
-        cls.__module__.split(".")[0] == "escnn" for cls in type(module).__mro__)
 
 
 def _require_escnn(module: Any, where: str) -> None:
@@ -235,25 +228,26 @@ def _type_table(layers: list[dict[str, Any]], type_ids: Mapping[str, int] | None
     return {key: int(type_ids[key]) for key in keys}
 
 
-def _neuron_fields(layers: list[dict[str, Any]]) -> list[list[tuple[str, int]]]:
+def neuron_fields(layers: list[dict[str, Any]]) -> list[list[tuple[str, int]]]:
     """Fields of each neuron layer: the first layer's input, then every layer's output."""
     return [layers[0]["in_fields"]] + [layer["out_fields"] for layer in layers]
 
 
-def _offsets(sizes: list[int]) -> list[int]:
-    offsets = [0]
+def field_offsets(sizes: list[int]) -> list[int]:
+    """Start of each field (and the end of the last) in a layer of fields of ``sizes``."""
+    starts = [0]
     for size in sizes:
-        offsets.append(offsets[-1] + size)
-    return offsets
+        starts.append(starts[-1] + size)
+    return starts
 
 
 def _field_graph(module: nn.Module, nonfinite: str,
                  type_ids: Mapping[str, int] | None) -> NeuronGraph:
     layers, steps, exported = _field_layers(module)
     table = _type_table(layers, type_ids)
-    fields = _neuron_fields(layers)
+    fields = neuron_fields(layers)
     counts = [len(layer_fields) for layer_fields in fields]
-    node_start = _offsets(counts)
+    node_start = field_offsets(counts)
     num_nodes, depth = node_start[-1], len(layers)
     dtype = exported[0].weight.dtype
     node_width = max(size for layer_fields in fields for _, size in layer_fields)
@@ -271,8 +265,8 @@ def _field_graph(module: nn.Module, nonfinite: str,
         if nonfinite == "error" and not torch.isfinite(weight).all():
             raise ValueError(f"from_escnn: layer '{layer['name']}' holds NaN or inf values "
                              "(pass nonfinite='keep' to convert them anyway)")
-        out_start = _offsets([size for _, size in layer["out_fields"]])
-        in_start = _offsets([size for _, size in layer["in_fields"]])
+        out_start = field_offsets([size for _, size in layer["out_fields"]])
+        in_start = field_offsets([size for _, size in layer["in_fields"]])
         for a in range(len(layer["out_fields"])):
             rows = slice(out_start[a], out_start[a + 1])
             if torch_layer.bias is not None:
@@ -373,7 +367,7 @@ def field_layout_of(graph: NeuronGraph) -> dict[str, Any]:
     return json.loads(layout)
 
 
-def field_to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, Tensor]":
+def field_to_state_dict(graph: NeuronGraph) -> OrderedDict[str, Tensor]:
     """The state dict of ``export_escnn(module)`` from a (possibly permuted) field graph.
 
     Keys are ``"<layer name>.weight"`` / ``".bias"`` of the exported weight
@@ -385,8 +379,8 @@ def field_to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, Tensor]":
     """
     layout = field_layout_of(graph)
     layers = layout["layers"]
-    fields = _neuron_fields(layers)
-    node_start = _offsets([len(f) for f in fields])
+    fields = neuron_fields(layers)
+    node_start = field_offsets([len(f) for f in fields])
     if graph.num_nodes != node_start[-1]:
         raise ValueError(f"field_to_state_dict: the graph has {graph.num_nodes} fields, the "
                          f"layout {node_start[-1]}")
@@ -404,7 +398,7 @@ def field_to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, Tensor]":
         for k in layer["kernel_size"]:
             positions *= k
         weight = graph.edge_attr.new_zeros(sum(d_out), sum(d_in), positions)
-        out_start, in_start = _offsets(d_out), _offsets(d_in)
+        out_start, in_start = field_offsets(d_out), field_offsets(d_in)
         mask = graph.edge_layer == l
         src, dst = graph.edge_index[:, mask]
         pos_src, pos_dst = graph.node_pos[src], graph.node_pos[dst]
@@ -438,7 +432,6 @@ def field_to_channel_graph(graph: NeuronGraph) -> NeuronGraph:
     Only when the exported network is itself convertible (no
     ``GroupPooling``); otherwise use :func:`field_to_state_dict`.
     """
-    from .convert import from_state_dict
     layout = field_layout_of(graph)
     if layout["channel_layout"] is None:
         raise ValueError("field_to_channel_graph: the exported network has modules a channel "
@@ -446,40 +439,4 @@ def field_to_channel_graph(graph: NeuronGraph) -> NeuronGraph:
     return from_state_dict(field_to_state_dict(graph), layout["channel_layout"])
 
 
-# --- field permutations -------------------------------------------------------
-def random_field_permutation(graph: NeuronGraph, generator: torch.Generator | None = None
-                             ) -> NeuronPermutation:
-    """A random permutation of the hidden fields of a single field graph that
-    only exchanges fields of the same type (it keeps the network's function)."""
-    from ..symmetry.permutation import NeuronPermutation
-    field_layout_of(graph)  # a clear error for channel graphs
-    layers = []
-    depth = int(graph.node_layer.max())
-    for l in range(depth + 1):
-        nodes = (graph.node_layer == l).nonzero().view(-1)
-        nodes = nodes[torch.argsort(graph.node_pos[nodes])]
-        perm = torch.arange(nodes.numel())
-        if 0 < l < depth:
-            types = graph.node_field_type[nodes]
-            for t in types.unique():
-                slots = (types == t).nonzero().view(-1)
-                perm[slots] = slots[torch.randperm(slots.numel(), generator=generator)]
-        layers.append(perm)
-    return NeuronPermutation(layers)
-
-
-def field_to_channel_permutation(graph: NeuronGraph, perm: NeuronPermutation
-                                 ) -> NeuronPermutation:
-    """The channel permutation of the exported network that moves whole fields
-    as ``perm`` moves the nodes of the field graph ``graph``."""
-    from ..symmetry.permutation import NeuronPermutation
-    layout = field_layout_of(graph)
-    fields = _neuron_fields(layout["layers"])
-    if [len(f) for f in fields] != perm.sizes:
-        raise ValueError(f"field_to_channel_permutation: the permutation has layer sizes "
-                         f"{perm.sizes}, the graph {[len(f) for f in fields]} fields")
-    channels = []
-    for layer_fields, p in zip(fields, perm.layers):
-        start = _offsets([size for _, size in layer_fields])
-        channels.append(torch.cat([torch.arange(start[f], start[f + 1]) for f in p.tolist()]))
-    return NeuronPermutation(channels)
+register_escnn_converter(from_escnn)

@@ -11,7 +11,8 @@ than autograd for these tiny networks; :func:`mse_and_grads` exposes them.
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +33,8 @@ class SirenFit(NamedTuple):
         psnr: ``[B]`` PSNR (dB) of each fitted INR on its image grid.
     """
 
-    weights: List[Tensor]
-    biases: List[Tensor]
+    weights: list[Tensor]
+    biases: list[Tensor]
     psnr: Tensor
 
 
@@ -57,10 +58,10 @@ def init_sirens(
     batch: int,
     sizes: Sequence[int],
     w0: float = 30.0,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     bias_init: str = "uniform",
-) -> Tuple[List[Tensor], List[Tensor]]:
+) -> tuple[list[Tensor], list[Tensor]]:
     """Stacked parameters of ``batch`` SIRENs with the :func:`~nft_pyg.inr.siren` init.
 
     Args:
@@ -97,7 +98,7 @@ def mse_and_grads(
     target: Tensor,
     w0: float = 30.0,
     w0_first: float = 30.0,
-) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Per-INR mean squared error and its gradients, by a hand-written backward.
 
     The gradient of INR ``b``'s parameters is that of its own loss
@@ -134,8 +135,8 @@ def mse_and_grads(
     mse = residual.pow(2).sum(dim=(1, 2)) / numel
     # Backward. delta = dLoss / d(layer output), starting with the output layer.
     delta = residual.mul_(2.0 / numel)
-    grad_w: List[Tensor] = [None] * num_layers  # type: ignore[list-item]
-    grad_b: List[Tensor] = [None] * num_layers  # type: ignore[list-item]
+    grad_w: list[Tensor] = [None] * num_layers  # type: ignore[list-item]
+    grad_b: list[Tensor] = [None] * num_layers  # type: ignore[list-item]
     scale = 1.0  # layer i computes scale * (h @ W^T + b)
     for i in range(num_layers - 1, -1, -1):
         if i < num_layers - 1:
@@ -168,13 +169,13 @@ def fit_sirens(
     w0: float = 30.0,
     w0_first: float = 30.0,
     seed: int = 0,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     progress: bool = True,
     chunk_size: int = 64,
-    data_range: Optional[float] = None,
+    data_range: float | None = None,
     shared_init: bool = False,
     shared_first_layers: int = 0,
-    shared_seed: Optional[int] = None,
+    shared_seed: int | None = None,
     bias_init: str = "uniform",
 ) -> SirenFit:
     """Fit one SIREN per image, ``B`` at a time, with Adam.
@@ -310,7 +311,7 @@ def to_modules(
     biases: Sequence[Tensor],
     w0: float = 30.0,
     w0_first: float = 30.0,
-) -> List[nn.Sequential]:
+) -> list[nn.Sequential]:
     """Load stacked SIREN parameters into ``B`` :func:`~nft_pyg.inr.siren` modules.
 
     The parameters are copied exactly (bitwise, same dtype and device), so

@@ -8,7 +8,7 @@ respect to both the parameters and the coordinates.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,7 @@ from .siren import siren_layers
 
 __all__ = ["render_weights", "make_grid", "render_image", "render_module"]
 
-Resolution = Union[int, Sequence[int]]
+Resolution = int | Sequence[int]
 
 
 def _drop_channel(t: Tensor, kind: str, i: int, rank: int) -> Tensor:
@@ -41,7 +41,7 @@ def _drop_channel(t: Tensor, kind: str, i: int, rank: int) -> Tensor:
 
 def check_weights(
     weights: Sequence[Tensor], biases: Sequence[Tensor]
-) -> Tuple[List[Tensor], List[Tensor]]:
+) -> tuple[list[Tensor], list[Tensor]]:
     """Validate stacked SIREN parameters and drop a size-1 channel dimension.
 
     Args:
@@ -85,7 +85,7 @@ def check_weights(
 
 
 def _forward(
-    weights: List[Tensor], biases: List[Tensor], coords: Tensor, w0s: Sequence[float]
+    weights: list[Tensor], biases: list[Tensor], coords: Tensor, w0s: Sequence[float]
 ) -> Tensor:
     """Evaluate validated stacked SIRENs; ``w0s[i]`` follows layer ``i``."""
     batch = weights[0].shape[0]
@@ -152,7 +152,7 @@ def render_weights(
     return _forward(ws, bs, coords, w0s)
 
 
-def _resolution(resolution: Resolution, dim: int) -> Tuple[int, ...]:
+def _resolution(resolution: Resolution, dim: int) -> tuple[int, ...]:
     if isinstance(resolution, int):
         res = (resolution,) * dim
     else:
@@ -167,8 +167,8 @@ def _resolution(resolution: Resolution, dim: int) -> Tuple[int, ...]:
 def make_grid(
     resolution: Resolution,
     dim: int = 2,
-    dtype: Optional[torch.dtype] = None,
-    device: Optional[Union[str, torch.device]] = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
 ) -> Tensor:
     """Regular grid of coordinates in ``[-1, 1]^dim``, as in the SIREN paper.
 

@@ -13,7 +13,7 @@ weight-space model sees when it reads the parameters of an INR.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ from ..graph.modules import Sine
 __all__ = ["Sine", "siren", "init_bounds", "siren_layers", "stack_modules"]
 
 
-def init_bounds(sizes: Sequence[int], w0: float) -> List[Tuple[float, float]]:
+def init_bounds(sizes: Sequence[int], w0: float) -> list[tuple[float, float]]:
     """SIREN initialisation bounds ``(weight_bound, bias_bound)`` per layer.
 
     Parameters of layer ``i`` (``sizes[i] -> sizes[i + 1]``) are drawn from
@@ -40,7 +40,7 @@ def init_bounds(sizes: Sequence[int], w0: float) -> List[Tuple[float, float]]:
     return bounds
 
 
-def _uniform_(tensor: Tensor, bound: float, generator: Optional[torch.Generator]) -> None:
+def _uniform_(tensor: Tensor, bound: float, generator: torch.Generator | None) -> None:
     """Fill ``tensor`` in place with samples of U(-bound, bound)."""
     with torch.no_grad():
         tensor.uniform_(-bound, bound, generator=generator)
@@ -52,7 +52,7 @@ def siren(
     out_features: int = 1,
     w0: float = 30.0,
     w0_first: float = 30.0,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> nn.Sequential:
     r"""Build a SIREN with the initialisation of Sitzmann et al. (2020).
 
@@ -92,7 +92,7 @@ def siren(
     sizes = [int(in_features), *[int(h) for h in hidden], int(out_features)]
     if any(s <= 0 for s in sizes):
         raise ValueError(f"siren: all layer sizes must be positive, got {sizes}")
-    layers: List[nn.Module] = []
+    layers: list[nn.Module] = []
     num_layers = len(sizes) - 1
     for i, (w_bound, b_bound) in enumerate(init_bounds(sizes, w0)):
         # skip_init avoids drawing (and discarding) PyTorch's default init
@@ -106,7 +106,7 @@ def siren(
     return nn.Sequential(*layers)
 
 
-def _sine_w0(module: nn.Module) -> Optional[float]:
+def _sine_w0(module: nn.Module) -> float | None:
     """The frequency of a sine activation, or ``None`` if ``module`` is not one.
 
     Accepts :class:`Sine` and, like :mod:`nft_pyg.graph`, any class named
@@ -120,7 +120,7 @@ def _sine_w0(module: nn.Module) -> Optional[float]:
     return float(w0)
 
 
-def siren_layers(module: nn.Module) -> Tuple[List[nn.Linear], List[float]]:
+def siren_layers(module: nn.Module) -> tuple[list[nn.Linear], list[float]]:
     """Parse a SIREN ``nn.Sequential`` into its linear layers and frequencies.
 
     Args:
@@ -151,8 +151,8 @@ def siren_layers(module: nn.Module) -> Tuple[List[nn.Linear], List[float]]:
     children = list(module)
     if len(children) % 2 == 0:
         raise fail(f"it has {len(children)} children; expected an odd number")
-    linears: List[nn.Linear] = []
-    w0s: List[float] = []
+    linears: list[nn.Linear] = []
+    w0s: list[float] = []
     for j, child in enumerate(children):
         if j % 2 == 0:
             if not isinstance(child, nn.Linear):
@@ -173,7 +173,7 @@ def siren_layers(module: nn.Module) -> Tuple[List[nn.Linear], List[float]]:
     return linears, w0s
 
 
-def stack_modules(modules: Sequence[nn.Module]) -> Tuple[List[Tensor], List[Tensor]]:
+def stack_modules(modules: Sequence[nn.Module]) -> tuple[list[Tensor], list[Tensor]]:
     """Stack the parameters of equally shaped SIRENs into batched tensors.
 
     This is the inverse of :func:`nft_pyg.inr.to_modules` (the frequencies are

@@ -1,17 +1,17 @@
-"""A layered drawing of a neuron graph (matplotlib, no display needed)."""
+"""A layered drawing of a neuron graph (matplotlib, no display needed; extra ``plot``)."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize, TwoSlopeNorm
-from matplotlib.figure import Figure
 from torch_geometric.data import Batch, Data
+
+from ..utils.extras import optional_import
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def draw(graph: Data, path: str | os.PathLike | None = None, ax=None,
@@ -43,6 +43,13 @@ def draw(graph: Data, path: str | os.PathLike | None = None, ax=None,
     for key in ("edge_index", "node_layer", "node_pos"):
         if getattr(graph, key, None) is None:
             raise ValueError(f"draw: the graph has no {key}; build it with nft_pyg.from_module")
+    matplotlib = optional_import("matplotlib", "nft_pyg.symmetry.draw")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.figure import Figure
+
     layer = graph.node_layer.cpu().numpy()
     pos = graph.node_pos.cpu().numpy()
     sizes = np.bincount(layer)

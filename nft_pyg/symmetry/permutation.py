@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +54,7 @@ class NeuronPermutation:
                                  f"range({p.numel()}): {p.tolist()}")
 
     @classmethod
-    def identity(cls, sizes: Sequence[int]) -> "NeuronPermutation":
+    def identity(cls, sizes: Sequence[int]) -> NeuronPermutation:
         """The identity on neuron layers of sizes ``[n_0, ..., n_L]``."""
         return cls([torch.arange(int(n)) for n in sizes])
 
@@ -75,10 +76,10 @@ class NeuronPermutation:
         """Whether input and output neurons stay in place (the function is kept)."""
         return _is_identity(self.layers[0]) and _is_identity(self.layers[-1])
 
-    def inverse(self) -> "NeuronPermutation":
+    def inverse(self) -> NeuronPermutation:
         return NeuronPermutation([_inverse(p) for p in self.layers])
 
-    def then(self, other: "NeuronPermutation") -> "NeuronPermutation":
+    def then(self, other: NeuronPermutation) -> NeuronPermutation:
         """The permutation doing ``self`` first, then ``other``.
 
         ``permute(permute(obj, a), b) == permute(obj, a.then(b))``.
@@ -86,7 +87,7 @@ class NeuronPermutation:
         _check_sizes(self.sizes, other.sizes, "NeuronPermutation.then")
         return NeuronPermutation([p[q] for p, q in zip(self.layers, other.layers)])
 
-    def to(self, device: torch.device | str) -> "NeuronPermutation":
+    def to(self, device: torch.device | str) -> NeuronPermutation:
         return NeuronPermutation([p.to(device) for p in self.layers])
 
     def __getitem__(self, layer: int) -> Tensor:
@@ -355,7 +356,7 @@ def _single_perm(perm, where: str) -> NeuronPermutation:
 
 
 def permute_state_dict(state_dict: Mapping[str, Tensor], layout: Layout | str | list,
-                       perm: NeuronPermutation) -> "OrderedDict[str, Tensor]":
+                       perm: NeuronPermutation) -> OrderedDict[str, Tensor]:
     """The state dict of the permuted network (names as in ``state_dict``)."""
     where = "permute(state_dict, layout)"
     perm = _single_perm(perm, where)

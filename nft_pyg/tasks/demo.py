@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.extras import optional_import
 from .data import load_splits
 from .runner import run_task
 
@@ -24,10 +25,11 @@ DEMO_TRAIN = {"epochs": 40, "batch_size": 32, "lr": 2e-3, "max_train_seconds": 1
 
 def save_renderings(splits: dict, path: Path, count: int = 6) -> None:
     """Top row: the digits; bottom row: what their SIRENs render."""
+    optional_import("matplotlib", "the demo's figures")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from ..graph.collate import collate_graphs
 
+    from ..graph.collate import collate_graphs
     from .specs import render_graph
 
     graphs = [splits["test"][i] for i in range(min(count, len(splits["test"])))]

@@ -6,8 +6,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..utils.extras import optional_import
+
 
 def _figure(rows: int, cols: int, width: float = 1.6, height: float = 1.7):
+    optional_import("matplotlib", "the task figures")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -20,7 +23,6 @@ def save_editing_figure(model: nn.Module, dataset, path: str | Path, count: int 
     """Rows: the source INR's rendering, the target (dilated digit), the
     edited INR's rendering, for the first ``count`` graphs of ``dataset``."""
     from ..graph.collate import collate_graphs
-
     from .specs import dilate, edit_images, render_graph
 
     graphs = [dataset[i] for i in range(min(count, len(dataset)))]

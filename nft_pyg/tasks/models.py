@@ -11,7 +11,7 @@ and every permutation and sign-flip symmetry.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,7 @@ class LayerScale(nn.Module):
         self.register_buffer("bias_std", torch.cat([pad, bias_std.float()]))
 
     @classmethod
-    def from_dataset(cls, dataset, num_layers: int, max_graphs: int = 2000) -> "LayerScale":
+    def from_dataset(cls, dataset, num_layers: int, max_graphs: int = 2000) -> LayerScale:
         """Root mean square of each layer's weights / biases over (up to
         ``max_graphs``) graphs of ``dataset``; padding excluded."""
         w2, wn = torch.zeros(num_layers + 1), torch.zeros(num_layers + 1)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..graph.types import NodeRole
 from ..inr import render_image
 from ..nn.models.inr2array import siren_spec
+from ..utils.extras import optional_import
 from .models import Inr2ArrayClassifier
 from .trainer import TaskSpec
 
@@ -46,8 +47,8 @@ def generalization_loss(model: nn.Module, batch) -> Tensor:
 
 
 def generalization_metrics(model: nn.Module, loader) -> dict[str, float]:
-    from scipy.stats import kendalltau
-    from sklearn.metrics import r2_score
+    kendalltau = optional_import("scipy.stats", "generalization prediction").kendalltau
+    r2_score = optional_import("sklearn.metrics", "generalization prediction").r2_score
 
     preds, targets = [], []
     for batch in loader:

@@ -36,7 +36,7 @@ from torch.utils.data import Sampler
 from ..graph.collate import GraphLoader as DataLoader, collate_graphs
 from tqdm.auto import tqdm
 
-from ..datasets.io import atomic_save, atomic_write_text, safe_load
+from ..utils.io import atomic_save, atomic_write_text, safe_load
 
 CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.jsonl"
 

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..utils.extras import optional_import
 
 #: images held out for testing (the rest trains)
 NUM_TEST_DIGITS = 450
@@ -39,9 +41,7 @@ NUM_TEST_DIGITS = 450
 
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[Tensor, Tensor]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = optional_import("sklearn.datasets", "IMP on the digits").load_digits()
     return (torch.tensor(digits.data, dtype=torch.float32) / 16.0,
             torch.tensor(digits.target, dtype=torch.long))
 
@@ -123,7 +123,7 @@ class IMPConfig:
         """The ``nn.Sequential`` whose parameters the stacked networks hold."""
         return mlp(self.widths) if self.arch == "mlp" else cnn(self.widths)
 
-    def init(self, count: int, generator: torch.Generator) -> "StackedNet":
+    def init(self, count: int, generator: torch.Generator) -> StackedNet:
         """``count`` initialisations (``nn.Linear`` / ``nn.Conv2d`` default init)."""
         kind = StackedMLP if self.arch == "mlp" else StackedCNN
         return kind.init(self.widths, count, generator)
@@ -172,7 +172,7 @@ class StackedNet:
 
     @classmethod
     def init(cls, widths: Sequence[int], count: int, generator: torch.Generator
-             ) -> "StackedNet":
+             ) -> StackedNet:
         """``nn.Linear`` / ``nn.Conv2d``'s default initialisation (uniform, bound
         ``1/sqrt(fan_in)``)."""
         weights, biases = [], []
@@ -190,11 +190,11 @@ class StackedNet:
     def count(self) -> int:
         return self.weights[0].size(0)
 
-    def clone(self) -> "StackedNet":
+    def clone(self) -> StackedNet:
         return type(self)([w.detach().clone() for w in self.weights],
                           [b.detach().clone() for b in self.biases])
 
-    def select(self, index: Tensor | Sequence[int]) -> "StackedNet":
+    def select(self, index: Tensor | Sequence[int]) -> StackedNet:
         index = torch.as_tensor(index, dtype=torch.long)
         return type(self)([w[index] for w in self.weights], [b[index] for b in self.biases])
 

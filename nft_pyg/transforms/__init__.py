@@ -6,4 +6,5 @@ from .pad_kernels import PadKernels
 from .reverse_edges import AddReverseEdges, forward_edges
 
 __all__ = ["RandomSignFlip", "RandomHiddenPermutation", "PadKernels", "AddLayerEncoding",
-           "AddIOPositions", "NormalizeWeights", "WeightStatistics", "AddReverseEdges", "forward_edges"]
+           "AddIOPositions", "NormalizeWeights", "WeightStatistics", "AddReverseEdges",
+           "forward_edges"]

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch_geometric.transforms import BaseTransform
 
-from ..datasets.io import CorruptFileError, atomic_save, safe_load
 from ..graph.layout import Layout
+from ..utils.io import CorruptFileError, atomic_save, safe_load
 
 _KEYS = ("weight_mean", "weight_std", "bias_mean", "bias_std", "weight_count", "bias_count")
 
@@ -68,7 +69,7 @@ class WeightStatistics:
         return self.weight_mean.numel()
 
     @classmethod
-    def from_dataset(cls, dataset: Iterable[Any], min_std: float = 1e-8) -> "WeightStatistics":
+    def from_dataset(cls, dataset: Iterable[Any], min_std: float = 1e-8) -> WeightStatistics:
         """Accumulate the statistics over raw graphs (float64, one pass).
 
         Args:
@@ -119,7 +120,7 @@ class WeightStatistics:
         return {key: getattr(self, key) for key in _KEYS}
 
     @classmethod
-    def from_dict(cls, state: dict[str, Tensor]) -> "WeightStatistics":
+    def from_dict(cls, state: dict[str, Tensor]) -> WeightStatistics:
         missing = [key for key in _KEYS if key not in state]
         if missing:
             raise CorruptFileError(f"WeightStatistics: missing entries {missing}")
@@ -130,7 +131,7 @@ class WeightStatistics:
         atomic_save(self.to_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "WeightStatistics":
+    def load(cls, path: str | os.PathLike) -> WeightStatistics:
         """Read a file written by :meth:`save` (weights-only ``torch.load``)."""
         return cls.from_dict(safe_load(path, dict))
 

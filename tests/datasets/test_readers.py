@@ -11,8 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from nft_pyg import to_module
-from nft_pyg.datasets.readers import (MalformedFileError, label_from_path, read_siren_folder,
-                                      read_small_cnn_zoo)
+from nft_pyg.datasets.readers import (
+    MalformedFileError,
+    label_from_path,
+    read_siren_folder,
+    read_small_cnn_zoo,
+)
 from nft_pyg.graph.types import Activation, EdgeKind
 
 # --- Small CNN Zoo -------------------------------------------------------------------

@@ -9,22 +9,28 @@ from torch import nn
 from torch_geometric.data import Batch
 
 import nft_pyg
-from nft_pyg.graph.escnn import (EscnnUnsupportedError, export_escnn, field_layout_of,
-                                 field_to_channel_graph, field_to_channel_permutation,
-                                 field_to_exported,
-                                 field_to_state_dict, from_escnn, is_escnn_module,
-                                 random_field_permutation)
+from nft_pyg.graph.escnn import (
+    EscnnUnsupportedError,
+    export_escnn,
+    field_layout_of,
+    field_to_channel_graph,
+    field_to_exported,
+    field_to_state_dict,
+    from_escnn,
+    is_escnn_module,
+)
 from nft_pyg.graph.types import Activation
 from nft_pyg.nn.conv.hnp_conv import HNPConv
 from nft_pyg.nn.conv.nft_attention import NFTAttention
 from nft_pyg.nn.conv.np_conv import NPConv
 from nft_pyg.nn.conv.pointwise_conv import PointwiseConv
 from nft_pyg.symmetry import check_equivariance, permute
+from nft_pyg.symmetry.fields import field_to_channel_permutation, random_field_permutation
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # escnn warns that py3nj is missing
     escnn = pytest.importorskip("escnn")
-    from escnn import gspaces, group
+    from escnn import group, gspaces
     from escnn import nn as enn
 
 torch.set_num_threads(1)

@@ -16,8 +16,14 @@ from nft_pyg.nn.norm import WeightSpaceLayerNorm
 from nft_pyg.nn.pointwise import WeightSpaceActivation, WeightSpaceLinear
 from nft_pyg.nn.pool.hnp_pool import HNPPool
 from nft_pyg.nn.pool.np_pool import NPPool
-from nft_pyg.symmetry.sign_flip import (SignFlip, check_sign_flip_equivariance, flip_features,
-                                        flippable_layers, random_sign_flip, sign_flip)
+from nft_pyg.symmetry.sign_flip import (
+    SignFlip,
+    check_sign_flip_equivariance,
+    flip_features,
+    flippable_layers,
+    random_sign_flip,
+    sign_flip,
+)
 
 torch.set_num_threads(1)
 C = 4

@@ -4,14 +4,26 @@ from __future__ import annotations
 import pytest
 import torch
 from architectures import random_cnn, random_mlp
-from symmetry_helpers import (DOUBLE, ToyEquivariant, ToyFirstHidden, ToyGraphModule,
-                              ToyHiddenPosition, ToyIOPosition, ToyReadout)
+from symmetry_helpers import (
+    DOUBLE,
+    ToyEquivariant,
+    ToyFirstHidden,
+    ToyGraphModule,
+    ToyHiddenPosition,
+    ToyIOPosition,
+    ToyReadout,
+)
 from torch import nn
 from torch_geometric.data import Batch
 
 from nft_pyg import from_module
-from nft_pyg.symmetry import (EquivarianceReport, NeuronPermutation, assert_equivariant,
-                              check_equivariance, random_permutation)
+from nft_pyg.symmetry import (
+    EquivarianceReport,
+    NeuronPermutation,
+    assert_equivariant,
+    check_equivariance,
+    random_permutation,
+)
 
 CHANNELS = 4
 

@@ -6,8 +6,14 @@ import random
 
 import pytest
 import torch
-from architectures import (assert_graphs_equal, random_architecture, random_cnn, random_mlp,
-                           leaf_types, randomize)
+from architectures import (
+    assert_graphs_equal,
+    leaf_types,
+    random_architecture,
+    random_cnn,
+    random_mlp,
+    randomize,
+)
 from symmetry_helpers import DOUBLE, norm_cnn, norm_mlp
 from torch import nn
 from torch_geometric.data import Batch
@@ -15,8 +21,13 @@ from torch_geometric.data import Batch
 from nft_pyg import WeightSpace, from_module, to_state_dict
 from nft_pyg.graph.convert import layout_of
 from nft_pyg.graph.modules import Sine
-from nft_pyg.symmetry import (NeuronPermutation, is_type_preserving_isomorphic, permute,
-                              permute_features, random_permutation)
+from nft_pyg.symmetry import (
+    NeuronPermutation,
+    is_type_preserving_isomorphic,
+    permute,
+    permute_features,
+    random_permutation,
+)
 
 SEEDS = range(30)
 

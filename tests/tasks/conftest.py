@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from nft_pyg.threads import one_thread
+from nft_pyg.utils.threads import one_thread
 
 sys.path.insert(0, str(Path(__file__).parent))
 

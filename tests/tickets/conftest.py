@@ -1,7 +1,7 @@
 """The ticket tests run on one thread (the timings and results assume it)."""
 import pytest
 
-from nft_pyg.threads import one_thread
+from nft_pyg.utils.threads import one_thread
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import torch
 from nft_pyg.datasets.digits_tickets import DigitsTickets
 from nft_pyg.graph.pruning import entry_mask_to_masks
 from nft_pyg.graph.validate import validate
-from nft_pyg.tickets.task import METHODS, TicketsConfig, add_arguments, main, run_tickets
+from nft_pyg.tasks.tickets import METHODS, TicketsConfig, add_arguments, main, run_tickets
 
 TINY = dict(num_networks=6, widths=(64, 8, 10), rounds=2, epochs=1, sparsity=0.8,
             num_workers=0, progress=False)

@@ -2,9 +2,18 @@
 import pytest
 import torch
 
-from nft_pyg.tickets.imp import (IMPConfig, StackedMLP, TrainConfig, digits_split,
-                                 magnitude_masks, random_masks, run_imp, topk_masks,
-                                 train_masked, weight_names)
+from nft_pyg.tickets.imp import (
+    IMPConfig,
+    StackedMLP,
+    TrainConfig,
+    digits_split,
+    magnitude_masks,
+    random_masks,
+    run_imp,
+    topk_masks,
+    train_masked,
+    weight_names,
+)
 
 WIDTHS = (64, 6, 5, 10)
 

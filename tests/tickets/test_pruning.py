@@ -8,9 +8,17 @@ from torch.nn.utils import prune as torch_prune
 from torch_geometric.data import Batch
 
 from nft_pyg import from_module, to_module
-from nft_pyg.graph.pruning import (EDGE_MASK, apply_masks, entry_mask_to_masks,
-                                   from_pruned_module, masks_to_entry_mask, prune, sparsity,
-                                   to_pruned_module, to_pruned_state_dict)
+from nft_pyg.graph.pruning import (
+    EDGE_MASK,
+    apply_masks,
+    entry_mask_to_masks,
+    from_pruned_module,
+    masks_to_entry_mask,
+    prune,
+    sparsity,
+    to_pruned_module,
+    to_pruned_state_dict,
+)
 from nft_pyg.graph.validate import validate
 from nft_pyg.symmetry import permute, permute_features, random_permutation
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...datasets.io import CorruptFileError, atomic_save, safe_load
+from ...utils.io import CorruptFileError, atomic_save, safe_load
 from ...graph.layout import Layout
 from ...inr.fit import init_sirens
 from ...inr.render import make_grid, render_image, render_weights
