@@ -15,7 +15,7 @@ with the dataset's settings, and the same fits are started from the same
 initialisation with a zero budget; per layer the median relative distance
 ``|W - W0| / |W0|`` between fitted and initial weights (and biases).
 
-Writes ``benchmarks/probes/inr_diagnostics.json`` (atomically). Not part of CI.
+Writes ``benchmarks/results/inr_diagnostics.json`` (atomically; ``--out``). Not part of CI.
 """
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 
 from results import CONFIG, load_config, table_task, task_data  # noqa: E402
 
-from nft_pyg.datasets.io import atomic_write_text  # noqa: E402
 from nft_pyg.graph.collate import collate_graphs  # noqa: E402
 from nft_pyg.tasks.data import TASK_DATASET, load_splits  # noqa: E402
 from nft_pyg.tasks.specs import render_graph  # noqa: E402
+from nft_pyg.utils.io import atomic_write_text  # noqa: E402
 
-OUT = Path(__file__).with_name("probes") / "inr_diagnostics.json"
+OUT = Path(__file__).with_name("results") / "inr_diagnostics.json"
 
 
 def renderings(dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,27 +1,30 @@
-"""Run every table x model x seed of ``results_config.json`` and write
-``docs/results.md`` from the finished runs.
+"""The training tables of ``docs/results.md``: run them, pack their records,
+write the report.
 
-    python benchmarks/results.py run [--task classification] [--model nft] [--seed 1] [--config ...]
+    python benchmarks/results.py run [--task TABLE] [--model MODEL] [--seed N]
+    python benchmarks/results.py pack
     python benchmarks/results.py report
 
-A table is one task on one dataset; its name is the task's or it names the
-task in ``"task"`` (so a task can have several tables), and its runs live in
-``runs/<table>/<model>/<seed>/``.
+``results_config.json`` lists the tables. A table is one task on one dataset
+(its name is the task's, or it names the task in ``"task"``, so a task can
+have several tables), with its models, seeds, data and training options.
 
-``run`` skips runs that already finished and resumes interrupted ones (each
-run folder has its checkpoint), so it can be stopped and restarted at will.
-Both commands take ``--data-root`` (default ``data``) and ``--runs-root``
-(default ``benchmarks/runs``). The run records there (``config.json`` and
-``metrics.jsonl`` of every run) are committed with the report, so the tables
-can be regenerated and extended by later runs; checkpoints are not
-(``.gitignore``). Not part of CI: these are real trainings.
+``run`` trains every (table, model, seed) into its own run folder,
+``<runs-root>/<table>/<model>/<seed>/`` (default root ``benchmarks/runs``, not
+committed): ``config.json``, ``metrics.jsonl`` and a checkpoint, so a run
+that is stopped resumes where it was, and a finished run made with the
+config's settings is not run again. ``pack`` keeps, of those folders, the
+runs made as the config says and writes them, with the records already
+packed, into one compact file per table, ``benchmarks/records/<table>.json``
+(each run's settings and its final record); those files are what is
+committed. ``report`` writes ``docs/results.md`` from the packed records and
+the config alone, so the same records always give the same page. Not part of
+CI: these are real trainings.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import re
 import sys
 from pathlib import Path
@@ -32,17 +35,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
 from nft_pyg.tasks.data import TASK_DATASET, load_splits  # noqa: E402
-from nft_pyg.tasks.results import HEADLINE, collect_runs, summarize  # noqa: E402
+from nft_pyg.tasks.results import HEADLINE, summarize  # noqa: E402
 from nft_pyg.tasks.runner import run_folder, run_task  # noqa: E402
 
 CONFIG = Path(__file__).with_name("results_config.json")
-#: the committed run records behind docs/results.md
+#: where ``run`` writes its run folders (not committed)
 RUNS = Path(__file__).with_name("runs")
+#: the committed records behind docs/results.md, one file per table
+RECORDS = Path(__file__).with_name("records")
+#: settings of a run folder's config.json that a record does not keep (the
+#: model's repr follows from the code and the model options)
+NOT_RECORDED = ("name", "model_repr")
 
 #: what the papers report, on THEIR data (MNIST / CIFAR-10 / Fashion-MNIST
 #: SIRENs, the Small CNN Zoo). Filled only with numbers we could verify.
 PAPER_NUMBERS = """\
-Numbers reported by the papers belong here, labelled as theirs: they are
+The numbers the papers report, labelled as theirs: they are
 on **their** data (SIRENs of image datasets such as MNIST; the Small CNN
 Zoo of Unterthiner et al.), with their architectures and budgets. They are not
 comparable to ours in absolute value (other data, far larger datasets and
@@ -56,7 +64,8 @@ identically in its appendix Table 17. Spreads as the paper states them:
 Table 2 max and min over two runs; Tables 3 and 5 standard error (three
 runs; over initializations); Table 6 prints no spread.
 
-Predicting generalization, Small CNN Zoo (theirs, on their data; test Kendall tau, higher is better):
+Predicting generalization, Small CNN Zoo (theirs, on their data; test Kendall tau,
+higher is better):
 
 | paper | table | dataset | model | reported (theirs) |
 |---|---|---|---|---|
@@ -67,7 +76,8 @@ Predicting generalization, Small CNN Zoo (theirs, on their data; test Kendall ta
 | NFN 2023a | Table 2 | SVHN-GS | NFN-NP | 0.856 ± 0.001 |
 | NFN 2023a | Table 2 | SVHN-GS | StatNN | 0.843 ± 0.000 |
 
-INR classification, SIRENs of images (theirs, on their data; test accuracy %, higher is better; Table 3 has no DWSNets column):
+INR classification, SIRENs of images (theirs, on their data; test accuracy %,
+higher is better; Table 3 has no DWSNets column):
 
 | paper | table | dataset | model | reported (theirs) |
 |---|---|---|---|---|
@@ -99,7 +109,8 @@ INR editing (theirs, on their data; test MSE against the image-space edit, lower
 | NFN 2023a | Table 6 | Contrast (CIFAR-10) | NFN-HNP | 0.021 |
 | NFN 2023a | Table 6 | Contrast (CIFAR-10) | NFN-NP | 0.020 |
 
-Winning tickets at 95 % sparsity (theirs, on their data; test accuracy % after training with the mask, higher is better):
+Winning tickets at 95 % sparsity (theirs, on their data; test accuracy % after
+training with the mask, higher is better):
 
 | paper | table | dataset | model | reported (theirs) |
 |---|---|---|---|---|
@@ -118,14 +129,12 @@ The ordering in these tables: NFN-HNP and NFN-NP far above the MLPs on
 INR classification and far below them in editing error; NFN-HNP above
 NFN-NP above StatNN on generalization prediction.
 
-**Zhou et al. 2023b (NFT, NeurIPS 2023, arXiv 2305.13546): not filled.**
-Its INR classification table (Inr2Array with the NFT encoder against NFN,
-DWSNets and others) and its editing MSE table could not be read in this
-session: only the opening of its stored full text was reachable, and no
-other full-text copy of the paper was found. Values attributed to it by
-later papers exist but are not copied here, as they were not read in the
-NFT paper itself. Its abstract states that Inr2Array improves INR
-classification accuracy by up to +17 % over existing methods.
+**Zhou et al. 2023b (NFT, NeurIPS 2023, arXiv 2305.13546): not quoted.** Its INR
+classification table (Inr2Array with the NFT encoder against NFN, DWSNets
+and others) and its editing table are not copied here: only values read in
+a paper's own text are quoted, and its full text was not available to us.
+Its abstract states that Inr2Array improves INR classification accuracy by
+up to +17 % over existing methods.
 """
 
 
@@ -182,7 +191,11 @@ def mismatches(folder: Path, want: dict) -> list[str]:
     path = folder / "config.json"
     if not path.exists():
         return ["no config.json"]
-    have = json.loads(path.read_text())
+    return settings_mismatches(json.loads(path.read_text()), want)
+
+
+def settings_mismatches(have: dict, want: dict) -> list[str]:
+    """The settings in which a run's ``config.json`` ``have`` differs from ``want``."""
     wrong = [key for key in ("task", "size", "data_options", "augment", "model_options")
              if have.get(key, [] if key == "augment" else {}) != want[key]]
     trained = {**RECORDED_BEFORE_THE_OPTION, **have.get("train", {})}
@@ -226,6 +239,65 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
                 print(json.dumps(final), flush=True)
 
 
+def record_of(folder: Path) -> dict:
+    """The packed form of a finished run folder: its settings and final record."""
+    settings = json.loads((folder / "config.json").read_text())
+    finals = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()
+              if line.strip() and json.loads(line).get("final")]
+    return {"model": settings["model"], "seed": settings["seed"],
+            "settings": {k: v for k, v in settings.items() if k not in NOT_RECORDED},
+            "final": {k: v for k, v in finals[-1].items() if k != "final"}}
+
+
+def read_records(path: Path) -> list[dict]:
+    """The runs packed in the table file ``path`` (none if there is no file)."""
+    return json.loads(path.read_text())["runs"] if path.exists() else []
+
+
+def write_records(path: Path, table: str, runs: list[dict]) -> None:
+    """One table file: a run a line, ordered by model and seed."""
+    runs = sorted(runs, key=lambda r: (r["model"], r["seed"]))
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in runs]
+    text = (f'{{"table": {json.dumps(table)}, "runs": [\n' + ",\n".join(lines) + "\n]}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    temp.replace(path)
+
+
+def pack(config: dict, runs_root: Path, records_root: Path) -> dict[str, int]:
+    """Merge the finished runs under ``runs_root`` into the table files of
+    ``records_root`` and keep there only runs that count for the config: a
+    table's models, run with its settings. A run folder replaces the packed
+    run of the same (model, seed). Returns the number of runs per table."""
+    counts = {}
+    for table, spec in config["tasks"].items():
+        path = records_root / f"{table}.json"
+        runs = {(r["model"], r["seed"]): r for r in read_records(path)}
+        for folder in sorted((runs_root / table).glob("*/*")):
+            if folder.is_dir() and is_finished(folder) and (folder / "config.json").exists():
+                record = record_of(folder)
+                runs[(record["model"], record["seed"])] = record
+        kept = []
+        for (model, _), record in sorted(runs.items()):
+            stale = settings_mismatches(record["settings"], intended(config, table, model)) \
+                if model in spec["models"] else ["model not in the table"]
+            if stale:
+                print(f"not packed: {table} / {model} / seed {record['seed']}: differs in "
+                      f"{', '.join(stale)}", flush=True)
+            else:
+                kept.append(record)
+        if kept:
+            write_records(path, table, kept)
+        elif path.exists():
+            path.unlink()
+        counts[table] = len(kept)
+    for path in sorted(records_root.glob("*.json")):
+        if path.stem not in config["tasks"]:   # a table the config no longer has
+            path.unlink()
+    return counts
+
+
 def _cell(stats: tuple[float, float] | None, seeds: int = 2) -> str:
     if stats is None:
         return "-"
@@ -266,15 +338,21 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def counted(config: dict, runs_root: Path) -> list[dict]:
-    """:func:`summarize` of the runs that count for each table of ``config``:
-    those in the table's folder that were run as the config says. Each entry
-    has the table's name as ``table``."""
-    summary, finished = [], collect_runs(runs_root)
+def counted(config: dict, records_root: Path) -> list[dict]:
+    """:func:`summarize` of the packed runs that count for each table of
+    ``config``: the table's models, run as the config says. Each entry has
+    the table's name as ``table``."""
+    summary = []
     for table, spec in config["tasks"].items():
-        rows = [row for row in finished
-                if Path(row["run"]).parent.parent.name == table and row["model"] in spec["models"]
-                and not mismatches(Path(row["run"]), intended(config, table, row["model"]))]
+        rows = []
+        for record in read_records(records_root / f"{table}.json"):
+            settings = record["settings"]
+            if record["model"] in spec["models"] and not settings_mismatches(
+                    settings, intended(config, table, record["model"])):
+                rows.append({"task": settings.get("task"), "model": record["model"],
+                             "seed": record["seed"], "size": settings.get("size"),
+                             "data_options": settings.get("data_options", {}),
+                             **record["final"]})
         summary += [{**entry, "table": table} for entry in summarize(rows)]
     return summary
 
@@ -293,21 +371,56 @@ def check_findings(findings: list[str]) -> None:
         leads[lead] = number
 
 
-def report(config: dict, runs_root: Path, out: Path) -> str:
-    findings = config.get("findings", [])
-    check_findings(findings)
-    summary = counted(config, runs_root)
-    lines = ["# Results", "",
-             "Generated by `python benchmarks/results.py report` from the runs under "
-             f"`{_shown(runs_root)}` on {datetime.date.today().isoformat()}; do not edit by "
-             "hand.", "",
-             f"Machine: {platform.processor() or platform.machine()}, torch "
-             f"{torch.__version__}, one torch thread per run, shared with other jobs. Each "
-             "cell: mean ± sample standard deviation over seeds (model initialisation and "
-             "batch order; the dataset is fixed). Test metrics are taken at the epoch with "
-             "the best validation metric. *train s*: training wall-clock seconds per run "
-             "(mean); *parameters*: trainable parameters. The budget, data and options of "
-             "each table are stated above it (from `benchmarks/results_config.json`).", ""]
+INTRO = """\
+Generated by `python benchmarks/results.py report` from `benchmarks/results_config.json`
+and the run records in `benchmarks/records/`; do not edit by hand.
+
+Each table trains the models of `nft_pyg.tasks` on one task and one offline
+dataset built from the scikit-learn digits (`DigitsINR`: SIRENs fitted to
+the digits; `DigitsCNNZoo`: small CNNs trained on them; see
+[datasets.md](datasets.md)). Models: `mlp` (an MLP on the flattened
+weights), `statnn` (an MLP on per-layer weight statistics), `nfn_np` /
+`nfn_hnp` (NF-Layers), `nft` (the Neural Functional Transformer),
+`inr2array` (the Inr2Array autoencoder with a classifier on its latents), `gnn` (a
+plain `TransformerConv` GNN) and `nfn_gnn` (NP layers mixed with
+`TransformerConv` layers). Each cell is the mean ± sample standard
+deviation over seeds (model initialisation and batch order; the dataset is
+fixed); test metrics are taken at the epoch with the best validation
+metric. *train s*: training wall-clock seconds per run (mean);
+*parameters*: trainable parameters. Above each table: what it measures and
+its data and training settings; below it: what it shows.
+
+To reproduce a table (these are real trainings: minutes to an hour per run
+on one CPU thread):
+
+```bash
+python benchmarks/results.py run --task generalization_narrow  # builds its dataset first
+python benchmarks/results.py pack     # finished runs -> benchmarks/records/
+python benchmarks/results.py report   # -> docs/results.md
+```
+
+`run` writes one folder per run under `benchmarks/runs/` and resumes
+interrupted runs; `--model` and `--seed` (repeatable) run a part of a
+table. `nft-pyg results --runs-root benchmarks/runs` tables the run folders
+directly."""
+
+
+def _paragraphs(texts: list[str], summary: list[dict]) -> list[str]:
+    lines = []
+    for text in texts:
+        lines += [fill_numbers(text, summary), ""]
+    return lines
+
+
+def report(config: dict, records_root: Path, out: Path) -> str:
+    """Write the results page from ``config`` and the packed records alone."""
+    check_findings(config.get("summary", []) + config.get("notes", []))
+    summary = counted(config, records_root)
+    lines = ["# Results", "", INTRO, ""]
+    if config.get("machine"):
+        lines += [f"The records were made on: {config['machine']}.", ""]
+    if config.get("summary"):
+        lines += ["## Summary", ""] + _paragraphs(config["summary"], summary)
     for table, spec in config["tasks"].items():
         task = table_task(config, table)
         metrics = HEADLINE[task]
@@ -337,15 +450,15 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
             lines.append(f"| {model} | {s['seeds']} | " + " | ".join(cells)
                          + f" | {s['train_seconds']:.0f} | {s['num_parameters']:,} |")
         lines.append("")
+        lines += _paragraphs(spec.get("shows", []), summary)
     tickets = Path(__file__).with_name("results_tickets.md")
     if tickets.exists():  # measured by `nft-pyg tickets`, not by the runs above
         lines += [tickets.read_text().rstrip(), ""]
     lines += ["## Reported by the papers (their data)", "", PAPER_NUMBERS, ""]
-    if findings:
-        lines += ["## What the numbers say", ""]
-        for paragraph in findings:
-            lines += [fill_numbers(paragraph, summary), ""]
-    text = "\n".join(lines)
+    if config.get("notes"):
+        lines += ["## Initial biases, initialisations and PoolNorm", ""]
+        lines += _paragraphs(config["notes"], summary)
+    text = "\n".join(lines).rstrip("\n") + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return text
@@ -353,10 +466,13 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "report"))
+    parser.add_argument("command", choices=("run", "pack", "report"))
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--data-root", type=Path, default=Path("data"))
-    parser.add_argument("--runs-root", type=Path, default=RUNS)
+    parser.add_argument("--runs-root", type=Path, default=RUNS,
+                        help="run folders: written by run, read by pack")
+    parser.add_argument("--records", type=Path, default=RECORDS,
+                        help="packed records: written by pack, read by report")
     parser.add_argument("--task", action="append",
                         help="only these tables of the config (repeatable)")
     parser.add_argument("--model", action="append", help="only these models (repeatable)")
@@ -371,8 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         run(config, args.data_root, args.runs_root, args.task, args.model,
             not args.no_progress, args.seed)
+    elif args.command == "pack":
+        for table, count in pack(config, args.runs_root, args.records).items():
+            print(f"{table}: {count} runs", flush=True)
     else:
-        print(report(config, args.runs_root, args.out))
+        report(config, args.records, args.out)
+        print(f"wrote {_shown(args.out)}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """benchmarks/results.py: runs are kept, reused only when they were run as
-the config says, and the report counts only those."""
+the config says; ``pack`` keeps only those, in one file per table; the report
+is written from the packed records alone and reproduces docs/results.md."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "results.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "results.py"
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +19,12 @@ def results():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def packed_report(results, config: dict, runs: Path, out: Path) -> str:
+    """``pack`` the runs into ``records`` beside ``runs``, then ``report``."""
+    results.pack(config, runs, runs.parent / "records")
+    return results.report(config, runs.parent / "records", out)
 
 
 def tiny_config(epochs: int) -> dict:
@@ -37,10 +45,10 @@ def test_runs_are_reused_only_when_run_as_configured(results, tmp_path, capsys):
     assert config["model_options"] == {"hidden": [8]} and config["train"]["epochs"] == 1
     want = results.intended(tiny_config(1), "classification", "mlp")
     assert results.mismatches(folder, want) == []
-    assert "| mlp | 1 |" in results.report(tiny_config(1), runs, out)
+    assert "| mlp | 1 |" in packed_report(results, tiny_config(1), runs, out)
 
     # findings quote the table's cells, and a quote of a run that is not there fails
-    summary = results.summarize(results.collect_runs(runs))
+    summary = results.counted(tiny_config(1), tmp_path / "records")
     accuracy = summary[0]["test_accuracy"][0]
     digits = 3 if accuracy >= 0.1 else 4 if accuracy >= 0.01 else 5   # one seed: no spread
     assert results.fill_numbers("mlp: {classification/mlp/test_accuracy} over "
@@ -48,8 +56,8 @@ def test_runs_are_reused_only_when_run_as_configured(results, tmp_path, capsys):
         f"mlp: {accuracy:.{digits}f} over 1 seed"
     with pytest.raises(ValueError, match="no counted run of classification / nft"):
         results.fill_numbers("{classification/nft/test_accuracy}", summary)
-    config = {**tiny_config(1), "findings": ["The MLP reaches {classification/mlp/test_accuracy}."]}
-    assert "The MLP reaches " in results.report(config, runs, out)
+    config = {**tiny_config(1), "summary": ["The MLP reaches {classification/mlp/test_accuracy}."]}
+    assert "The MLP reaches " in packed_report(results, config, runs, out)
 
     # the same config again: nothing is retrained
     capsys.readouterr()
@@ -60,12 +68,12 @@ def test_runs_are_reused_only_when_run_as_configured(results, tmp_path, capsys):
     changed = tiny_config(2)
     assert results.mismatches(folder, results.intended(changed, "classification", "mlp")) \
         == ["train.epochs"]
-    assert "| mlp | 0 | not run |" in results.report(changed, runs, out)
+    assert "| mlp | 0 | not run |" in packed_report(results, changed, runs, out)
     results.run(changed, data, runs, None, None, progress=False)
     assert "restarting" in capsys.readouterr().out
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in records] == [1, 2, None]
-    assert "| mlp | 1 |" in results.report(changed, runs, out)
+    assert "| mlp | 1 |" in packed_report(results, changed, runs, out)
 
 
 def test_mismatches_names_each_setting(results, tmp_path):
@@ -87,25 +95,26 @@ def test_a_task_can_have_a_second_table_with_its_own_data(results, tmp_path):
     views = {**config["tasks"]["classification"], "task": "classification",
              "data_options": {**config["data_options"]["digits_inr"], "image_views": 1}}
     config["tasks"]["classification_views"] = views
-    config["findings"] = ["**Views.** {classification_views/mlp/test_accuracy} against "
-                          "{classification/mlp/test_accuracy}."]
+    config["notes"] = ["**Views.** {classification_views/mlp/test_accuracy} against "
+                       "{classification/mlp/test_accuracy}."]
     results.run(config, data, runs, ["classification_views"], None, progress=False)
     folder = runs / "classification_views" / "mlp" / "0"
     assert json.loads((folder / "config.json").read_text())["data_options"]["image_views"] == 1
     assert not (runs / "classification").exists()
 
-    quiet = {key: value for key, value in config.items() if key != "findings"}
-    text = results.report(quiet, runs, out)
+    quiet = {key: value for key, value in config.items() if key != "notes"}
+    text = packed_report(results, quiet, runs, out)
     views_table = text.split("## classification_views")[1]
     assert "| mlp | 1 |" in views_table and "Task `classification`" in views_table
     # the plain table does not count the views run, so quoting it fails
     assert "| mlp | 0 | not run |" in text.split("## classification_views")[0]
     with pytest.raises(ValueError, match="no counted run of classification / mlp"):
-        results.report(config, runs, out)
+        packed_report(results, config, runs, out)
     results.run(config, data, runs, ["classification"], None, progress=False)
-    counted = {s["table"]: s for s in results.counted(config, runs)}
+    results.pack(config, runs, tmp_path / "records")
+    counted = {s["table"]: s for s in results.counted(config, tmp_path / "records")}
     assert counted["classification"]["seeds"] == counted["classification_views"]["seeds"] == 1
-    assert "**Views.** " in results.report(config, runs, out)
+    assert "**Views.** " in packed_report(results, config, runs, out)
 
 
 def test_run_takes_only_the_seeds_asked_for(results, tmp_path):
@@ -123,3 +132,46 @@ def test_bad_tables_and_repeated_findings_are_named(results, tmp_path):
     with pytest.raises(ValueError, match="findings 0 and 2 both start with \\*\\*A\\.\\*\\*"):
         results.check_findings(["**A.** one", "**B.** two", "**A.** again"])
     results.check_findings(["**A.** one", "no lead", "no lead"])
+
+
+def test_pack_merges_new_runs_into_the_packed_ones_and_keeps_only_what_counts(results,
+                                                                             tmp_path):
+    data, runs, records = tmp_path / "data", tmp_path / "runs", tmp_path / "records"
+    config = {**tiny_config(1), "seeds": [0, 1]}
+    results.run(config, data, runs, None, None, progress=False, seeds=[0])
+    assert results.pack(config, runs, records) == {"classification": 1}
+    packed = json.loads((records / "classification.json").read_text())
+    assert packed["table"] == "classification"
+    (run,) = packed["runs"]
+    assert (run["model"], run["seed"]) == ("mlp", 0)
+    assert "model_repr" not in run["settings"] and "final" not in run["final"]
+    assert run["final"]["num_parameters"] > 0
+
+    # a later run of another seed, its run folders elsewhere: both seeds packed
+    results.run(config, data, tmp_path / "later", None, None, progress=False, seeds=[1])
+    assert results.pack(config, tmp_path / "later", records) == {"classification": 2}
+    assert [(r["model"], r["seed"]) for r in results.read_records(
+        records / "classification.json")] == [("mlp", 0), ("mlp", 1)]
+    text = results.report(config, records, tmp_path / "results.md")
+    assert "| mlp | 2 |" in text
+
+    # records that no longer count (another budget) and tables no longer in the
+    # config are dropped
+    (records / "old_table.json").write_text('{"table": "old_table", "runs": []}\n')
+    assert results.pack(tiny_config(2), tmp_path / "nothing", records) == {"classification": 0}
+    assert sorted(p.name for p in records.iterdir()) == []
+
+
+def test_the_committed_records_regenerate_docs_results_byte_for_byte(results, tmp_path):
+    out = tmp_path / "results.md"
+    results.report(results.load_config(results.CONFIG), results.RECORDS, out)
+    assert out.read_text() == (ROOT / "docs" / "results.md").read_text()
+
+
+def test_every_committed_record_counts_for_its_table(results):
+    config = results.load_config(results.CONFIG)
+    assert sorted(p.stem for p in results.RECORDS.glob("*.json")) == sorted(config["tasks"])
+    for table in config["tasks"]:
+        for record in results.read_records(results.RECORDS / f"{table}.json"):
+            want = results.intended(config, table, record["model"])
+            assert results.settings_mismatches(record["settings"], want) == [], (table, record)

@@ -9,12 +9,12 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform, Compose
 
 import nft_pyg
-from nft_pyg.datasets.io import CorruptFileError, atomic_save
 from nft_pyg.nn.conv.np_conv import NPConv
 from nft_pyg.symmetry import permute, random_permutation
 from nft_pyg.transforms.encodings import AddIOPositions, AddLayerEncoding
 from nft_pyg.transforms.normalize import NormalizeWeights, WeightStatistics
 from nft_pyg.transforms.reverse_edges import AddReverseEdges, forward_edges
+from nft_pyg.utils.io import CorruptFileError, atomic_save
 
 torch.set_num_threads(1)
 
