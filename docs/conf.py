@@ -154,7 +154,8 @@ def _fill_guide(app, docname: str, source: list[str]) -> None:
 # --- API pages of modules that are still being written -------------------
 # api/more.rst documents these when they import; a package that does not
 # exist yet (or fails to import) is left out instead of breaking the build.
-OPTIONAL_API_MODULES = ["nft_pyg.graph.pruning", "nft_pyg.tasks", "nft_pyg.tickets",
+OPTIONAL_API_MODULES = ["nft_pyg.graph.pruning", "nft_pyg.tasks", "nft_pyg.tasks.tickets",
+                        "nft_pyg.tickets", "nft_pyg.utils",
                         "nft_pyg.cli"]
 
 
