@@ -35,7 +35,7 @@ from ..graph.neuron_graph import NeuronGraph
 from ..graph.types import Activation
 from ..utils.extras import optional_import
 from ..utils.threads import one_thread
-from .generated import SPLITS, GeneratedDataset
+from .generated import SPLITS, GeneratedDataset, assign_splits
 
 #: columns of ``graph.hparams`` (activation: an :class:`Activation` code;
 #: optimizer: index into :data:`OPTIMIZERS`)
@@ -62,25 +62,6 @@ def load_digits_tensors() -> tuple[Tensor, Tensor]:
     digits = optional_import("sklearn.datasets", "the digits datasets").load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     return images, torch.tensor(digits.target, dtype=torch.long)
-
-
-def split_counts(total: int, fractions: tuple[float, float] = (0.15, 0.15)) -> tuple[int, ...]:
-    """(train, val, test) sizes; val and test get at least one item each."""
-    if total < 3:
-        raise ValueError(f"need at least 3 items to make train/val/test splits, got {total}")
-    val = max(1, round(fractions[0] * total))
-    test = max(1, round(fractions[1] * total))
-    return total - val - test, val, test
-
-
-def assign_splits(total: int, seed: int) -> list[str]:
-    """A seeded split name for each of ``total`` items (70 / 15 / 15)."""
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
-    train, val, _ = split_counts(total)
-    names = [""] * total
-    for rank, item in enumerate(order):
-        names[item] = "train" if rank < train else "val" if rank < train + val else "test"
-    return names
 
 
 def zoo_cnn(width: int, activation: str, dropout: float = 0.0, num_classes: int = 10
@@ -258,7 +239,7 @@ class DigitsCNNZoo(GeneratedDataset):
             raise ValueError(f"DigitsCNNZoo: checkpoints must be increasing epochs in "
                              f"[0, {self.epochs}], got {self.checkpoints}")
         self.hparams = sample_hparams(self.num_runs, self.widths, self.seed)
-        self.run_splits = assign_splits(self.num_runs, self.seed + 1)
+        self.run_splits = assign_splits(self.num_runs, self.seed + 1, "DigitsCNNZoo runs")
         self.shards = self._plan_shards()
         super().__init__(root, split, transform, num_workers, progress)
 

@@ -29,8 +29,9 @@ from ..graph.neuron_graph import NeuronGraph
 from ..inr import fit_sirens, siren
 from ..inr.fit import check_bias_init
 from ..utils.extras import optional_import
-from .digits_cnn_zoo import assign_splits, load_digits_tensors, one_thread
-from .generated import SPLITS, GeneratedDataset
+from ..utils.threads import one_thread
+from .digits_cnn_zoo import load_digits_tensors
+from .generated import SPLITS, GeneratedDataset, assign_splits
 
 SIZES: dict[str, dict[str, Any]] = {
     "small": {"num_images": 120, "extra_fits": 1, "steps": 100, "images_per_shard": 30},
@@ -161,8 +162,8 @@ class DigitsINR(GeneratedDataset):
                              "images_per_shard >= 1")
         order = torch.randperm(1797, generator=torch.Generator().manual_seed(self.seed))
         self.source_ids = order[: self.num_images].tolist()
-        self.source_splits = dict(zip(self.source_ids,
-                                      assign_splits(self.num_images, self.seed + 1)))
+        splits = assign_splits(self.num_images, self.seed + 1, "DigitsINR images")
+        self.source_splits = dict(zip(self.source_ids, splits))
         super().__init__(root, split, transform, num_workers, progress)
 
     def config(self) -> dict[str, Any]:

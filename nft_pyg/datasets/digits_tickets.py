@@ -21,7 +21,7 @@ from ..graph.neuron_graph import NeuronGraph
 from ..graph.pruning import masks_to_entry_mask
 from ..tickets.imp import ARCHS, IMPConfig, TrainConfig, digits_split, run_imp, weight_names
 from ..utils.threads import one_thread
-from .generated import SPLITS, GeneratedDataset
+from .generated import SPLITS, GeneratedDataset, assign_splits
 
 #: default layer widths (MLP) / channels (CNN) of each architecture
 DEFAULT_WIDTHS = {"mlp": (64, 32, 32, 10), "cnn": (1, 8, 8, 10)}
@@ -29,21 +29,6 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {"num_networks": 64, "epochs": 5},
     "full": {"num_networks": 1024, "epochs": 10},
 }
-
-
-def assign_splits(total: int, seed: int) -> list[str]:
-    """A seeded split name for each of ``total`` networks (70 / 15 / 15 %, val and
-    test at least one each)."""
-    if total < 3:
-        raise ValueError(f"DigitsTickets: needs at least 3 networks, got {total}")
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
-    val = max(1, round(0.15 * total))
-    test = max(1, round(0.15 * total))
-    train = total - val - test
-    names = [""] * total
-    for rank, item in enumerate(order):
-        names[item] = "train" if rank < train else "val" if rank < train + val else "test"
-    return names
 
 
 class DigitsTickets(GeneratedDataset):
@@ -121,7 +106,7 @@ class DigitsTickets(GeneratedDataset):
         self.imp_config = IMPConfig(widths=tuple(int(w) for w in widths),
                                     sparsity=float(sparsity), rounds=int(rounds),
                                     output_rate=float(output_rate), train=train, arch=arch)
-        self.network_splits = assign_splits(self.num_networks, self.seed + 1)
+        self.network_splits = assign_splits(self.num_networks, self.seed + 1, "DigitsTickets")
         self.layout = layout_of(self.imp_config.module())
         super().__init__(root, split, transform, num_workers, progress)
 

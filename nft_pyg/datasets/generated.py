@@ -32,6 +32,28 @@ from ..utils.io import CorruptFileError, atomic_save, fingerprint, safe_load
 SPLITS = ("train", "val", "test")
 
 
+def split_counts(total: int, fractions: tuple[float, float] = (0.15, 0.15),
+                 owner: str = "split_counts") -> tuple[int, ...]:
+    """(train, val, test) sizes; val and test get at least one item each."""
+    if total < 3:
+        raise ValueError(f"{owner}: needs at least 3 items for train / val / test splits, "
+                         f"got {total}")
+    val = max(1, round(fractions[0] * total))
+    test = max(1, round(fractions[1] * total))
+    return total - val - test, val, test
+
+
+def assign_splits(total: int, seed: int, owner: str = "assign_splits") -> list[str]:
+    """A seeded split name for each of ``total`` items (70 / 15 / 15 %, val and
+    test at least one each); ``owner`` names the caller in the error."""
+    train, val, _ = split_counts(total, owner=owner)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
+    names = [""] * total
+    for rank, item in enumerate(order):
+        names[item] = "train" if rank < train else "val" if rank < train + val else "test"
+    return names
+
+
 class GeneratedDataset(InMemoryDataset):
     """A PyG ``InMemoryDataset`` of neuron graphs built offline in shards.
 

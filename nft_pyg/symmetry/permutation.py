@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from ..graph.accessors import batch_vector
 from ..graph.convert import layout_of
 from ..graph.layout import NORM_KINDS, WEIGHT_KINDS, Layout, state_key
 from ..graph.neuron_graph import EDGE_IDS, NODE_IDS
@@ -169,7 +170,7 @@ def graph_layer_sizes(graph: Data) -> list[list[int]]:
     """``[n_0, ..., n_L]`` of each graph of a graph or batch, from ``node_layer``."""
     if getattr(graph, "node_layer", None) is None:
         raise ValueError("the graph has no node_layer; build it with nft_pyg.from_module")
-    batch = _batch_vector(graph)
+    batch = batch_vector(graph)
     num_graphs = int(batch.max()) + 1 if batch.numel() else 0
     depth = int(graph.node_layer.max()) + 1
     counts = torch.bincount(batch * depth + graph.node_layer, minlength=num_graphs * depth)
@@ -179,13 +180,6 @@ def graph_layer_sizes(graph: Data) -> list[list[int]]:
             row.pop()
         sizes.append(row)
     return sizes
-
-
-def _batch_vector(graph: Data) -> Tensor:
-    batch = getattr(graph, "batch", None)
-    if batch is None:
-        batch = torch.zeros(graph.num_nodes, dtype=torch.long, device=graph.node_layer.device)
-    return batch
 
 
 # --- index maps on graphs -------------------------------------------------
@@ -225,7 +219,7 @@ def _graph_maps(graph: Data, perm, where: str) -> _GraphMaps:
                              "nft_pyg.from_module or keep the structure attributes")
     node_layer, node_pos = graph.node_layer, graph.node_pos
     device = node_pos.device
-    batch = _batch_vector(graph)
+    batch = batch_vector(graph)
     num_graphs = int(batch.max()) + 1 if batch.numel() else 0
     perms = _per_graph(perm, num_graphs, where)
     depth = max(max(len(p) for p in perms), int(node_layer.max()) + 1)

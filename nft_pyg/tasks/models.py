@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import TransformerConv, global_mean_pool
 
+from ..graph.accessors import is_input_neuron
 from ..graph.layout import Layout
-from ..graph.types import NodeRole
 from ..nn.models.baselines import GNNBaseline, StatNN
 from ..nn.models.inr2array import Inr2Array, LatentClassifier
 from ..nn.models.nfn import NFN, NFNEditor, mlp_head
@@ -105,7 +105,7 @@ class PaddedFlatten(nn.Module):
         fan_in = torch.tensor(self.max_sizes, device=pos.device)[layer - 1]
         edge_base = self.edge_offsets[layer] + (pos[dst] * fan_in + pos[src]) * self.kernel_width
         edge_pos = edge_base.unsqueeze(1) + torch.arange(self.kernel_width, device=pos.device)
-        has_bias = graph.node_role != int(NodeRole.INPUT)
+        has_bias = ~is_input_neuron(graph)
         node_pos = self.node_offsets[graph.node_layer[has_bias]] + pos[has_bias]
         return edge_pos, node_pos, has_bias
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph.types import NodeRole
+from ..graph.accessors import is_input_neuron
 from ..inr import render_image
 from ..nn.models.inr2array import siren_spec
 from ..utils.extras import optional_import
@@ -86,7 +86,7 @@ def siren_parameters(graph, x: Tensor | None = None, edge_attr: Tensor | None = 
     num_graphs = len(layouts)
     # canonical order: edges by layer then row-major, nodes by layer then position
     edges = edge_attr[:, 0].reshape(num_graphs, -1)
-    biases = x[graph.node_role != int(NodeRole.INPUT), 0].reshape(num_graphs, -1)
+    biases = x[~is_input_neuron(graph), 0].reshape(num_graphs, -1)
     weights, bias_list, e, b = [], [], 0, 0
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         weights.append(edges[:, e:e + fan_in * fan_out].reshape(num_graphs, fan_out, fan_in))

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
+from ..graph.accessors import batch_vector as _batch_vector
 from ..graph.convert import graph_structure, layout_of, to_module
 from ..graph.layout import Layout, state_key
 from ..graph.collate import collate_graphs
@@ -300,13 +301,6 @@ def _first_position(width: int, bias: Tensor) -> Tensor:
     mask = bias.new_zeros(width)
     mask[0] = 1
     return mask.repeat(bias.size(1)).view(1, -1, 1)
-
-
-def _batch_vector(graph: NeuronGraph) -> Tensor:
-    batch = getattr(graph, "batch", None)
-    if batch is None:
-        batch = torch.zeros(graph.num_nodes, dtype=torch.long, device=graph.x.device)
-    return batch
 
 
 def _common_layout(graph: NeuronGraph) -> Layout:

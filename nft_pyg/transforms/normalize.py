@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch_geometric.transforms import BaseTransform
 
+from ..graph.accessors import is_input_neuron
 from ..graph.layout import Layout
 from ..utils.io import CorruptFileError, atomic_save, safe_load
 
@@ -127,7 +128,7 @@ class WeightStatistics:
         return cls(**{key: state[key].to(torch.float64) for key in _KEYS})
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically (:func:`nft_pyg.datasets.io.atomic_save`)."""
+        """Write atomically (:func:`nft_pyg.utils.io.atomic_save`)."""
         atomic_save(self.to_dict(), path)
 
     @classmethod
@@ -192,7 +193,7 @@ class NormalizeWeights(BaseTransform):
         else:
             edges, nodes = (data.edge_attr - em) / es, (data.x - nm) / ns
         data.edge_attr = torch.where(own, edges, torch.zeros_like(edges))
-        data.x = torch.where((data.node_layer > 0).unsqueeze(-1), nodes, torch.zeros_like(nodes))
+        data.x = torch.where(~is_input_neuron(data).unsqueeze(-1), nodes, torch.zeros_like(nodes))
         return data
 
     def __repr__(self) -> str:

@@ -4,7 +4,8 @@ import torch
 
 from nft_pyg import to_module
 from nft_pyg.datasets import DigitsCNNZoo
-from nft_pyg.datasets.digits_cnn_zoo import HPARAMS, OPTIMIZERS, split_counts, zoo_cnn
+from nft_pyg.datasets.digits_cnn_zoo import HPARAMS, OPTIMIZERS, zoo_cnn
+from nft_pyg.datasets.generated import split_counts
 from nft_pyg.graph.types import Activation
 
 TINY = dict(num_runs=6, epochs=2, checkpoints=(0, 2), widths=(4,), batch_size=128,
