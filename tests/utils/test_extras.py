@@ -35,7 +35,8 @@ def test_draw_without_matplotlib_names_the_plot_extra(monkeypatch):
 
 
 def test_missing_scikit_learn_names_the_apps_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn", None)
+    for name in ("sklearn", "sklearn.datasets"):   # as if never installed nor imported
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"the digits datasets needs scikit-learn.*"
                                           r"pip install 'nft_pyg\[apps\]'"):
         optional_import("sklearn.datasets", "the digits datasets")
