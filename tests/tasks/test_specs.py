@@ -10,8 +10,7 @@ from torch_geometric.data import Batch
 
 from nft_pyg import from_module
 from nft_pyg.inr import render_module, siren
-from nft_pyg.tasks.models import (LayerScale, PaddedFlatten, build_model,
-                                  max_layout_sizes)
+from nft_pyg.tasks.models import LayerScale, PaddedFlatten, build_model, max_layout_sizes
 from nft_pyg.tasks.specs import dilate, editing_loss, render_graph, siren_parameters
 
 
