@@ -1,0 +1,155 @@
+"""Training throughput (networks per second) of every classification model:
+the Lightning trainer against the hand-written loop it replaced, on the CPU.
+
+Both trainers train the same model (same initialisation) on the same fixed
+data set: SIRENs 2-32-32-1 with random weights and labels ``i % 10`` (no
+data set build, nothing downloaded). The earlier loop is read from git
+(``--legacy-ref``, default the last commit before the move) and run in this
+process; the two trainers alternate, model by model, ``--repeats`` times,
+and the table shows medians:
+
+- *train networks/s*: training graphs per second of training time (each
+  trainer's own ``train_seconds``: the epochs' training steps, without the
+  evaluations), over ``--epochs`` epochs;
+- *fit s*: the wall time of the whole ``fit`` (set-up, training, the
+  evaluations, the test), what a user waits for;
+- *overhead*: how much longer the Lightning trainer takes than the loop.
+
+    python benchmarks/bench_training.py [--quick] [--models mlp,nft] [--legacy-ref REF]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import time
+import types
+
+import torch
+from common import ROOT, machine, markdown_table, save, single_thread, siren
+
+#: the last commit whose nft_pyg/tasks/trainer.py is the hand-written loop
+LEGACY_REF = "93aec5a"
+
+
+def legacy_trainer_module(ref: str = LEGACY_REF) -> types.ModuleType:
+    """``nft_pyg/tasks/trainer.py`` of git ``ref``, imported as a module of
+    ``nft_pyg.tasks`` (its relative imports resolve against this checkout)."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:nft_pyg/tasks/trainer.py"],
+                            capture_output=True, text=True, check=True).stdout
+    name = "nft_pyg.tasks._legacy_trainer"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, None))
+    module.__package__ = "nft_pyg.tasks"
+    sys.modules[name] = module
+    exec(compile(source, f"{ref}:nft_pyg/tasks/trainer.py", "exec"), module.__dict__)
+    return module
+
+
+def fixed_dataset(count: int, seed: int = 0) -> list:
+    """``count`` random SIRENs 2-32-32-1 as graphs with labels ``i % 10``."""
+    from nft_pyg.graph.convert import from_module
+
+    torch.manual_seed(seed)
+    graphs = []
+    for i in range(count):
+        graph = from_module(siren())
+        graph.y = torch.tensor([i % 10])
+        graphs.append(graph)
+    return graphs
+
+
+def build(name: str, graphs, seed: int = 0):
+    from nft_pyg.tasks.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model("classification", name, graphs, 10)
+
+
+def settings(epochs: int, batch_size: int) -> dict:
+    # no PoolNorm recalibration: it is the same code in both trainers
+    return dict(epochs=epochs, batch_size=batch_size, lr=1e-3, eval_batch_size=64,
+                recalibrate_batches=0)
+
+
+def fit_lightning(model, splits, epochs: int, batch_size: int, device: str = "cpu") -> dict:
+    from nft_pyg.tasks.specs import SPECS
+    from nft_pyg.tasks.trainer import TrainConfig, Trainer
+
+    config = TrainConfig(**settings(epochs, batch_size), accelerator=device, devices=1)
+    trainer = Trainer(model, SPECS["classification"], *splits, config, progress=False)
+    started = time.perf_counter()
+    final = trainer.fit()
+    return {"fit_s": time.perf_counter() - started, "train_s": final["train_seconds"]}
+
+
+def fit_legacy(module, model, splits, epochs: int, batch_size: int) -> dict:
+    from nft_pyg.tasks.specs import SPECS
+
+    config = module.TrainConfig(**settings(epochs, batch_size))
+    trainer = module.Trainer(model, SPECS["classification"], *splits, config, progress=False)
+    started = time.perf_counter()
+    final = trainer.fit()
+    return {"fit_s": time.perf_counter() - started, "train_s": final["train_seconds"]}
+
+
+def run(models: list[str], repeats: int, epochs: int, num_train: int, batch_size: int,
+        legacy_ref: str) -> dict:
+    legacy = legacy_trainer_module(legacy_ref)
+    graphs = fixed_dataset(num_train + 32)
+    splits = (graphs[:num_train], graphs[num_train:num_train + 16], graphs[num_train + 16:])
+    fit_lightning(build("mlp", graphs), splits, 1, batch_size)    # imports, first-use costs
+    rows, records = [], []
+    for name in models:
+        times = {"loop": [], "lightning": []}
+        for _ in range(repeats):
+            times["loop"].append(fit_legacy(legacy, build(name, graphs), splits, epochs,
+                                            batch_size))
+            times["lightning"].append(fit_lightning(build(name, graphs), splits, epochs,
+                                                    batch_size))
+        median = {variant: {key: statistics.median(t[key] for t in runs)
+                            for key in ("fit_s", "train_s")}
+                  for variant, runs in times.items()}
+        rate = {v: num_train * epochs / median[v]["train_s"] for v in median}
+        rows.append([name, f"{rate['loop']:.0f}", f"{rate['lightning']:.0f}",
+                     f"{median['lightning']['train_s'] / median['loop']['train_s'] - 1:+.1%}",
+                     f"{median['loop']['fit_s']:.2f}", f"{median['lightning']['fit_s']:.2f}",
+                     f"{median['lightning']['fit_s'] / median['loop']['fit_s'] - 1:+.1%}"])
+        records.append({"model": name, "runs": times, "median": median,
+                        "train_networks_per_s": rate})
+        print(rows[-1], flush=True)
+    table = markdown_table(["model", "loop: train networks/s", "Lightning: train networks/s",
+                            "train overhead", "loop: fit s", "Lightning: fit s",
+                            "fit overhead"], rows)
+    return {"machine": machine(), "legacy_ref": legacy_ref, "repeats": repeats,
+            "epochs": epochs, "num_train": num_train, "batch_size": batch_size,
+            "records": records, "table": table}
+
+
+def main() -> None:
+    from nft_pyg.tasks.models import TASK_MODELS
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="1 repeat, 2 epochs of 64 networks")
+    parser.add_argument("--models", default=",".join(TASK_MODELS["classification"]))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--num-train", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--legacy-ref", default=LEGACY_REF)
+    args = parser.parse_args()
+    single_thread()
+    if args.quick:
+        args.repeats, args.epochs, args.num_train = 1, 2, 64
+    result = run(args.models.split(","), args.repeats, args.epochs, args.num_train,
+                 args.batch_size, args.legacy_ref)
+    path = save("training", result, args.quick)
+    print(result["table"])
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
