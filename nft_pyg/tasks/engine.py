@@ -64,6 +64,13 @@ def graph_loader(dataset, batch_size: int, *, shuffle: bool, seed: int = 0, rank
                        pin_memory=pin_memory)
 
 
+def fresh_metrics(task, device: torch.device) -> dict:
+    """The task's torchmetrics on ``device``, accumulating in float64 (where the
+    device has it; torchmetrics' ``to`` resets the dtype, hence the order)."""
+    dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+    return {name: metric.to(device).set_dtype(dtype) for name, metric in task.metrics().items()}
+
+
 class TaskModule(pl.LightningModule):
     """A model trained on a :class:`~nft_pyg.tasks.trainer.TaskSpec`.
 
@@ -156,8 +163,7 @@ class TaskModule(pl.LightningModule):
         self._outputs = []
         self._metrics = None
         if getattr(self.task, "metrics", None) is not None:
-            self._metrics = {name: metric.to(self.device)
-                             for name, metric in self.task.metrics().items()}
+            self._metrics = fresh_metrics(self.task, self.device)
 
     def _evaluation_step(self, batch) -> None:
         if self._metrics is not None:

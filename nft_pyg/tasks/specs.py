@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..graph.types import NodeRole
 from ..inr import render_image
 from ..nn.models.inr2array import siren_spec
+from . import metrics as torchmetrics_of
 from .models import Inr2ArrayClassifier
 from .trainer import TaskSpec
 
@@ -37,7 +38,9 @@ def classification_metrics(model: nn.Module, loader) -> dict[str, float]:
     return {"accuracy": correct / total, "loss": loss / total}
 
 
-CLASSIFICATION = TaskSpec(classification_loss, classification_metrics, "accuracy", True)
+CLASSIFICATION = TaskSpec(classification_loss, classification_metrics, "accuracy", True,
+                          torchmetrics_of.classification_metrics,
+                          torchmetrics_of.classification_update)
 
 
 # --- generalization prediction -------------------------------------------------------
@@ -61,7 +64,10 @@ def generalization_metrics(model: nn.Module, loader) -> dict[str, float]:
             "mse": float(((pred - target) ** 2).mean())}
 
 
-GENERALIZATION = TaskSpec(generalization_loss, generalization_metrics, "kendall_tau", True)
+GENERALIZATION = TaskSpec(generalization_loss, generalization_metrics, "kendall_tau", True,
+                          torchmetrics_of.generalization_metrics,
+                          torchmetrics_of.generalization_update,
+                          torchmetrics_of.generalization_finish)
 
 
 # --- INR editing (dilation) ----------------------------------------------------------------
@@ -124,7 +130,8 @@ def editing_metrics(model: nn.Module, loader) -> dict[str, float]:
     return {"mse": edited / total, "mse_unedited": unedited / total}
 
 
-EDITING = TaskSpec(editing_loss, editing_metrics, "mse", False)
+EDITING = TaskSpec(editing_loss, editing_metrics, "mse", False,
+                   torchmetrics_of.editing_metrics, torchmetrics_of.editing_update)
 
 SPECS = {"classification": CLASSIFICATION, "generalization": GENERALIZATION,
          "editing": EDITING}
