@@ -318,12 +318,19 @@ def _run(args) -> int:
 def _train(args) -> int:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    from .tasks.data import TASK_DATASET
     from .tasks.models import TASK_MODELS
     from .tasks.runner import run_task
     from .tasks.trainer import ConfigurationError, rank_and_world
     if args.model not in TASK_MODELS[args.task]:
         print(f"nft-pyg train: {args.model!r} is not a model of {args.task}; choose from "
               f"{', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
+        return 2
+    if not args.data_root.is_dir():
+        # a mistyped --data-root would otherwise start building a dataset there
+        print(f"nft-pyg train: error: data root {str(args.data_root)!r} does not exist; build "
+              f"the dataset first (`nft-pyg data build {TASK_DATASET[args.task]} --root "
+              f"{args.data_root}`)", file=sys.stderr)
         return 2
     devices = {"accelerator": args.accelerator, "devices": args.devices,
                "num_nodes": args.num_nodes, "strategy": args.strategy,

@@ -117,8 +117,8 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
             (including ``accelerator``, ``devices``, ``strategy``, ``precision``).
 
     Raises:
-        ConfigurationError: a setting, option, augmentation, data root or run
-            folder that cannot be used (checked before any data is loaded).
+        ConfigurationError: a setting, option, augmentation or run folder that
+            cannot be used (checked before any data is loaded).
     """
     if task not in TASKS:
         raise ConfigurationError(f"unknown task {task!r}; choose from {TASKS}")
@@ -134,10 +134,6 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
     check_model_options(model, model_options)
     folder = run_folder(runs_root, task, model, seed) if run_dir is None else Path(run_dir)
     check_run_folder(folder, resume, overwrite)
-    if splits is None and not Path(data_root).is_dir():
-        raise ConfigurationError(f"data root {str(data_root)!r} does not exist (create it, or "
-                                 f"build the dataset with `nft-pyg data build "
-                                 f"{TASK_DATASET[task]} --root {data_root}`)")
     dataset = TASK_DATASET[task]
     rank, _ = rank_and_world()
     if splits is None:

@@ -411,6 +411,23 @@ class Trainer:
         return final
 
 
+def load_run_weights(run_dir: str | os.PathLike, best: bool = False) -> dict[str, Tensor]:
+    """The model's state dict from a run folder's checkpoint: the last epoch's
+    weights, or with ``best`` those of the best validation epoch so far
+    (``last.ckpt``; a run of the earlier trainer: ``checkpoint.pt``)."""
+    from ..datasets.io import safe_load
+
+    folder = Path(run_dir)
+    if (folder / CHECKPOINT).exists():
+        checkpoint = safe_load(folder / CHECKPOINT)
+        if best:
+            return checkpoint["nft_pyg"]["best_model"]
+        return {key[len("model."):]: value for key, value in checkpoint["state_dict"].items()
+                if key.startswith("model.")}
+    legacy = safe_load(folder / LEGACY_CHECKPOINT)
+    return legacy["best_model"] if best else legacy["model"]
+
+
 def _checkpoint_epoch(path: Path) -> int:
     """The number of epochs finished in a Lightning checkpoint (written at the
     end of a training epoch, after its validation)."""

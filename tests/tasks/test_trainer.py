@@ -137,6 +137,13 @@ def test_run_folder_and_resume_continue_exactly(tmp_path):
     csv = (tmp_path / "full" / "logs" / "metrics.csv").read_text().splitlines()
     assert "val_accuracy" in csv[0] and len(csv) > EPOCHS
 
+    from nft_pyg.tasks.trainer import load_run_weights
+    last = load_run_weights(tmp_path / "full")    # the fit ends on the best epoch's weights
+    assert set(last) == set(full.state_dict())
+    best = load_run_weights(tmp_path / "full", best=True)
+    for name, value in full.state_dict().items():
+        torch.testing.assert_close(best[name], value, rtol=0, atol=0)
+
     interrupted = tiny_model()
     _train(interrupted, run_dir=tmp_path / "resumed", epochs=1)   # stops after epoch 1
     resumed = tiny_model(seed=123)                                  # different init: overwritten
