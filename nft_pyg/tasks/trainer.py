@@ -261,17 +261,20 @@ def check_run_folder(run_dir: str | os.PathLike, resume: bool, overwrite: bool) 
                          f"run; pass --resume to continue it or --overwrite to start again")
 
 
-def _lightning_quiet() -> None:
-    """Lightning's banners (devices found, summaries) at warning level only, and
+def _lightning_quiet(banners: bool) -> None:
+    """Lightning's banners (devices found and used) only with ``banners``, and
     no advice to add loader workers: the graphs are in memory and a worker
     costs more to start than it saves here."""
+    # Lightning 2.6 on torch 2.13 warns on import, not about our code
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' level on import)
     for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.INFO if banners else logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not "
                                               r"empty.*")
-    # Lightning 2.6 on torch 2.13, not ours
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will "
+                                              r"be deleted.*")   # see the CSV logger below
 
 
 class Trainer:
@@ -378,7 +381,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train, keep the best model by validation metric, evaluate it on the
         test split; returns the final record (also appended to metrics.jsonl)."""
-        _lightning_quiet()
+        _lightning_quiet(banners=self.progress)
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         from .engine import RunRecorder, TaskModule, append_record
