@@ -70,4 +70,5 @@ distclean: clean
 # against nfn, a training epoch per model; JSON + markdown in benchmarks/results/.
 .PHONY: gpu-check
 gpu-check: install
+	@$(PY) -c "import nfn, einops" 2>/dev/null || $(PIP) install -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/gpu_check.py

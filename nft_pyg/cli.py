@@ -321,7 +321,7 @@ def _train(args) -> int:
     from .tasks.data import TASK_DATASET
     from .tasks.models import TASK_MODELS
     from .tasks.runner import run_task
-    from .tasks.trainer import ConfigurationError, rank_and_world
+    from .tasks.trainer import ConfigurationError, is_first_process
     if args.model not in TASK_MODELS[args.task]:
         print(f"nft-pyg train: {args.model!r} is not a model of {args.task}; choose from "
               f"{', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
@@ -351,7 +351,7 @@ def _train(args) -> int:
         # settings, options, folders or devices that cannot be used: say which
         print(f"nft-pyg train: error: {err}", file=sys.stderr)
         return 2
-    if rank_and_world()[0] == 0:
+    if is_first_process():
         print(json.dumps(final, indent=2))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

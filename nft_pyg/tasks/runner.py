@@ -16,7 +16,7 @@ from .data import TASK_DATASET, load_splits
 from .models import TASK_MODELS, build_model
 from .specs import SPECS
 from .trainer import (ConfigurationError, TrainConfig, Trainer, check_run_folder,
-                      rank_and_world)
+                      is_first_process)
 
 TASKS = tuple(TASK_MODELS)
 #: optimisation defaults per task (overridable)
@@ -133,11 +133,12 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
         with_augmentations(None, unknown_augment)   # raises, naming them
     check_model_options(model, model_options)
     folder = run_folder(runs_root, task, model, seed) if run_dir is None else Path(run_dir)
-    check_run_folder(folder, resume, overwrite)
+    first = is_first_process()
+    if first:    # the other processes start after it wrote the folder
+        check_run_folder(folder, resume, overwrite)
     dataset = TASK_DATASET[task]
-    rank, _ = rank_and_world()
     if splits is None:
-        splits = load_splits(dataset, data_root, size, progress=progress and rank == 0,
+        splits = load_splits(dataset, data_root, size, progress=progress and first,
                              **(data_options or {}))
     train_set = with_augmentations(splits["train"], augment)
     torch.manual_seed(seed)
@@ -153,7 +154,7 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
                       folder, run_config, seed=seed, resume=resume, overwrite=overwrite,
                       progress=progress)
     final = trainer.fit()
-    if task == "editing" and rank == 0:
+    if task == "editing" and is_first_process():
         from .figures import save_editing_figure
         save_editing_figure(net, splits["test"], folder / "edits.png")
     return final

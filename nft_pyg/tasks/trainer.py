@@ -72,6 +72,20 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def is_first_process() -> bool:
+    """Whether this is global rank 0, the process that checks and writes the run
+    folder, also before ``torch.distributed`` starts: under ``torchrun`` /
+    SLURM from ``RANK`` / ``SLURM_PROCID``; the processes Lightning starts
+    itself for several devices (``LOCAL_RANK`` > 0 or ``NODE_RANK`` > 0) are
+    not."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 # --- the task interface -----------------------------------------------------------------
 @dataclass
 class TaskSpec:
@@ -271,6 +285,9 @@ def _lightning_quiet(banners: bool) -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.INFO if banners else logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # every rank evaluates the whole split: there is nothing to synchronise
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed "
+                                              r"setting.*")
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not "
                                               r"empty.*")
     warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will "
@@ -312,7 +329,7 @@ class Trainer:
 
     def check_run_dir(self) -> None:
         """Raise :class:`RunFolderError` when the folder's run may not be touched."""
-        if self.run_dir is not None:
+        if self.run_dir is not None and is_first_process():
             check_run_folder(self.run_dir, self.resume, self.overwrite)
 
     # --- run folder ------------------------------------------------------------------
