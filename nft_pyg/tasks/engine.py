@@ -116,6 +116,8 @@ class TaskModule(pl.LightningModule):
                             pin_memory=self._pin())
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        if device.type == "cpu":      # the loaders build batches there: nothing to move
+            return batch
         # Lightning's default copies a PyG Batch blocking; PyG's ``to`` can overlap
         # the copy of pinned memory with compute
         if hasattr(batch, "to") and device.type == "cuda":
