@@ -12,12 +12,14 @@ TINY = ["--data-option", "num_images=6", "--data-option", "steps=3",
         "--data-option", "extra_fits=0", "--data-option", "hidden=[4]"]
 
 
-def test_build_train_resume_results(tmp_path, capsys):
+def test_build_train_resume_results(tmp_path, capsys, device):
+    """End to end on each device: a dataset, a run, its resumption, the table."""
     data, runs = str(tmp_path / "data"), str(tmp_path / "runs")
     assert main(["data", "build", "digits_inr", "--root", data, "--workers", "0", *TINY]) == 0
     assert "train: 4 graphs" in capsys.readouterr().out
     common = ["train", "classification", "--model", "mlp", "--data-root", data,
-              "--runs-root", runs, "--no-progress", "--option", "hidden=[8]", *TINY]
+              "--runs-root", runs, "--no-progress", "--option", "hidden=[8]", *TINY,
+              "--accelerator", device.type]
     assert main([*common, "--epochs", "1"]) == 0
     folder = tmp_path / "runs" / "classification" / "mlp" / "0"
     assert json.loads((folder / "config.json").read_text())["model_options"] == {"hidden": [8]}
@@ -38,7 +40,7 @@ def test_build_train_resume_results(tmp_path, capsys):
     assert "### classification" in table
     assert '| mlp | small | extra_fits=0, hidden=[4], num_images=6, steps=3 | 1 |' in table
     if not torch.cuda.is_available():   # a device that is not there: one line, exit 2
-        assert main([*common, "--epochs", "1", "--overwrite", "--accelerator", "gpu"]) == 2
+        assert main([*common[:-2], "--epochs", "1", "--overwrite", "--accelerator", "gpu"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "nft-pyg train: error:" in err
 
