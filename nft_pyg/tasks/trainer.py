@@ -417,7 +417,8 @@ class Trainer:
             logs = LOGS if checkpoint is None else os.path.join(
                 LOGS, f"resumed_after_epoch_{_checkpoint_epoch(checkpoint)}")
         trainer = self._lightning_trainer(callbacks, logs)
-        self._prepare_run_dir(checkpoint, trainer.is_global_zero, trainer.world_size)
+        # before fit Lightning does not know the ranks of the processes it starts
+        self._prepare_run_dir(checkpoint, is_first_process(), trainer.world_size)
         trainer.fit(module, ckpt_path=checkpoint)
         if module.best_state is not None:
             self.model.load_state_dict(module.best_state)

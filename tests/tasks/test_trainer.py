@@ -275,3 +275,17 @@ def test_recalibration_runs_everything_but_pool_norm_in_eval_mode():
     assert model.training
     for first, second in zip(*stats):
         torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_time_budget_and_evaluation_interval(tmp_path):
+    _train(tiny_model(), tmp_path / "budget", epochs=3, max_train_seconds=1e-6)
+    records = [json.loads(line) for line in
+               (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in records] == [1, None]     # stopped after epoch 1
+
+    _train(tiny_model(), tmp_path / "every2", epochs=3, eval_every=2)
+    records = [json.loads(line) for line in
+               (tmp_path / "every2" / "metrics.jsonl").read_text().splitlines()]
+    # evaluated on epoch 2 and on the last epoch, never on epoch 1
+    assert ["val_accuracy" in r for r in records[:-1]] == [False, True, True]
+    assert records[-1]["best_epoch"] in (2, 3)
