@@ -96,6 +96,7 @@ class TaskModule(pl.LightningModule):
         self.last_test: dict[str, float] = {}
         self._outputs: list = []
         self._metrics: dict | None = None
+        self._metric_cache: tuple | None = None
         self._loss_sum = self._count = None
 
     # --- data --------------------------------------------------------------------------
@@ -147,6 +148,9 @@ class TaskModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.task.loss(self.model, batch)
+        if self.logger is not None:
+            self.log("train_loss", loss.detach(), batch_size=batch.num_graphs, on_step=True,
+                     on_epoch=False, prog_bar=True)
         self._loss_sum += loss.detach().double() * batch.num_graphs
         self._count += batch.num_graphs
         return loss
@@ -165,7 +169,12 @@ class TaskModule(pl.LightningModule):
         self._outputs = []
         self._metrics = None
         if getattr(self.task, "metrics", None) is not None:
-            self._metrics = fresh_metrics(self.task, self.device)
+            # built once per device (a torchmetrics object costs ~1 ms to make), reset
+            if self._metric_cache is None or self._metric_cache[0] != self.device:
+                self._metric_cache = (self.device, fresh_metrics(self.task, self.device))
+            self._metrics = self._metric_cache[1]
+            for metric in self._metrics.values():
+                metric.reset()
 
     def _evaluation_step(self, batch) -> None:
         if self._metrics is not None:
@@ -203,9 +212,7 @@ class TaskModule(pl.LightningModule):
         if self._is_better(value):
             self.best_value, self.best_epoch = value, self.current_epoch + 1
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        # every rank evaluated the whole split: no synchronisation
-        self.log_dict({f"val_{k}": v for k, v in values.items()}, sync_dist=False,
-                      rank_zero_only=True)
+        self._log_epoch_metrics({f"val_{k}": v for k, v in values.items()})
 
     def on_test_epoch_start(self) -> None:
         self._start_evaluation()
@@ -215,8 +222,14 @@ class TaskModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.last_test = self._finish_evaluation()
-        self.log_dict({f"test_{k}": v for k, v in self.last_test.items()}, sync_dist=False,
-                      rank_zero_only=True)
+        self._log_epoch_metrics({f"test_{k}": v for k, v in self.last_test.items()})
+
+    def _log_epoch_metrics(self, values: dict[str, float]) -> None:
+        # straight to the logger: every rank evaluated the whole split, so there
+        # is nothing to reduce, and Lightning's self.log costs ~10 ms an epoch here
+        if self.trainer.is_global_zero and self.logger is not None:
+            self.logger.log_metrics({**values, "epoch": self.current_epoch},
+                                    step=self.global_step)
 
     def _is_better(self, value: float) -> bool:
         if self.best_value is None or math.isnan(self.best_value):
