@@ -289,3 +289,18 @@ def test_time_budget_and_evaluation_interval(tmp_path):
     # evaluated on epoch 2 and on the last epoch, never on epoch 1
     assert ["val_accuracy" in r for r in records[:-1]] == [False, True, True]
     assert records[-1]["best_epoch"] in (2, 3)
+
+
+@pytest.mark.parametrize("environment, first", [
+    ({}, True), ({"RANK": "0", "WORLD_SIZE": "4"}, True), ({"RANK": "3"}, False),
+    ({"SLURM_PROCID": "1"}, False), ({"LOCAL_RANK": "1"}, False),
+    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False), ({"LOCAL_RANK": "0"}, True)])
+def test_only_the_first_process_writes_the_run_folder(monkeypatch, environment, first):
+    """Global rank 0 from the launchers' variables, before torch.distributed starts."""
+    from nft_pyg.tasks.trainer import is_first_process
+
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    assert is_first_process() is first
