@@ -5,15 +5,14 @@ an ``update(model, batch, metrics)``; the trainer moves the metrics to the
 model's device, feeds every batch and computes them at the end (every rank
 evaluates the whole split, so nothing is synchronised between processes).
 The trainer accumulates them in float64
-(:func:`~nft_pyg.tasks.engine.fresh_metrics`). They compute what the tasks' ``evaluate`` functions in
-:mod:`nft_pyg.tasks.specs` compute from a whole loader (the tests check
-that both agree).
+(:func:`~nft_pyg.tasks.engine.fresh_metrics`). They compute what the
+tasks' ``evaluate`` functions in :mod:`nft_pyg.tasks.specs` compute from a
+whole loader (the tests check that both agree).
 """
 from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric

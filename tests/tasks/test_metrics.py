@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_geometric.data import Batch
 
 from nft_pyg import from_module
 from nft_pyg.graph.collate import GraphLoader
