@@ -7,6 +7,7 @@
 #   make docs    build the HTML docs into docs/_build/html
 #   make install create/refresh .venv (no-op when pyproject.toml/constraints.txt are unchanged)
 #   make clean   remove build/test artefacts;  make distclean  also removes .venv
+#   make gpu-check  the prepared check on one GPU (under 8 minutes; CPU fallback without one)
 #
 # Only a Python >= 3.11 interpreter is needed (tested: 3.11.7). No Fortran compiler:
 # escnn is installed with --no-deps, without its optional py3nj dependency.
@@ -72,3 +73,10 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# The prepared GPU check (benchmarks/gpu_check.py): device tests on CUDA, operators
+# against nfn, a training epoch per model; JSON + markdown in benchmarks/results/.
+.PHONY: gpu-check
+gpu-check: install
+	@$(PY) -c "import nfn, einops" 2>/dev/null || $(PIP) install -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/gpu_check.py

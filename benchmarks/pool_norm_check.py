@@ -3,7 +3,7 @@
 
     python benchmarks/pool_norm_check.py RUN_FOLDER [--data-root data] [--train-every 20]
 
-``RUN_FOLDER`` holds ``config.json`` and ``checkpoint.pt`` (the weights of the
+``RUN_FOLDER`` holds ``config.json`` and ``last.ckpt`` (or ``checkpoint.pt``; the weights of the
 last epoch). A large gap between the two columns means the running
 statistics do not fit the weights (see ``TrainConfig.recalibrate_batches``);
 equal columns on the training split and on validation mean the model is not
@@ -23,6 +23,7 @@ from torch.utils.data import Subset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
+from nft_pyg.tasks.trainer import load_run_weights  # noqa: E402
 from nft_pyg.graph.collate import GraphLoader  # noqa: E402
 from nft_pyg.tasks.data import load_splits  # noqa: E402
 from nft_pyg.tasks.models import build_model  # noqa: E402
@@ -53,7 +54,7 @@ def check(folder: Path, data_root: Path, train_every: int) -> list[dict]:
                          **config.get("data_options", {}))
     model = build_model("classification", config["model"], splits["train"], NUM_CLASSES,
                         config.get("model_options", {}))
-    model.load_state_dict(safe_load(folder / "checkpoint.pt")["model"])
+    model.load_state_dict(load_run_weights(folder))
     train = Subset(splits["train"], range(0, len(splits["train"]), train_every))
     rows = []
     for name, dataset in ((f"train (every {train_every})", train), ("val", splits["val"]),

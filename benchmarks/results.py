@@ -232,7 +232,7 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
                 print(f"running {table} / {model} / seed {seed}", flush=True)
                 final = run_task(task, model, seed=seed, size=size, splits=splits,
                                  data_options=options, run_dir=folder,
-                                 resume=not stale and (folder / "checkpoint.pt").exists(),
+                                 resume=not stale, overwrite=bool(stale),
                                  progress=progress,
                                  model_options=want["model_options"],
                                  **spec.get("train", {}))

@@ -10,8 +10,10 @@
   that a random hidden-neuron permutation preserves each network's function
   and maps its graph to an isomorphic one, and saves a drawing.
 - ``nft-pyg data build NAME [--size small|full]``: build an offline dataset.
-- ``nft-pyg train TASK --model M``: one run (``runs/<task>/<model>/<seed>/``);
-  under ``torchrun`` it trains with DistributedDataParallel.
+- ``nft-pyg train TASK --model M``: one run (``runs/<task>/<model>/<seed>/``)
+  on PyTorch Lightning: ``--accelerator`` / ``--devices`` / ``--num-nodes`` /
+  ``--strategy`` / ``--precision``; several devices, ``torchrun`` or SLURM
+  train with DistributedDataParallel.
 - ``nft-pyg results``: collect the runs into a table.
 """
 from __future__ import annotations
@@ -82,6 +84,67 @@ def _print_table(rows: list[dict]) -> None:
 
 
 # --- parser -------------------------------------------------------------------------
+class UsageError(ValueError):
+    """Bad input on the command line: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: ...``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind, minimum: float, strict: bool):
+    what = {(int, True): "a positive integer", (int, False): "a non-negative integer",
+            (float, True): "a positive number", (float, False): "a non-negative number"}
+    expected = what[(kind, strict)]
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or (
+                value <= minimum if strict else value < minimum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int, non_negative_int = _number(int, 0, True), _number(int, 0, False)
+positive_float, non_negative_float = _number(float, 0, True), _number(float, 0, False)
+
+
+def augmentation_names(text: str) -> list[str]:
+    """``sign_flip,permute`` as a list, each checked against the known names."""
+    from .transforms.augment import AUGMENTATIONS
+
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown augmentation(s) "
+                                         f"{', '.join(map(repr, unknown))}; choose from "
+                                         f"{', '.join(sorted(AUGMENTATIONS))}")
+    return names
+
+
+def device_list(text: str):
+    """``auto``, a device count, or comma-separated GPU indices (``0,2``)."""
+    if text == "auto":
+        return text
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part]
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, a count or indices such as 0,1; "
+                                         f"got {text!r}") from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"expected a positive count (or -1: all), got {text!r}")
+    return value
+
+
 def _parse_value(text: str):
     try:
         return json.loads(text)
@@ -94,7 +157,7 @@ def parse_options(pairs: list[str] | None) -> dict:
     options = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise SystemExit(f"nft-pyg: expected KEY=VALUE, got {pair!r}")
+            raise UsageError(f"expected KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
         options[key] = _parse_value(value)
     return options
@@ -105,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks.models import TASK_MODELS
     from .tasks.trainer import LR_SCHEDULES
 
-    parser = argparse.ArgumentParser(prog="nft-pyg", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="nft-pyg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="the README's main job (about 3 minutes on "
@@ -144,25 +207,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--size", choices=("small", "full"), default="small")
     train.add_argument("--data-root", type=Path, default=Path("data"))
     train.add_argument("--runs-root", type=Path, default=Path("runs"))
-    train.add_argument("--epochs", type=int, default=None)
-    train.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--weight-decay", type=float, default=None)
+    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--batch-size", type=positive_int, default=None,
+                       help="global batch size (split between the processes)")
+    train.add_argument("--lr", type=positive_float, default=None)
+    train.add_argument("--weight-decay", type=non_negative_float, default=None)
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                        help="learning-rate schedule over the epochs (default: constant)")
-    train.add_argument("--recalibrate-batches", type=int, default=None, metavar="N",
+    train.add_argument("--recalibrate-batches", type=non_negative_int, default=None,
+                       metavar="N",
                        help="before each evaluation, recompute PoolNorm statistics over N "
                             "training batches (default 32; 0 keeps the running averages)")
-    train.add_argument("--max-train-seconds", type=float, default=None)
+    train.add_argument("--max-train-seconds", type=positive_float, default=None)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="model option (JSON value), e.g. hidden=64; repeatable")
     train.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                        help="dataset option, as for `data build`; repeatable")
-    train.add_argument("--augment", default="", metavar="NAMES",
+    train.add_argument("--augment", type=augmentation_names, default=[], metavar="NAMES",
                        help="comma-separated augmentations of the training graphs: "
                             "sign_flip, permute")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run from its checkpoint.pt")
+    train.add_argument("--accelerator", default=None,
+                       choices=("auto", "cpu", "gpu", "cuda", "mps"),
+                       help="where to train (default auto: a GPU when there is one)")
+    train.add_argument("--devices", type=device_list, default=None,
+                       help="devices per node: auto (default; under torchrun its processes), "
+                            "a count, or GPU indices such as 0,1")
+    train.add_argument("--num-nodes", type=positive_int, default=None,
+                       help="machines taking part (default 1; torchrun / SLURM set it)")
+    train.add_argument("--strategy", default=None,
+                       help="Lightning strategy: auto (default: DDP with several devices), "
+                            "ddp, ddp_spawn, ...")
+    train.add_argument("--precision", default=None,
+                       choices=("32-true", "bf16-mixed", "16-mixed", "64-true"),
+                       help="default 32-true; bf16-mixed on recent GPUs")
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the run from its last.ckpt")
+    resume.add_argument("--overwrite", action="store_true",
+                        help="start again in a run folder that already holds a run")
     train.add_argument("--threads", type=int, default=None,
                        help="torch threads per process (default: torch's default)")
     train.add_argument("--no-progress", action="store_true")
@@ -179,7 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:      # usage errors (already printed) and --help
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
+        return _run(args)
+    except UsageError as err:
+        print(f"nft-pyg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     if args.command == "demo":
@@ -206,28 +299,7 @@ def main(argv: list[str] | None = None) -> int:
               f"in {args.root / args.name}")
         return 0
     if args.command == "train":
-        from .tasks.models import TASK_MODELS
-        from .tasks.runner import run_task
-        from .tasks.trainer import rank_and_world
-        if args.model not in TASK_MODELS[args.task]:
-            print(f"nft-pyg train: {args.model!r} is not a model of {args.task}; choose from "
-                  f"{', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
-            return 2
-        final = run_task(args.task, args.model, seed=args.seed, size=args.size,
-                         data_root=args.data_root, runs_root=args.runs_root,
-                         resume=args.resume, progress=not args.no_progress,
-                         model_options=parse_options(args.option),
-                         data_options=parse_options(args.data_option), epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-                         recalibrate_batches=args.recalibrate_batches,
-                         max_train_seconds=args.max_train_seconds,
-                         augment=[a for a in args.augment.split(",") if a])
-        if rank_and_world()[0] == 0:
-            print(json.dumps(final, indent=2))
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        return 0
+        return _train(args)
     if args.command == "tickets":
         from .tasks import tickets as tickets_task
         tickets_task.main(args)
@@ -241,6 +313,49 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2) if args.json else results_table(rows))
         return 0
     return 2
+
+
+def _train(args) -> int:
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from .tasks.data import TASK_DATASET
+    from .tasks.models import TASK_MODELS
+    from .tasks.runner import run_task
+    from .tasks.trainer import ConfigurationError, is_first_process
+    if args.model not in TASK_MODELS[args.task]:
+        print(f"nft-pyg train: {args.model!r} is not a model of {args.task}; choose from "
+              f"{', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
+        return 2
+    if not args.data_root.is_dir():
+        # a mistyped --data-root would otherwise start building a dataset there
+        print(f"nft-pyg train: error: data root {str(args.data_root)!r} does not exist; build "
+              f"the dataset first (`nft-pyg data build {TASK_DATASET[args.task]} --root "
+              f"{args.data_root}`)", file=sys.stderr)
+        return 2
+    devices = {"accelerator": args.accelerator, "devices": args.devices,
+               "num_nodes": args.num_nodes, "strategy": args.strategy,
+               "precision": args.precision}
+    try:
+        final = run_task(args.task, args.model, seed=args.seed, size=args.size,
+                         data_root=args.data_root, runs_root=args.runs_root,
+                         resume=args.resume, overwrite=args.overwrite,
+                         progress=not args.no_progress,
+                         model_options=parse_options(args.option),
+                         data_options=parse_options(args.data_option), epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
+                         recalibrate_batches=args.recalibrate_batches,
+                         max_train_seconds=args.max_train_seconds,
+                         augment=args.augment, **devices)
+    except (ConfigurationError, MisconfigurationException) as err:
+        # settings, options, folders or devices that cannot be used: say which
+        print(f"nft-pyg train: error: {err}", file=sys.stderr)
+        return 2
+    if is_first_process():
+        print(json.dumps(final, indent=2))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":

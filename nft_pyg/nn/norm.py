@@ -96,7 +96,7 @@ class PoolNorm(nn.BatchNorm1d):
     behind weights that move; when the pooled features' spread across
     networks is small next to that lag, eval mode normalises them wrongly:
     recompute the statistics with the current weights before evaluating
-    (:func:`~nft_pyg.tasks.trainer.recalibrate_pool_norms`,
+    (:func:`~nft_pyg.tasks.engine.recalibrate_pool_norms`,
     ``TrainConfig.recalibrate_batches``).
 
     Under :mod:`torch.distributed` (initialised, more than one process) the

@@ -76,7 +76,7 @@ def run_demo(out_dir: Path = Path("runs/demo"), data_root: Path = Path("data"), 
               flush=True)
         final = run_task("classification", name, seed=seed, splits=splits,
                          model_options=options, run_dir=out_dir / "classification" / name,
-                         progress=progress, **train)
+                         progress=progress, overwrite=True, **train)
         rows.append({"model": name, "test accuracy": final["test_accuracy"],
                      "val accuracy": final["val_accuracy"],
                      "parameters": final["num_parameters"],

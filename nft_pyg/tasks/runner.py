@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import fields
@@ -15,7 +16,7 @@ from ..transforms.augment import AUGMENTATIONS
 from .data import TASK_DATASET, load_splits
 from .models import TASK_MODELS, build_model
 from .specs import SPECS
-from .trainer import TrainConfig, Trainer, init_distributed, rank_and_world
+from .trainer import ConfigurationError, TrainConfig, Trainer, check_run_folder, is_first_process
 
 TASKS = tuple(TASK_MODELS)
 #: optimisation defaults per task (overridable)
@@ -32,8 +33,8 @@ def with_augmentations(dataset, augment: Sequence[str]):
     augmentations (``dataset`` itself is left as it is)."""
     unknown = [name for name in augment if name not in AUGMENTATIONS]
     if unknown:
-        raise ValueError(f"run_task: unknown augmentations {unknown}; choose from "
-                         f"{sorted(AUGMENTATIONS)}")
+        raise ConfigurationError(f"unknown augmentation(s) {', '.join(map(repr, unknown))}; "
+                                 f"choose from {', '.join(sorted(AUGMENTATIONS))}")
     if not augment:
         return dataset
     transforms = [AUGMENTATIONS[name]() for name in augment]
@@ -42,6 +43,45 @@ def with_augmentations(dataset, augment: Sequence[str]):
     augmented = copy.copy(dataset)
     augmented.transform = Compose(transforms)
     return augmented
+
+
+#: what each model option that has no default holds
+EXTRA_OPTION_KINDS = {"dropout": "number", "head_hidden": "number", "fourier_features": "number",
+                      "init_scale": "number", "decoder_channels": "number", "pool": "text",
+                      "append_stats": "flag", "io_embedding": "flag"}
+_KIND_NAMES = {"number": "a number", "numbers": "a number or a list of numbers",
+               "text": "a string", "flag": "true or false"}
+
+
+def _kind(value) -> str | None:
+    if isinstance(value, bool):
+        return "flag"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list) and all(_kind(v) == "number" for v in value):
+        return "numbers"
+    return None
+
+
+def check_model_options(model: str, options: dict | None) -> None:
+    """Raise :class:`ConfigurationError` for a model option whose value is of
+    the wrong kind (``hidden=abc``; a list of numbers where a number is
+    expected is left to the model)."""
+    from .models import DEFAULTS
+
+    for key, value in (options or {}).items():
+        default = DEFAULTS.get(model, {}).get(key)
+        expected = _kind(default) if default is not None else EXTRA_OPTION_KINDS.get(key)
+        if expected is None:
+            continue
+        got = _kind(value)
+        fits = got == expected or (expected in ("number", "numbers") and
+                                   got in ("number", "numbers"))
+        if not fits:
+            raise ConfigurationError(f"model option {key}={json.dumps(value)} of {model!r}: "
+                                     f"expected {_KIND_NAMES[expected]}")
 
 
 def run_folder(runs_root: str | os.PathLike, task: str, model: str, seed: int) -> Path:
@@ -53,7 +93,7 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
              resume: bool = False, progress: bool = True, splits: dict | None = None,
              model_options: dict | None = None, run_dir: str | os.PathLike | None = None,
              data_options: dict | None = None, augment: Sequence[str] = (),
-             **train_options) -> dict[str, Any]:
+             overwrite: bool = False, **train_options) -> dict[str, Any]:
     """Train ``model`` on ``task`` and return the final record (test metrics
     at the best validation epoch, train time, parameter count).
 
@@ -64,6 +104,8 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
         size: dataset size (``"small"`` or ``"full"``).
         data_root, runs_root: folders of the datasets and of the runs.
         resume: continue from the run folder's checkpoint.
+        overwrite: start again in a run folder that already holds a run
+            (without it, or ``resume``, such a folder is an error).
         splits: already loaded ``{"train", "val", "test"}`` datasets.
         model_options: overrides of the model's defaults (e.g. ``hidden``).
         run_dir: the run folder (default ``runs_root/task/model/seed``).
@@ -71,27 +113,37 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
         augment: names of function-preserving augmentations of the training
             graphs (:data:`~nft_pyg.transforms.augment.AUGMENTATIONS`:
             ``"sign_flip"``, ``"permute"``), drawn anew every epoch.
-        train_options: fields of :class:`~nft_pyg.tasks.trainer.TrainConfig`.
+        train_options: fields of :class:`~nft_pyg.tasks.trainer.TrainConfig`
+            (including ``accelerator``, ``devices``, ``strategy``, ``precision``).
+
+    Raises:
+        ConfigurationError: a setting, option, augmentation or run folder that
+            cannot be used (checked before any data is loaded).
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
-    init_distributed()
+        raise ConfigurationError(f"unknown task {task!r}; choose from {TASKS}")
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(train_options) - known
     if unknown:
-        raise ValueError(f"run_task: unknown training options {sorted(unknown)}")
+        raise ConfigurationError(f"run_task: unknown training options {sorted(unknown)}")
     config = TrainConfig(**{**TASK_DEFAULTS[task], **{k: v for k, v in train_options.items()
                                                       if v is not None}})
+    unknown_augment = [name for name in augment if name not in AUGMENTATIONS]
+    if unknown_augment:
+        with_augmentations(None, unknown_augment)   # raises, naming them
+    check_model_options(model, model_options)
+    folder = run_folder(runs_root, task, model, seed) if run_dir is None else Path(run_dir)
+    first = is_first_process()
+    if first:    # the other processes start after it wrote the folder
+        check_run_folder(folder, resume, overwrite)
     dataset = TASK_DATASET[task]
-    rank, _ = rank_and_world()
     if splits is None:
-        splits = load_splits(dataset, data_root, size, progress=progress and rank == 0,
+        splits = load_splits(dataset, data_root, size, progress=progress and first,
                              **(data_options or {}))
     train_set = with_augmentations(splits["train"], augment)
     torch.manual_seed(seed)
     out = NUM_CLASSES if task == "classification" else 1
     net = build_model(task, model, splits["train"], out, model_options)
-    folder = run_folder(runs_root, task, model, seed) if run_dir is None else Path(run_dir)
     run_config = {"name": f"{task}/{model}/{seed}", "task": task, "model": model,
                   "dataset": dataset, "size": size, "data_options": data_options or {},
                   "model_options": model_options or {}, "augment": list(augment),
@@ -99,9 +151,10 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
                   "num_train": len(splits["train"]), "num_val": len(splits["val"]),
                   "num_test": len(splits["test"]), "torch_threads": torch.get_num_threads()}
     trainer = Trainer(net, SPECS[task], train_set, splits["val"], splits["test"], config,
-                      folder, run_config, seed=seed, resume=resume, progress=progress)
+                      folder, run_config, seed=seed, resume=resume, overwrite=overwrite,
+                      progress=progress)
     final = trainer.fit()
-    if task == "editing" and rank == 0:
+    if task == "editing" and is_first_process():
         from .figures import save_editing_figure
         save_editing_figure(net, splits["test"], folder / "edits.png")
     return final

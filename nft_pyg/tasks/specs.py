@@ -11,6 +11,7 @@ from ..graph.accessors import is_input_neuron
 from ..inr import render_image
 from ..nn.models.inr2array import siren_spec
 from ..utils.extras import optional_import
+from . import metrics as torchmetrics_of
 from .models import Inr2ArrayClassifier
 from .trainer import TaskSpec
 
@@ -38,7 +39,9 @@ def classification_metrics(model: nn.Module, loader) -> dict[str, float]:
     return {"accuracy": correct / total, "loss": loss / total}
 
 
-CLASSIFICATION = TaskSpec(classification_loss, classification_metrics, "accuracy", True)
+CLASSIFICATION = TaskSpec(classification_loss, classification_metrics, "accuracy", True,
+                          torchmetrics_of.classification_metrics,
+                          torchmetrics_of.classification_update)
 
 
 # --- generalization prediction -------------------------------------------------------
@@ -62,7 +65,10 @@ def generalization_metrics(model: nn.Module, loader) -> dict[str, float]:
             "mse": float(((pred - target) ** 2).mean())}
 
 
-GENERALIZATION = TaskSpec(generalization_loss, generalization_metrics, "kendall_tau", True)
+GENERALIZATION = TaskSpec(generalization_loss, generalization_metrics, "kendall_tau", True,
+                          torchmetrics_of.generalization_metrics,
+                          torchmetrics_of.generalization_update,
+                          torchmetrics_of.generalization_finish)
 
 
 # --- INR editing (dilation) ----------------------------------------------------------------
@@ -125,7 +131,15 @@ def editing_metrics(model: nn.Module, loader) -> dict[str, float]:
     return {"mse": edited / total, "mse_unedited": unedited / total}
 
 
-EDITING = TaskSpec(editing_loss, editing_metrics, "mse", False)
+def editing_update(model: nn.Module, batch, metrics: dict) -> None:
+    """Feed one batch into :func:`~nft_pyg.tasks.metrics.editing_metrics`."""
+    target = dilate(batch.image)
+    metrics["mse"].update((edit_images(model, batch) - target).pow(2).flatten(1).mean(1))
+    metrics["mse_unedited"].update((render_graph(batch) - target).pow(2).flatten(1).mean(1))
+
+
+EDITING = TaskSpec(editing_loss, editing_metrics, "mse", False,
+                   torchmetrics_of.editing_metrics, editing_update)
 
 SPECS = {"classification": CLASSIFICATION, "generalization": GENERALIZATION,
          "editing": EDITING}

@@ -1,103 +1,89 @@
-"""A small training loop around plain PyTorch, with DDP when it is initialised.
+"""Training of the weight-space models on PyTorch Lightning.
 
-- **Distributed.** When ``torch.distributed`` is initialised (or the
-  ``torchrun`` environment variables ``WORLD_SIZE`` / ``RANK`` /
-  ``MASTER_ADDR`` are set, in which case :func:`init_distributed` starts the
-  process group: ``gloo`` on CPU, ``nccl`` on GPUs), the model is wrapped in
-  :class:`torch.nn.parallel.DistributedDataParallel`, each global batch is
-  split between the ranks (:class:`ShardedBatchSampler`) and DDP all-reduces
-  the gradients. The per-rank loss is rescaled by its share of the global
-  batch, so the averaged gradient equals the single-process gradient of the
-  same global batch, also for a last batch that does not split evenly.
+:class:`Trainer` trains a model on a :class:`TaskSpec` with
+:class:`lightning.pytorch.Trainer` (the module, the run-folder callback and
+the checkpoint writer are in :mod:`nft_pyg.tasks.engine`):
+
+- **Devices.** ``accelerator`` / ``devices`` / ``num_nodes`` / ``strategy`` /
+  ``precision`` of :class:`TrainConfig` go to Lightning, which moves the
+  model and the batches (pinned memory and non-blocking copies on CUDA).
+  ``"auto"`` picks a GPU when there is one.
+- **Distributed.** With several devices, nodes, or under ``torchrun`` /
+  SLURM, Lightning runs DistributedDataParallel (``gloo`` on CPUs, ``nccl``
+  on GPUs). ``batch_size`` is the *global* batch: every step trains on the
+  same global batches as one process, split evenly between the ranks
+  (:func:`~nft_pyg.tasks.engine.graph_loader`), and DDP's averaged
+  gradient is the gradient of the global batch; :class:`~nft_pyg.nn.norm.PoolNorm`
+  takes its statistics over the global batch.
 - **Run folder** ``runs/<task>/<model>/<seed>/``: ``config.json``,
-  ``metrics.jsonl`` (one record per epoch, then a ``"final"`` record with
-  the test metrics of the best validation epoch, the train time and the
-  parameter count) and ``checkpoint.pt`` (model, optimizer, epoch, RNG
-  states, best model so far; written with
-  :func:`~nft_pyg.datasets.io.atomic_save`, read with
-  :func:`~nft_pyg.datasets.io.safe_load`). ``resume=True`` continues an
-  interrupted run from its checkpoint.
+  ``metrics.jsonl`` (one record per epoch, then a ``"final"`` record with the
+  test metrics of the best validation epoch, the train time and the
+  parameter count; the records ``nft-pyg results`` reads), Lightning's
+  ``last.ckpt`` (written atomically, read with ``weights_only=True``; it
+  holds the best model so far) and the CSV logger's ``logs/metrics.csv``.
+  ``resume=True`` continues an interrupted run from ``last.ckpt``; a folder
+  that already holds a run is only started again with ``overwrite=True``.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import random
-import time
-from dataclasses import dataclass
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import Sampler
-from ..graph.collate import GraphLoader as DataLoader, collate_graphs
-from tqdm.auto import tqdm
 
-from ..utils.io import atomic_save, atomic_write_text, safe_load
+from ..utils.io import atomic_write_text, safe_load
+from .engine import AtomicCheckpointIO, RunRecorder, TaskModule, append_record
 
-CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.jsonl"
+CONFIG, METRICS = "config.json", "metrics.jsonl"
+#: Lightning's checkpoint of the last finished epoch
+CHECKPOINT = "last.ckpt"
+#: the checkpoint of the trainer before Lightning (cannot be resumed)
+LEGACY_CHECKPOINT = "checkpoint.pt"
+#: the CSV logger's folder inside a run folder
+LOGS = "logs"
 
 
-# --- distributed ---------------------------------------------------------------------
-def init_distributed(backend: str | None = None) -> bool:
-    """Start the process group from ``torchrun``'s environment variables if
-    they are set and it is not started yet; ``True`` when running distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size() > 1
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
-        return False
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
-    return dist.get_world_size() > 1
+class ConfigurationError(ValueError):
+    """A training setting, option or run folder that cannot be used as given."""
+
+
+class RunFolderError(ConfigurationError):
+    """The run folder already holds a run and neither resume nor overwrite was asked."""
 
 
 def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes: from ``torch.distributed``
+    once it is started, else from the launcher's ``RANK`` / ``WORLD_SIZE``
+    (``torchrun``, SLURM through Lightning) before it is."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
+    for rank, world in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank in os.environ and world in os.environ:
+            return int(os.environ[rank]), int(os.environ[world])
     return 0, 1
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
-    """Global batches of a seeded per-epoch shuffle, each split between ranks.
-
-    Every rank draws the same permutation (seed + epoch), cuts it into global
-    batches of ``batch_size`` and keeps positions ``rank, rank + world, ...``
-    of each batch. A last global batch with fewer items than ranks is
-    dropped (every rank must take part in every step).
-    """
-
-    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0,
-                 world: int = 1, shuffle: bool = True):
-        if batch_size < world:
-            raise ValueError(f"ShardedBatchSampler: the global batch size {batch_size} is "
-                             f"smaller than the number of processes {world}")
-        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self.rank, self.world, self.shuffle, self.epoch = rank, world, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def global_batches(self) -> list[list[int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.num_items, generator=generator).tolist()
-        else:
-            order = list(range(self.num_items))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        return [b for b in batches if len(b) >= self.world]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches():
-            yield batch[self.rank::self.world]
-
-    def __len__(self) -> int:
-        return len(self.global_batches())
+def is_first_process() -> bool:
+    """Whether this is global rank 0, the process that checks and writes the run
+    folder, also before ``torch.distributed`` starts: under ``torchrun`` /
+    SLURM from ``RANK`` / ``SLURM_PROCID``; the processes Lightning starts
+    itself for several devices (``LOCAL_RANK`` > 0 or ``NODE_RANK`` > 0) are
+    not."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 # --- the task interface -----------------------------------------------------------------
@@ -107,26 +93,47 @@ class TaskSpec:
 
     Attributes:
         loss: ``loss(model, batch) -> scalar`` (mean over the batch's graphs).
-        evaluate: ``evaluate(model, loader) -> dict`` of metrics on a split.
+        evaluate: ``evaluate(model, batches) -> dict`` of metrics on a split
+            (``batches``: any iterable of batches, e.g. a loader).
         select: the validation metric that picks the best epoch.
         maximize: whether larger ``select`` is better.
+        metrics: optional ``metrics() -> {name: torchmetrics.Metric}``; with
+            ``update`` the trainer evaluates batch by batch with these
+            instead of calling ``evaluate``.
+        update: ``update(model, batch, metrics)`` feeds one batch to them.
+        finish: optional ``finish(values) -> values`` applied to the computed
+            metrics (e.g. a NaN that means "no skill").
     """
 
     loss: Callable[[nn.Module, Any], Tensor]
     evaluate: Callable[[nn.Module, Any], dict[str, float]]
     select: str
     maximize: bool
+    metrics: Callable[[], dict] | None = None
+    update: Callable[[nn.Module, Any, dict], None] | None = None
+    finish: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 
 #: the learning-rate schedules of :class:`TrainConfig`
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def _positive(name: str, value, kind=int, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(
+        value, bool) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "a non-negative" if allow_zero else "a positive"
+        noun = "number" if kind is float else "integer"
+        raise ConfigurationError(f"TrainConfig: {name} must be {what} {noun}, got {value!r}")
+
+
 @dataclass
 class TrainConfig:
-    """Optimisation settings of one run (the model's settings live with the task)."""
+    """Optimisation and device settings of one run (the model's settings live
+    with the task)."""
 
     epochs: int = 10
+    #: the global batch size (split between the processes)
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -147,11 +154,31 @@ class TrainConfig:
     #: that lag is normalised wrongly in eval mode. No effect on models
     #: without PoolNorm.
     recalibrate_batches: int = 32
+    #: Lightning's ``accelerator``: ``"auto"`` (a GPU when there is one),
+    #: ``"cpu"``, ``"gpu"`` / ``"cuda"``
+    accelerator: str = "auto"
+    #: devices per node: ``"auto"``, a count, or a list of GPU indices; under
+    #: ``torchrun`` ``"auto"`` means the processes it started on this node
+    devices: Any = "auto"
+    num_nodes: int = 1
+    #: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``, ... (Lightning's strategies)
+    strategy: str = "auto"
+    #: Lightning's ``precision``: ``"32-true"``, ``"bf16-mixed"`` (GPUs), ``"64-true"``
+    precision: str = "32-true"
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, got "
-                             f"{self.lr_schedule!r}")
+            raise ConfigurationError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, "
+                                     f"got {self.lr_schedule!r}")
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size", "num_nodes"):
+            _positive(name, getattr(self, name))
+        _positive("lr", self.lr, float)
+        _positive("weight_decay", self.weight_decay, float, allow_zero=True)
+        _positive("recalibrate_batches", self.recalibrate_batches, allow_zero=True)
+        if self.grad_clip is not None:
+            _positive("grad_clip", self.grad_clip, float)
+        if self.max_train_seconds is not None:
+            _positive("max_train_seconds", self.max_train_seconds, float)
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
@@ -160,229 +187,218 @@ class TrainConfig:
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
 
 
-def recalibrate_pool_norms(model: nn.Module, dataset, batch_size: int, max_batches: int,
-                           rank: int = 0, world: int = 1) -> int:
-    """Reset the running statistics of every :class:`~nft_pyg.nn.norm.PoolNorm`
-    of ``model`` and recompute them as the plain average of the batch
-    statistics of up to ``max_batches`` batches of ``dataset`` (evenly
-    spaced items, in order), with the current weights. Every other module
-    runs in eval mode, as in the evaluation that follows (no dropout, other
-    norms untouched). The random state is left as it was. Under
-    :mod:`torch.distributed` rank ``r`` forwards items
-    ``r, r + world, ...`` of each batch and :class:`PoolNorm` all-reduces,
-    so every rank gets the statistics of the whole batches. Returns the
-    number of recalibrated layers."""
-    from ..nn.norm import PoolNorm
-
-    norms = [m for m in model.modules() if isinstance(m, PoolNorm) and m.track_running_stats]
-    if not norms or max_batches < 1:
-        return 0
-    count = min(len(dataset), batch_size * max_batches)
-    stride = len(dataset) / count
-    indices = [int(i * stride) for i in range(count)]
-    chunks = [indices[i:i + batch_size] for i in range(0, count, batch_size)]
-    chunks = [chunk for chunk in chunks if len(chunk) >= max(world, 2)]
-    momenta = [m.momentum for m in norms]
-    was_training = model.training
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None          # cumulative average over the batches below
-    model.eval()
-    for norm in norms:
-        norm.train()
-    try:
-        with torch.no_grad(), torch.random.fork_rng():
-            for chunk in chunks:
-                local = chunk[rank::world]
-                model(collate_graphs([dataset[i] for i in local]))
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.train(was_training)
-    return len(norms)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+def read_records(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
+def run_state(run_dir: str | os.PathLike) -> str | None:
+    """``"finished"`` (a final record), ``"interrupted"`` (a configuration or
+    records but no final record) or ``None`` (no run) for a run folder."""
+    folder = Path(run_dir)
+    if any(r.get("final") for r in read_records(folder)):
+        return "finished"
+    if any((folder / name).exists() for name in (CONFIG, METRICS, CHECKPOINT,
+                                                 LEGACY_CHECKPOINT)):
+        return "interrupted"
+    return None
+
+
+def check_run_folder(run_dir: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+    """Raise :class:`RunFolderError` when ``run_dir`` holds a run that neither
+    ``resume`` nor ``overwrite`` allows to touch, or a run of the earlier
+    trainer that ``resume`` cannot continue."""
+    run_dir = Path(run_dir)
+    state = run_state(run_dir)
+    if state is None or overwrite:
+        return
+    if resume:
+        if not (run_dir / CHECKPOINT).exists() and (run_dir / LEGACY_CHECKPOINT).exists():
+            raise RunFolderError(f"{run_dir} holds a run of the earlier trainer "
+                                 f"({LEGACY_CHECKPOINT}), which cannot be resumed; pass "
+                                 f"--overwrite to start it again")
+        return
+    raise RunFolderError(f"{run_dir} already holds a{'n' if state[0] == 'i' else ''} {state} "
+                         f"run; pass --resume to continue it or --overwrite to start again")
+
+
+def _lightning_quiet(banners: bool) -> None:
+    """Lightning's banners (devices found and used) only with ``banners``, and
+    no advice to add loader workers: the graphs are in memory and a worker
+    costs more to start than it saves here."""
+    # Lightning 2.6 on torch 2.13 warns on import, not about our code
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' level on import)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.INFO if banners else logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # every rank evaluates the whole split: there is nothing to synchronise
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed "
+                                              r"setting.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not "
+                                              r"empty.*")
+    warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will "
+                                              r"be deleted.*")   # see the CSV logger below
 
 
 class Trainer:
     """Train ``model`` on ``train_set`` for a :class:`TaskSpec`, writing a run folder.
 
     Args:
-        model: the model (unwrapped; DDP wrapping happens here).
+        model: the model (Lightning moves it and wraps it for DDP).
         task: the :class:`TaskSpec`.
         train_set, val_set, test_set: PyG datasets (or lists of graphs).
         config: :class:`TrainConfig`.
         run_dir: the run folder (``None``: nothing is written).
         run_config: the JSON-serialisable description saved as ``config.json``.
         seed: seeds the shuffles (and is recorded).
-        resume: continue from ``run_dir/checkpoint.pt`` if it exists.
-        progress: show tqdm bars (rank 0 only).
+        resume: continue from ``run_dir/last.ckpt`` if it exists (else start).
+        overwrite: start again in a folder that already holds a run.
+        progress: show progress bars (rank 0 only).
+
+    Raises:
+        RunFolderError: ``run_dir`` holds a finished or interrupted run and
+            neither ``resume`` nor ``overwrite`` is set, or ``resume`` is asked
+            of a run of the earlier trainer (``checkpoint.pt``).
     """
 
     def __init__(self, model: nn.Module, task: TaskSpec, train_set, val_set, test_set,
                  config: TrainConfig, run_dir: str | os.PathLike | None = None,
                  run_config: dict | None = None, seed: int = 0, resume: bool = False,
-                 progress: bool = True):
-        self.rank, self.world = rank_and_world()
+                 overwrite: bool = False, progress: bool = True):
         self.model, self.task, self.config = model, task, config
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.run_config = dict(run_config or {})
-        self.seed, self.resume = int(seed), bool(resume)
-        self.progress = progress and self.rank == 0
-        self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=config.lr,
-            weight_decay=config.weight_decay)
-        self.sampler = ShardedBatchSampler(len(train_set), config.batch_size, self.seed,
-                                           self.rank, self.world)
-        self.train_loader = DataLoader(train_set, batch_sampler=self.sampler)
-        self.start_epoch, self.elapsed = 1, 0.0
-        self.best_value: float | None = None
-        self.best_epoch = 0
-        self.best_state: dict[str, Tensor] | None = None
-        self.ddp_model = model
-        if self.world > 1:
-            self.ddp_model = nn.parallel.DistributedDataParallel(
-                model, find_unused_parameters=config.find_unused_parameters)
+        self.seed, self.resume, self.overwrite = int(seed), bool(resume), bool(overwrite)
+        self.progress = progress
+        self.check_run_dir()
+
+    def check_run_dir(self) -> None:
+        """Raise :class:`RunFolderError` when the folder's run may not be touched."""
+        if self.run_dir is not None and is_first_process():
+            check_run_folder(self.run_dir, self.resume, self.overwrite)
 
     # --- run folder ------------------------------------------------------------------
-    @property
-    def is_writer(self) -> bool:
-        return self.run_dir is not None and self.rank == 0
-
-    def _write_metrics(self, record: dict) -> None:
-        if not self.is_writer:
-            return
-        with open(self.run_dir / METRICS, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def _prepare_run_dir(self) -> None:
-        if self.run_dir is None:
-            return
+    def _checkpoint_to_resume(self) -> Path | None:
+        if self.run_dir is None or not self.resume:
+            return None
         checkpoint = self.run_dir / CHECKPOINT
-        if self.resume and checkpoint.exists():
-            self._load_checkpoint(checkpoint)
-            if self.is_writer:   # drop records of epochs after the checkpoint
-                path = self.run_dir / METRICS
-                records = [json.loads(line) for line in path.read_text().splitlines()
-                           if line.strip()] if path.exists() else []
-                kept = [r for r in records if r.get("epoch", 0) < self.start_epoch
-                        and not r.get("final")]
-                atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), path)
+        return checkpoint if checkpoint.exists() else None
+
+    def _prepare_run_dir(self, checkpoint: Path | None, writer: bool, world: int) -> None:
+        if self.run_dir is None or not writer:
             return
-        if self.is_writer:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for name in (CHECKPOINT, METRICS):
-                (self.run_dir / name).unlink(missing_ok=True)
-            config = {**self.run_config, "train": {**vars(self.config)}, "seed": self.seed,
-                      "world_size": self.world}
-            atomic_write_text(json.dumps(config, indent=2, default=str) + "\n",
-                              self.run_dir / CONFIG)
-
-    def _save_checkpoint(self, epoch: int) -> None:
-        if not self.is_writer:
+        if checkpoint is not None:
+            # drop the records of epochs after the checkpoint, and a final record
+            epoch = int(_checkpoint_epoch(checkpoint))
+            kept = [r for r in read_records(self.run_dir)
+                    if r.get("epoch", 0) <= epoch and not r.get("final")]
+            atomic_write_text("".join(json.dumps(r) + "\n" for r in kept),
+                              self.run_dir / METRICS)
             return
-        atomic_save({"model": self.model.state_dict(),
-                     "optimizer": self.optimizer.state_dict(), "epoch": epoch,
-                     "elapsed": self.elapsed, "rng": _rng_state(),
-                     "best_value": self.best_value, "best_epoch": self.best_epoch,
-                     "best_model": self.best_state}, self.run_dir / CHECKPOINT)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in (CHECKPOINT, LEGACY_CHECKPOINT, METRICS):
+            (self.run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir / LOGS, ignore_errors=True)
+        config = {**self.run_config, "train": asdict(self.config), "seed": self.seed,
+                  "world_size": world}
+        atomic_write_text(json.dumps(config, indent=2, default=str) + "\n",
+                          self.run_dir / CONFIG)
 
-    def _load_checkpoint(self, path: Path) -> None:
-        state = safe_load(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.start_epoch = int(state["epoch"]) + 1
-        self.elapsed = float(state["elapsed"])
-        self.best_value, self.best_epoch = state["best_value"], int(state["best_epoch"])
-        self.best_state = state["best_model"]
-        _set_rng_state(state["rng"])
+    def _lightning_trainer(self, callbacks: list, logs: str | None):
+        import lightning.pytorch as pl
+        from lightning.pytorch.loggers import CSVLogger
+        from lightning.pytorch.strategies import DDPStrategy
 
-    # --- loop ------------------------------------------------------------------------
-    def _is_better(self, value: float) -> bool:
-        if self.best_value is None or math.isnan(self.best_value):
-            return not math.isnan(value)
-        return value > self.best_value if self.task.maximize else value < self.best_value
-
-    def evaluate(self, dataset) -> dict[str, float]:
-        loader = DataLoader(dataset, batch_size=self.config.eval_batch_size, shuffle=False)
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            metrics = self.task.evaluate(self.model, loader)
-        self.model.train(was_training)
-        return metrics
-
-    def train_epoch(self, epoch: int) -> float:
-        self.model.train()
-        self.sampler.set_epoch(epoch)
-        batches = self.sampler.global_batches()
-        total, count = 0.0, 0
-        bar = tqdm(zip(batches, self.train_loader), total=len(batches), leave=False,
-                   desc=f"epoch {epoch}", disable=not self.progress)
-        first_step, total_steps = (epoch - 1) * len(batches), self.config.epochs * len(batches)
-        for step, (global_batch, batch) in enumerate(bar, start=first_step):
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.lr_at(step, total_steps)
-            share = batch.num_graphs * self.world / len(global_batch)
-            loss = self.task.loss(self.ddp_model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * share).backward()
-            if self.config.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            total += float(loss.detach()) * batch.num_graphs
-            count += batch.num_graphs
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
-        return total / max(count, 1)
+        config = self.config
+        devices, num_nodes = config.devices, config.num_nodes
+        local_world = os.environ.get("LOCAL_WORLD_SIZE")
+        if devices == "auto" and local_world is not None and "GROUP_RANK" in os.environ:
+            # under torchrun: one device per process it started on this node
+            devices = int(local_world)
+            num_nodes = max(num_nodes, int(os.environ["WORLD_SIZE"]) // devices)
+        strategy = config.strategy
+        if strategy == "ddp":
+            strategy = DDPStrategy(find_unused_parameters=config.find_unused_parameters)
+        elif strategy == "auto" and (num_nodes > 1 or devices not in ("auto", 1, "1")):
+            strategy = DDPStrategy(find_unused_parameters=config.find_unused_parameters)
+        # a resumed run logs to a folder of its own: Lightning's CSV logger
+        # deletes the metrics.csv of the folder it starts in
+        logger = (CSVLogger(self.run_dir, name="", version=logs) if logs is not None
+                  else False)
+        return pl.Trainer(
+            accelerator=config.accelerator, devices=devices, num_nodes=num_nodes,
+            strategy=strategy, precision=config.precision, max_epochs=config.epochs,
+            gradient_clip_val=config.grad_clip, gradient_clip_algorithm="norm",
+            check_val_every_n_epoch=config.eval_every, num_sanity_val_steps=0,
+            use_distributed_sampler=False, logger=logger, log_every_n_steps=1,
+            callbacks=callbacks, enable_checkpointing=self.run_dir is not None,
+            enable_model_summary=False, enable_progress_bar=self.progress,
+            plugins=[AtomicCheckpointIO()], default_root_dir=self.run_dir,
+            # no_grad, not inference_mode: LayerStructure caches on tensor version
+            # counters, which inference tensors do not have
+            inference_mode=False)
 
     def fit(self) -> dict[str, Any]:
         """Train, keep the best model by validation metric, evaluate it on the
         test split; returns the final record (also appended to metrics.jsonl)."""
-        self._prepare_run_dir()
-        epochs = range(self.start_epoch, self.config.epochs + 1)
-        bar = tqdm(epochs, desc=self.run_config.get("name", "training"),
-                   disable=not self.progress)
-        for epoch in bar:
-            started = time.perf_counter()
-            train_loss = self.train_epoch(epoch)
-            self.elapsed += time.perf_counter() - started
-            record = {"epoch": epoch, "train_loss": train_loss,
-                      "train_seconds": self.elapsed}
-            if epoch % self.config.eval_every == 0 or epoch == self.config.epochs:
-                recalibrate_pool_norms(self.model, self.train_set, self.config.batch_size,
-                                       self.config.recalibrate_batches, self.rank, self.world)
-                val = self.evaluate(self.val_set)
-                record.update({f"val_{k}": v for k, v in val.items()})
-                value = float(val[self.task.select])
-                if self._is_better(value):
-                    self.best_value, self.best_epoch = value, epoch
-                    self.best_state = {k: v.detach().clone()
-                                       for k, v in self.model.state_dict().items()}
-                bar.set_postfix(loss=f"{train_loss:.4g}",
-                                **{self.task.select: f"{value:.4g}"})
-            self._write_metrics(record)
-            self._save_checkpoint(epoch)
-            budget = self.config.max_train_seconds
-            if budget is not None and self.elapsed > budget:
-                break
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        test = self.evaluate(self.test_set)
-        final = {"final": True, "best_epoch": self.best_epoch,
-                 f"val_{self.task.select}": self.best_value,
-                 **{f"test_{k}": v for k, v in test.items()},
-                 "train_seconds": self.elapsed, "num_parameters": count_parameters(self.model)}
-        self._write_metrics(final)
+        _lightning_quiet(banners=self.progress)
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        module = TaskModule(self.model, self.task, self.config, self.train_set,
+                            self.val_set, self.test_set, seed=self.seed)
+        callbacks = [RunRecorder(self.run_dir, self.config)]
+        if self.run_dir is not None:
+            # no monitor, top 1: the latest epoch, always under the same name
+            callbacks.append(ModelCheckpoint(dirpath=self.run_dir, filename=CHECKPOINT[:-5],
+                                             save_top_k=1, save_on_train_epoch_end=True,
+                                             enable_version_counter=False))
+        checkpoint = self._checkpoint_to_resume()
+        logs = None
+        if self.run_dir is not None:
+            logs = LOGS if checkpoint is None else os.path.join(
+                LOGS, f"resumed_after_epoch_{_checkpoint_epoch(checkpoint)}")
+        trainer = self._lightning_trainer(callbacks, logs)
+        # before fit Lightning does not know the ranks of the processes it starts
+        self._prepare_run_dir(checkpoint, is_first_process(), trainer.world_size)
+        trainer.fit(module, ckpt_path=checkpoint)
+        if module.best_state is not None:
+            self.model.load_state_dict(module.best_state)
+        trainer.test(module, verbose=False)
+        final = {"final": True, "best_epoch": module.best_epoch,
+                 f"val_{self.task.select}": module.best_value,
+                 **{f"test_{k}": v for k, v in module.last_test.items()},
+                 "train_seconds": module.elapsed,
+                 "num_parameters": count_parameters(self.model)}
+        append_record(self.run_dir, final, trainer.is_global_zero)
         return final
+
+
+def load_run_weights(run_dir: str | os.PathLike, best: bool = False) -> dict[str, Tensor]:
+    """The model's state dict from a run folder's checkpoint: the last epoch's
+    weights, or with ``best`` those of the best validation epoch so far
+    (``last.ckpt``; a run of the earlier trainer: ``checkpoint.pt``)."""
+
+    folder = Path(run_dir)
+    if (folder / CHECKPOINT).exists():
+        checkpoint = safe_load(folder / CHECKPOINT)
+        if best:
+            return checkpoint["nft_pyg"]["best_model"]
+        return {key[len("model."):]: value for key, value in checkpoint["state_dict"].items()
+                if key.startswith("model.")}
+    legacy = safe_load(folder / LEGACY_CHECKPOINT)
+    return legacy["best_model"] if best else legacy["model"]
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """The number of epochs finished in a Lightning checkpoint (written at the
+    end of a training epoch, after its validation)."""
+    progress = safe_load(path)["loops"]["fit_loop"]["epoch_progress"]["current"]
+    return int(progress["processed"])

@@ -2,7 +2,8 @@
 
 Everything the project writes to disk goes through :func:`atomic_save` (a
 temporary file in the same folder, flushed and renamed over the target, so
-a reader never sees half a file) and everything it reads back through
+a reader never sees half a file; the file gets the permissions of any new
+file of the user, ``0666`` less the umask) and everything it reads back through
 :func:`safe_load` (``torch.load(weights_only=True)``, never a fallback to
 unpickling arbitrary objects). Saved objects are therefore plain
 containers of tensors, numbers and strings.
@@ -33,10 +34,20 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600 files whatever the umask; give the file the mode
+        # an ordinary open() would have
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()

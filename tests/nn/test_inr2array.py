@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 import nft_pyg
-from nft_pyg.datasets.io import CorruptFileError, atomic_save
+from nft_pyg.utils.io import CorruptFileError, atomic_save
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import fit_sirens, render_module, siren, to_modules
 from nft_pyg.nn.models import (Inr2Array, LatentClassifier, SpatialSirenHypernetwork,

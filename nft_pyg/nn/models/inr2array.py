@@ -486,7 +486,7 @@ class LatentClassifier(nn.Module):
 
 def save_latents(path: str | os.PathLike, latents: Tensor, labels: Tensor | None = None) -> None:
     """Write latent arrays ``[K, M, d]`` (and labels ``[K]``) atomically
-    (:func:`nft_pyg.datasets.io.atomic_save`); read back with :func:`load_latents`."""
+    (:func:`nft_pyg.utils.io.atomic_save`); read back with :func:`load_latents`."""
     if not isinstance(latents, Tensor) or latents.dim() != 3:
         raise ValueError(f"save_latents: latents must be a [K, M, d] tensor, got "
                          f"{getattr(latents, 'shape', type(latents).__name__)}")
@@ -502,7 +502,7 @@ def save_latents(path: str | os.PathLike, latents: Tensor, labels: Tensor | None
 def load_latents(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
     """``(latents [K, M, d], labels [K] or None)`` from a :func:`save_latents`
     file, loaded with ``torch.load(weights_only=True)``; a file of another
-    form raises :class:`~nft_pyg.datasets.io.CorruptFileError`."""
+    form raises :class:`~nft_pyg.utils.io.CorruptFileError`."""
     data = safe_load(path, dict)
     latents, labels = data.get("latents"), data.get("labels")
     if data.get("format") != LATENTS_FORMAT or not isinstance(latents, Tensor) or \
