@@ -1,118 +1,434 @@
-"""Follow a module's forward pass as a chain of leaf modules.
+"""Follow a module's forward pass as a chain of layers.
 
-``nn.Sequential`` containers are walked directly. Any other container is
-traced with ``torch.fx``; its forward must then be a plain chain (each call
-consumes the previous call's output, nothing else), with only supported
-leaf modules and a few functional calls (flatten and the activations).
-Anything else raises :class:`~nft_pyg.graph.modules.UnsupportedModuleError`
-naming the module.
+``nn.Sequential`` containers are walked directly. Any other module is
+traced with ``torch.fx``, one module at a time (its submodules are calls
+that are followed in turn, so an error names the submodule by its path in
+the user's network). What a forward computes is matched against the forms
+the neuron graph can hold:
+
+- supported ``torch.nn`` layers (:func:`~nft_pyg.graph.modules.is_leaf`) and
+  modules declared with :func:`~nft_pyg.graph.modules.register_activation`;
+- element-wise activations by what they compute: ``torch.relu``,
+  ``F.leaky_relu(x, 0.2)``, ``F.gelu(x, approximate=...)``, ``F.elu``,
+  ``torch.sin(w0 * x)`` with ``w0`` a number, attribute, buffer or parameter
+  holding one value, ...;
+- shape and pooling calls: ``torch.flatten``, ``x.flatten(1)``,
+  ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``, ``F.max_pool*``,
+  ``F.avg_pool*``, ``F.adaptive_*_pool*``;
+- residual connections ``h + f(h)`` where ``h`` is the output of a layer of
+  neurons (after its norm and activation) and ``f`` starts with a weight
+  layer.
+
+Anything else (a constant added, a product of two activations, a branch, a
+second input, control flow on tensor values) raises
+:class:`~nft_pyg.graph.modules.UnsupportedModuleError` naming the module and
+saying what it computes.
 """
 from __future__ import annotations
 
+import numbers
 import operator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import Sine, UnsupportedModuleError, is_leaf
+from .modules import (ResidualAdd, Sine, UnsupportedModuleError, check_hooks, is_leaf,
+                      registered_activation)
 
-# functional calls inside a traced forward -> the module that does the same
-_FUNCTIONS = {
-    torch.relu: nn.ReLU, F.relu: nn.ReLU, torch.tanh: nn.Tanh, F.tanh: nn.Tanh,
-    torch.sigmoid: nn.Sigmoid, F.sigmoid: nn.Sigmoid, F.gelu: nn.GELU, F.silu: nn.SiLU,
+
+# --- values a traced forward passes around ----------------------------------
+@dataclass(frozen=True)
+class _Stream:
+    """The network's activations after the first ``position`` chain entries."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class _Scaled:
+    """``scale * stream``: only a sine may consume it (``sin(w0 * x)``)."""
+
+    position: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class _BatchSize:
+    """``x.size(0)`` of the stream (for ``x.view(x.size(0), -1)``)."""
+
+
+@dataclass(frozen=True)
+class _Opaque:
+    """Anything else (a tensor attribute, a shape tuple, ...): using it is refused."""
+
+    what: str
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a plain number or a one-element tensor."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        return float(value.detach().reshape(()))
+    return None
+
+
+# --- functional forms -----------------------------------------------------------
+def _act(cls, **fixed):
+    return lambda args: cls(**fixed, **args)
+
+
+#: functional activation -> (names of its positional arguments after x, the module)
+_FUNCTIONAL_ACTS = {
+    torch.relu: ((), nn.ReLU), F.relu: (("inplace",), nn.ReLU),
+    torch.relu_: ((), nn.ReLU), F.relu_: ((), nn.ReLU),
+    torch.tanh: ((), nn.Tanh), F.tanh: ((), nn.Tanh),
+    torch.sigmoid: ((), nn.Sigmoid), F.sigmoid: ((), nn.Sigmoid),
+    F.gelu: (("approximate",), nn.GELU), F.silu: (("inplace",), nn.SiLU),
+    F.leaky_relu: (("negative_slope", "inplace"), nn.LeakyReLU),
+    F.elu: (("alpha", "inplace"), nn.ELU),
 }
-_METHODS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+_METHOD_ACTS = {"relu": nn.ReLU, "relu_": nn.ReLU, "tanh": nn.Tanh, "tanh_": nn.Tanh,
+                "sigmoid": nn.Sigmoid, "sigmoid_": nn.Sigmoid}
+_SINES = (torch.sin, torch.sin_)
 
 
-class _LeafTracer(torch.fx.Tracer):
+def _pool_table() -> dict:
+    table = {}
+    for dim in (1, 2, 3):
+        table[getattr(F, f"max_pool{dim}d")] = (
+            ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+            getattr(nn, f"MaxPool{dim}d"))
+        table[getattr(F, f"avg_pool{dim}d")] = (
+            ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+             "divisor_override") if dim > 1 else
+            ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+            getattr(nn, f"AvgPool{dim}d"))
+        table[getattr(F, f"adaptive_max_pool{dim}d")] = (
+            ("output_size", "return_indices"), getattr(nn, f"AdaptiveMaxPool{dim}d"))
+        table[getattr(F, f"adaptive_avg_pool{dim}d")] = (
+            ("output_size",), getattr(nn, f"AdaptiveAvgPool{dim}d"))
+    return table
+
+
+_FUNCTIONAL_POOLS = _pool_table()
+_ADDS = (operator.add, operator.iadd, torch.add)
+_MULS = (operator.mul, operator.imul, torch.mul)
+
+
+def _callee(node: torch.fx.Node) -> str:
+    """A readable name of what a traced call does (no tracing vocabulary)."""
+    target = node.target
+    if node.op == "call_method":
+        return f"the tensor method .{target}()"
+    if target in _ADDS:
+        return "an addition"
+    if target in _MULS:
+        return "a multiplication"
+    if target in (operator.sub, torch.sub):
+        return "a subtraction"
+    if target in (operator.truediv, torch.div):
+        return "a division"
+    name = getattr(target, "__name__", str(target))
+    module = getattr(target, "__module__", None) or ""
+    if "functional" in module:
+        return f"F.{name}"
+    if "torch" in module or isinstance(target, type(torch.sin)):
+        return f"torch.{name}"
+    return f"the function {name}"
+
+
+# --- the walker --------------------------------------------------------------
+class _Tracer(torch.fx.Tracer):
+    """Traces one module's own forward; every submodule call stays one call."""
+
     def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
-        return is_leaf(module) or isinstance(module, Sine) or super().is_leaf_module(
-            module, qualname)
+        return True
 
 
-def module_chain(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The leaf modules of ``module`` in the order its forward applies them.
+def module_chain(module: nn.Module, prefix: str = "") -> list[tuple[str, Any]]:
+    """The layers of ``module`` in the order its forward applies them.
 
     Returns ``(path, module)`` pairs; the path is the module's name in the
-    root module (its state-dict prefix), or a generated ``"<call>"`` name for
-    a functional call found by tracing.
+    root module (its state-dict prefix), or a ``"<...>"`` name for a
+    functional call. A residual connection is a
+    :class:`~nft_pyg.graph.modules.ResidualAdd` entry whose ``source`` is the
+    chain position of the added value.
     """
-    if is_leaf(module):
-        return [(prefix, module)]
-    if type(module).__module__.startswith("torch.nn.") and not isinstance(module, nn.Sequential):
-        raise UnsupportedModuleError(prefix, module)
-    if isinstance(module, nn.Sequential):
-        chain = []
-        for name, child in module.named_children():
-            chain += module_chain(child, f"{prefix}.{name}" if prefix else name)
-        return chain
-    return _traced_chain(module, prefix)
+    walker = _Walker()
+    out = walker.call(module, prefix, _Stream(0))
+    if not isinstance(out, _Stream) or out.position != len(walker.chain):
+        raise UnsupportedModuleError(prefix, module, "its output is not the result of its "
+                                     "last layer")
+    return walker.chain
 
 
-def _traced_chain(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
-    def full(name: str) -> str:
-        return f"{prefix}.{name}" if prefix else name
+class _Walker:
+    def __init__(self):
+        self.chain: list[tuple[str, Any]] = []
+        self.applied: dict[int, str] = {}  # id of a module with weights -> its path
 
-    try:
-        graph = _LeafTracer().trace(module)
-    except Exception as err:  # fx raises many kinds for data-dependent control flow
-        raise UnsupportedModuleError(prefix, module, "its forward cannot be followed as a "
-                                     f"chain of modules (torch.fx: {err})") from None
-    chain: list[tuple[str, nn.Module]] = []
-    previous = None
-    seen: set[str] = set()
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if previous is not None:
-                raise UnsupportedModuleError(prefix, module, "its forward takes more than "
-                                             "one input")
-            previous = node
-            continue
+    # a call of a module on the stream
+    def call(self, module: nn.Module, path: str, value: Any) -> Any:
+        check_hooks(path, module)
+        stream = self.expect_stream(value, path, module)
+        if is_leaf(module) or registered_activation(module) is not None:
+            self.append_leaf(path, module, stream)
+            return _Stream(len(self.chain))
+        if isinstance(module, nn.Sequential):
+            for name, child in module.named_children():
+                value = self.call(child, f"{path}.{name}" if path else name, value)
+            return value
+        if type(module).__module__.startswith("torch.nn.") or isinstance(module, Sine):
+            raise UnsupportedModuleError(path, module)
+        return self.trace(module, path, stream)
+
+    def append_leaf(self, path: str, module: nn.Module, stream: "_Stream") -> None:
+        if stream.position != len(self.chain):
+            self.branch(path, module)
+        if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+            if id(module) in self.applied:
+                raise UnsupportedModuleError(path, module, "the same layer (with weights) is "
+                                             f"applied twice (also as '{self.applied[id(module)]}')")
+            self.applied[id(module)] = path
+        self.chain.append((path, module))
+
+    def append(self, path: str, module: nn.Module, stream: "_Stream", owner, owner_path) -> Any:
+        if stream.position != len(self.chain):
+            self.branch(owner_path, owner)
+        self.chain.append((path, module))
+        return _Stream(len(self.chain))
+
+    def branch(self, path: str, module: nn.Module):
+        raise UnsupportedModuleError(path, module, "its forward branches: a layer reads a "
+                                     "value other than the previous layer's output (only "
+                                     "residual additions h + f(h) can join two branches)")
+
+    def expect_stream(self, value: Any, path: str, module: nn.Module) -> "_Stream":
+        if isinstance(value, _Stream):
+            return value
+        if isinstance(value, _Scaled):
+            raise UnsupportedModuleError(path, module, f"it receives {value.scale:g} * x; a "
+                                         "product with a constant is supported only inside a "
+                                         "sine, sin(w0 * x)")
+        raise UnsupportedModuleError(path, module, "its input is not the network's "
+                                     "activations")
+
+    # tracing a user module's forward
+    def trace(self, module: nn.Module, path: str, stream: "_Stream") -> Any:
+        try:
+            graph = _Tracer().trace(module)
+        except Exception as err:  # noqa: BLE001 - fx raises many kinds
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if "control flow" in reason or "iterate" in reason or "bool" in reason:
+                reason = "its forward has Python control flow (if / for / while) that " \
+                    "depends on tensor values"
+            else:
+                reason = f"its forward cannot be followed symbolically ({reason})"
+            raise UnsupportedModuleError(path, module, reason) from None
+        values: dict[torch.fx.Node, Any] = {}
+        inputs = 0
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                inputs += 1
+                if inputs > 1:
+                    if node.args:  # an argument with a default the caller does not pass
+                        values[node] = _Opaque(f"the argument '{node.target}'")
+                        continue
+                    raise UnsupportedModuleError(path, module, "its forward takes more than "
+                                                 "one input")
+                values[node] = stream
+            elif node.op == "output":
+                result = node.args[0]
+                return values.get(result, _Opaque("a constant")) \
+                    if isinstance(result, torch.fx.Node) else _Opaque(repr(result))
+            else:
+                values[node] = self.node(node, values, module, path)
+        raise UnsupportedModuleError(path, module, "its forward returns nothing")
+
+    def node(self, node: torch.fx.Node, values: dict, module: nn.Module, path: str) -> Any:
+        def full(name: str) -> str:
+            return f"{path}.{name}" if path else name
+
+        def arg(value: Any) -> Any:
+            return values[value] if isinstance(value, torch.fx.Node) else value
+
+        args = [arg(a) for a in node.args]
+        kwargs = {key: arg(value) for key, value in node.kwargs.items()}
+        fname = f"<{full(node.name)}>"
+
         if node.op == "get_attr":
-            raise UnsupportedModuleError(prefix, module, f"its forward reads the attribute "
-                                         f"'{node.target}' directly")
-        if node.op == "output":
-            if node.args[0] is not previous:
-                raise UnsupportedModuleError(prefix, module, "its output is not the last "
-                                             "call of the chain")
-            break
-        inputs = [arg for arg in node.all_input_nodes]
-        if inputs != [previous]:
-            raise UnsupportedModuleError(
-                prefix, module, f"the call '{node.name}' does not consume only the previous "
-                "call's output (residual connections and branches are not supported)")
-        chain += _node_modules(node, module, prefix, full, seen)
-        previous = node
-    return chain
+            attribute = _get_attr(module, str(node.target))
+            number = _number(attribute)
+            return number if number is not None else _Opaque(f"the attribute '{node.target}'")
+        if node.op == "call_module":
+            submodule = module.get_submodule(str(node.target))
+            if len(args) != 1 or kwargs:
+                raise UnsupportedModuleError(full(str(node.target)), submodule,
+                                             "it is called with more than one input")
+            return self.call(submodule, full(str(node.target)), args[0])
+
+        target = node.target
+        streams = [a for a in args if isinstance(a, (_Stream, _Scaled))]
+        # element-wise activations
+        act = None
+        if node.op == "call_function" and target in _FUNCTIONAL_ACTS:
+            names, cls = _FUNCTIONAL_ACTS[target]
+            act = (cls, _bind(names, args[1:], kwargs, node, module, path))
+        elif node.op == "call_method" and target in _METHOD_ACTS and len(args) == 1 \
+                and not kwargs:
+            act = (_METHOD_ACTS[target], {})
+        if act is not None:
+            cls, params = act
+            params.pop("inplace", None)
+            stream = self.expect_stream(args[0], path, module)
+            return self.append(fname, cls(**params), stream, module, path)
+        if (node.op == "call_function" and target in _SINES) or \
+                (node.op == "call_method" and target in ("sin", "sin_")):
+            if len(args) != 1 or kwargs:
+                raise UnsupportedModuleError(path, module, "it calls torch.sin with extra "
+                                             "arguments")
+            value = args[0]
+            if isinstance(value, _Scaled):
+                return self.append(fname, Sine(value.scale), _Stream(value.position),
+                                   module, path)
+            return self.append(fname, Sine(1.0), self.expect_stream(value, path, module),
+                               module, path)
+        # products with a constant: only as sin(w0 * x)
+        if (node.op == "call_function" and target in _MULS) or \
+                (node.op == "call_method" and target in ("mul", "mul_")):
+            if len(args) == 2 and not kwargs:
+                a, b = args
+                if isinstance(a, _Stream) and isinstance(b, float):
+                    return _Scaled(a.position, b)
+                if isinstance(b, _Stream) and isinstance(a, float):
+                    return _Scaled(b.position, a)
+                if isinstance(a, _Stream) and isinstance(b, numbers.Real):
+                    return _Scaled(a.position, float(b))
+                if isinstance(b, _Stream) and isinstance(a, numbers.Real):
+                    return _Scaled(b.position, float(a))
+            if len(streams) >= 2:
+                raise UnsupportedModuleError(path, module, "it multiplies two activations "
+                                             "(a gate), which no neuron graph can hold")
+            raise UnsupportedModuleError(path, module, "it multiplies its activations by "
+                                         "something that is not one number")
+        # residual connections
+        if (node.op == "call_function" and target in _ADDS) or \
+                (node.op == "call_method" and target in ("add", "add_")):
+            return self.add(args, kwargs, fname, module, path)
+        # flatten / view / reshape
+        flatten = _flatten_of(node, args, kwargs)
+        if flatten is not None:
+            stream = self.expect_stream(args[0], path, module)
+            return self.append(fname, nn.Flatten(*flatten), stream, module, path)
+        if node.op == "call_method" and target == "size" and isinstance(args[0], _Stream):
+            if len(args) == 2 and args[1] == 0 or kwargs.get("dim") == 0:
+                return _BatchSize()
+            return _Opaque("the size of the activations")
+        if node.op == "call_function" and target is getattr and len(args) == 2 \
+                and isinstance(args[0], _Stream) and args[1] == "shape":
+            return _Opaque("shape")
+        if node.op == "call_function" and target is operator.getitem and len(args) == 2 \
+                and isinstance(args[0], _Opaque) and args[0].what in ("shape", "size") \
+                and args[1] == 0:
+            return _BatchSize()
+        if node.op == "call_method" and target == "size" and len(args) == 1:
+            return _Opaque("size")
+        if node.op == "call_function" and target in _FUNCTIONAL_POOLS:
+            names, cls = _FUNCTIONAL_POOLS[target]
+            params = _bind(names, args[1:], kwargs, node, module, path)
+            params = {key: value for key, value in params.items()
+                      if not (key == "stride" and value is None)}
+            stream = self.expect_stream(args[0], path, module)
+            return self.append(fname, cls(**params), stream, module, path)
+        if node.op == "call_function" and target in (F.dropout, F.dropout1d, F.dropout2d,
+                                                     F.dropout3d):
+            raise UnsupportedModuleError(path, module, f"it calls {_callee(node)}; use the "
+                                         "module nn.Dropout (its train / eval mode is kept)")
+        if node.op == "call_method" and target in ("contiguous",) and len(args) == 1:
+            return args[0]
+        if node.op == "call_function" and target in (operator.sub, torch.sub, operator.truediv,
+                                                     torch.div) and streams:
+            what = "subtracts" if target in (operator.sub, torch.sub) else "divides"
+            raise UnsupportedModuleError(path, module, f"it {what} its activations "
+                                         f"({_callee(node)}), which is not a layer, an "
+                                         "activation or a residual addition")
+        raise UnsupportedModuleError(path, module, f"it calls {_callee(node)}, which has no "
+                                     "neuron-graph form")
+
+    def add(self, args, kwargs, name, module, path):
+        if len(args) != 2 or kwargs:
+            raise UnsupportedModuleError(path, module, "it adds with extra arguments "
+                                         "(alpha=...)")
+        a, b = args
+        if isinstance(a, (int, float)) or isinstance(b, (int, float)):
+            raise UnsupportedModuleError(path, module, "it adds a constant to its "
+                                         "activations, which is not an element-wise "
+                                         "activation the graph knows")
+        if not (isinstance(a, _Stream) and isinstance(b, _Stream)):
+            raise UnsupportedModuleError(path, module, "it adds something that is not an "
+                                         "activation of the network (only residual "
+                                         "additions h + f(h) are supported)")
+        if a.position == b.position:
+            raise UnsupportedModuleError(path, module, "it adds a value to itself")
+        late, early = (a, b) if a.position > b.position else (b, a)
+        if late.position != len(self.chain):
+            self.branch(path, module)
+        self.chain.append((name, ResidualAdd(early.position, path, module)))
+        return _Stream(len(self.chain))
 
 
-def _node_modules(node, module, prefix, full, seen):
-    if node.op == "call_module":
-        submodule = module.get_submodule(node.target)
-        stateful = any(True for _ in submodule.parameters()) or \
-            any(True for _ in submodule.buffers())
-        if node.target in seen and stateful:  # shared weights; a shared ReLU is fine
-            raise UnsupportedModuleError(full(node.target), submodule,
-                                         "the same module is applied twice")
-        seen.add(node.target)
-        return module_chain(submodule, full(node.target))
-    if node.op == "call_function" and node.target in (torch.flatten,):
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-        return [(f"<{full(node.name)}>", nn.Flatten(start, end))]
-    if node.op == "call_method" and node.target == "flatten":
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-        return [(f"<{full(node.name)}>", nn.Flatten(start, end))]
-    if node.op == "call_function" and node.target in _FUNCTIONS and len(node.args) == 1:
-        return [(f"<{full(node.name)}>", _FUNCTIONS[node.target]())]
-    if node.op == "call_method" and node.target in _METHODS and len(node.args) == 1:
-        return [(f"<{full(node.name)}>", _METHODS[node.target]())]
-    what = node.target if node.op != "call_function" else getattr(
-        node.target, "__name__", str(node.target))
-    if node.target in (operator.add, operator.mul, torch.add, torch.mul):
-        what = f"arithmetic '{what}'"
-    raise UnsupportedModuleError(prefix, module, f"its forward calls {node.op} '{what}', "
-                                 "which has no neuron-graph form")
+def _get_attr(module: nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _bind(names, args, kwargs, node, module, path) -> dict:
+    if len(args) > len(names):
+        raise UnsupportedModuleError(path, module, f"it calls {_callee(node)} with "
+                                     "unexpected arguments")
+    params = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise UnsupportedModuleError(path, module, f"it calls {_callee(node)} with the "
+                                         f"argument {key}, which is not supported")
+        params[key] = value
+    for key, value in params.items():
+        if isinstance(value, (_Stream, _Scaled, _BatchSize, _Opaque)):
+            raise UnsupportedModuleError(path, module, f"it calls {_callee(node)} with "
+                                         f"{key} computed from its input")
+    return params
+
+
+def _flatten_of(node: torch.fx.Node, args, kwargs) -> tuple[int, int] | None:
+    """``(start_dim, end_dim)`` when the call flattens the stream."""
+    if not args or not isinstance(args[0], _Stream):
+        return None
+    target = node.target
+    if (node.op == "call_function" and target is torch.flatten) or \
+            (node.op == "call_method" and target == "flatten"):
+        names = ("start_dim", "end_dim")
+        params = dict(zip(names, args[1:]))
+        params.update(kwargs)
+        start = params.get("start_dim", 0 if node.op == "call_function" else 0)
+        end = params.get("end_dim", -1)
+        if isinstance(start, int) and isinstance(end, int):
+            return start, end
+        return None
+    if (node.op == "call_method" and target in ("view", "reshape")) or \
+            (node.op == "call_function" and target is torch.reshape):
+        shape = list(args[1:]) if len(args) > 2 or not isinstance(
+            args[1] if len(args) > 1 else None, (tuple, list)) else list(args[1])
+        if kwargs.get("shape") is not None:
+            shape = list(kwargs["shape"])
+        if len(shape) == 2 and isinstance(shape[0], _BatchSize) and shape[1] == -1:
+            return 1, -1
+    return None
