@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.modules import module as module_globals
+from torch.nn.utils.weight_norm import WeightNorm
 
 from .types import Activation
 
@@ -185,9 +187,6 @@ def check_hooks(name: str, module: nn.Module) -> None:
     The old-style ``torch.nn.utils.weight_norm`` pre-hook is allowed: the
     graph takes the weight it computes.
     """
-    from torch.nn.modules import module as module_globals
-    from torch.nn.utils.weight_norm import WeightNorm
-
     forward, pre = _hooks(module)
     pre = {key: hook for key, hook in pre.items() if not isinstance(hook, WeightNorm)}
     if forward or pre:
@@ -206,7 +205,7 @@ def is_leaf(module: nn.Module) -> bool:
     ``torch.nn`` layers whose computation is fixed by the class)."""
     return (isinstance(module, (nn.Linear, nn.Flatten, nn.LayerNorm, nn.GroupNorm,
                                 *_CONVS, *_BATCHNORMS, *_POOLS, *_DROPOUTS))
-            or type(module) in _ACTIVATIONS)
+            or type(module) in _ACTIVATIONS or type(module) is Sine)
 
 
 def _pair_tuple(value: Any) -> Any:
@@ -230,8 +229,6 @@ def _conv_padding(name: str, module: nn.Module) -> list[int]:
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
     """The weight a (possibly weight-normalised / parametrised) layer applies."""
-    from torch.nn.utils.weight_norm import WeightNorm
-
     for hook in _hooks(module)[1].values():
         if isinstance(hook, WeightNorm) and hook.name == "weight":
             return hook.compute_weight(module)

@@ -185,7 +185,7 @@ class _Walker:
             for name, child in module.named_children():
                 value = self.call(child, f"{path}.{name}" if path else name, value)
             return value
-        if type(module).__module__.startswith("torch.nn.") or isinstance(module, Sine):
+        if type(module).__module__.startswith("torch.nn."):
             raise UnsupportedModuleError(path, module)
         return self.trace(module, path, stream)
 
@@ -194,8 +194,11 @@ class _Walker:
             self.branch(path, module)
         if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
             if id(module) in self.applied:
+                other = self.applied[id(module)]
+                also = f" (also as {other})" if other != path else ""
                 raise UnsupportedModuleError(path, module, "the same layer (with weights) is "
-                                             f"applied twice (also as '{self.applied[id(module)]}')")
+                                             f"applied twice{also}; shared weights have no "
+                                             "neuron-graph form")
             self.applied[id(module)] = path
         self.chain.append((path, module))
 
@@ -272,6 +275,8 @@ class _Walker:
             if len(args) != 1 or kwargs:
                 raise UnsupportedModuleError(full(str(node.target)), submodule,
                                              "it is called with more than one input")
+            if isinstance(args[0], (_Stream, _Scaled)) and args[0].position != len(self.chain):
+                self.branch(path, module)
             return self.call(submodule, full(str(node.target)), args[0])
 
         target = node.target

@@ -17,7 +17,7 @@ from .layout import NORM_KINDS, WEIGHT_KINDS, Layout
 from .neuron_graph import EDGE_IDS, NODE_IDS, NORM_IDENTITY
 from .types import Activation, EdgeKind, NodeRole
 
-_STEP_KINDS = (*WEIGHT_KINDS, *NORM_KINDS, "act", "pool", "flatten", "dropout")
+_STEP_KINDS = (*WEIGHT_KINDS, *NORM_KINDS, "act", "pool", "flatten", "dropout", "residual")
 
 
 class GraphFormatError(ValueError):
@@ -285,9 +285,39 @@ class _Checker:
                       f"expected {_code_name(codes, int(expected[index]))}{why}")
 
     # --- edges -------------------------------------------------------------------
+    def check_residual_edges(self, layout: Layout) -> int:
+        """Residual edges: after all weight edges, exactly the layout's connections.
+        Returns how many weight edges precede them."""
+        graph = self.graph
+        residual = graph.edge_kind == int(EdgeKind.RESIDUAL)
+        count = int(residual.sum())
+        total = residual.numel()
+        if count and bool(residual[: total - count].any()):
+            self.fail("edge_kind", f"edge {_first(residual)} is a residual edge before a "
+                      "weight edge; residual edges come after all weight edges")
+        expected_index, expected_layer = [], []
+        sizes = layout.neuron_layer_sizes
+        for source, target in sorted(layout.residuals(), key=lambda pair: (pair[1], pair[0])):
+            positions = torch.arange(sizes[target])
+            expected_index.append(torch.stack([positions + self.offsets[source],
+                                               positions + self.offsets[target]]))
+            expected_layer.append(torch.full((sizes[target],), target))
+        expected = torch.cat(expected_index, 1) if expected_index else \
+            torch.zeros(2, 0, dtype=torch.long)
+        found = graph.edge_index[:, total - count:].cpu()
+        if found.shape != expected.shape or not torch.equal(found, expected):
+            self.fail("edge_index", f"has {count} residual edges; the layout's residual "
+                      f"connections give {expected.size(1)}: neuron p of the source layer to "
+                      "neuron p of the target layer, sorted by target")
+        if count and not torch.equal(graph.edge_layer[total - count:].cpu(),
+                                     torch.cat(expected_layer)):
+            self.fail("edge_layer", "of a residual edge is not its target's neuron layer")
+        return total - count
+
     def check_edges(self, layout: Layout) -> None:
         graph, num_nodes = self.graph, self.num_nodes
         layers = layout.weight_layers()
+        weights = self.check_residual_edges(layout)
         edge_index, edge_layer = graph.edge_index, graph.edge_layer
         if edge_index.numel():
             outside = ((edge_index < 0) | (edge_index >= num_nodes)).any(0)
@@ -295,6 +325,7 @@ class _Checker:
                 edge = _first(outside)
                 self.fail("edge_index", f"edge {edge} is {edge_index[:, edge].tolist()}, "
                           f"outside the node range [0, {num_nodes})")
+        edge_index, edge_layer = edge_index[:, :weights], edge_layer[:weights]
         outside = (edge_layer < 1) | (edge_layer > len(layers))
         if bool(outside.any()):
             edge = _first(outside)
@@ -316,8 +347,21 @@ class _Checker:
                       f"{int(node_layer[dst[edge]])}); edges go from layer l-1 to layer l")
         kinds = torch.tensor([int(_edge_kind(layer)) for layer in layers],
                              dtype=torch.long, device=edge_layer.device)
-        self._compare_ids("edge_kind", "edge", graph.edge_kind, kinds[edge_layer - 1],
+        self._compare_ids("edge_kind", "edge", graph.edge_kind[:weights], kinds[edge_layer - 1],
                           EdgeKind, " (the kind of its weight layer in the layout)")
+        for layer in layers:
+            if layer.groups == 1:
+                continue
+            mask = edge_layer == layer.index
+            in_group = layer.in_neurons // layer.groups
+            group_of_dst = (dst[mask] - self.offsets[layer.index]) // (
+                layer.out_neurons // layer.groups)
+            local = src[mask] - self.offsets[layer.index - 1] - group_of_dst * in_group
+            wrong = (local < 0) | (local >= in_group)
+            if bool(wrong.any()):
+                edge = int(mask.nonzero().flatten()[_first(wrong)])
+                self.fail("edge_index", f"edge {edge} joins neurons of different groups of "
+                          f"the grouped layer '{layer.name}' (groups={layer.groups})")
         # canonical order: (layer, target, source) strictly increasing
         key = (edge_layer * num_nodes + dst) * num_nodes + src
         if key.numel() > 1:
@@ -372,9 +416,10 @@ class _Checker:
         graph = self.graph
         width = int(graph.kernel_width[0])
         edge_layer = graph.edge_layer
+        weight_edges = graph.edge_kind != int(EdgeKind.RESIDUAL)
         for layer in layout.weight_layers():
             if layer.positions < width:
-                mask = edge_layer == layer.index
+                mask = (edge_layer == layer.index) & weight_edges
                 padding = graph.edge_attr[mask, layer.positions:]
                 if bool((padding != 0).any()):
                     edge = int(mask.nonzero().flatten()[_first((padding != 0).any(-1))])
