@@ -717,29 +717,13 @@ def _is_canonical(src: torch.Tensor, dst: torch.Tensor, in_group: int) -> bool:
     return bool((flat == torch.arange(flat.numel(), device=flat.device)).all())
 
 
-class GraphNet(nn.Sequential):
-    """A rebuilt network with residual connections: an ``nn.Sequential`` whose
-    :class:`~nft_pyg.graph.modules.Residual` children add the input of an
-    earlier child (``Residual.source``) to their input."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sources = {child.source for child in self if isinstance(child, modules.Residual)}
-        saved = {}
-        for index, child in enumerate(self):
-            if index in sources:
-                saved[index] = x
-            x = child(x, saved[child.source]) if isinstance(child, modules.Residual) \
-                else child(x)
-        return x
-
-
 def to_module(graph: NeuronGraph) -> nn.Sequential:
     """Rebuild the network of a raw graph as a flat ``nn.Sequential``.
 
     The rebuilt module computes the same function as the original; its
     children are numbered ``0, 1, ...`` in chain order (use
     :func:`to_state_dict` for the original parameter names). A network with
-    residual connections becomes a :class:`GraphNet` (an ``nn.Sequential``
+    residual connections becomes a :class:`~nft_pyg.graph.modules.GraphNet` (an ``nn.Sequential``
     with :class:`~nft_pyg.graph.modules.Residual` children). It is in
     training mode, like a freshly built module.
 
@@ -766,6 +750,6 @@ def to_module(graph: NeuronGraph) -> nn.Sequential:
         children.append(child)
         for key in child.state_dict():
             renamed[f"{index}.{key}"] = state[state_key(step["name"], key)]
-    module = GraphNet(*children) if layout.residuals() else nn.Sequential(*children)
+    module = modules.GraphNet(*children) if layout.residuals() else nn.Sequential(*children)
     module.load_state_dict(renamed)
     return module

@@ -379,6 +379,21 @@ class Residual(nn.Module):
         return f"source={self.source}"
 
 
+class GraphNet(nn.Sequential):
+    """A rebuilt network with residual connections: an ``nn.Sequential`` whose
+    :class:`Residual` children add the input of an earlier child
+    (``Residual.source``) to their input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sources = {child.source for child in self if isinstance(child, Residual)}
+        saved = {}
+        for index, child in enumerate(self):
+            if index in sources:
+                saved[index] = x
+            x = child(x, saved[child.source]) if isinstance(child, Residual) else child(x)
+        return x
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "linear": lambda s: nn.Linear(s["in"], s["out"], bias=s["bias"]),
     "conv": _build_conv,

@@ -36,7 +36,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import (ResidualAdd, Sine, UnsupportedModuleError, check_hooks, is_leaf,
+from .modules import (GraphNet, Residual, ResidualAdd, Sine, UnsupportedModuleError, check_hooks, is_leaf,
                       registered_activation)
 
 
@@ -54,6 +54,14 @@ class _Scaled:
 
     position: int
     scale: float
+
+
+@dataclass(frozen=True, eq=False)
+class _Tensor:
+    """A parameter or buffer of the traced module (for ``F.linear(x, self.weight)``)."""
+
+    target: str
+    value: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,18 @@ class _Walker:
         if is_leaf(module) or registered_activation(module) is not None:
             self.append_leaf(path, module, stream)
             return _Stream(len(self.chain))
+        if isinstance(module, GraphNet):  # a network rebuilt by to_module
+            starts = {}
+            for index, (name, child) in enumerate(module.named_children()):
+                starts[index] = self.expect_stream(value, path, module).position
+                child_path = f"{path}.{name}" if path else name
+                if isinstance(child, Residual):
+                    self.chain.append((child_path, ResidualAdd(starts[child.source], path,
+                                                               module)))
+                    value = _Stream(len(self.chain))
+                else:
+                    value = self.call(child, child_path, value)
+            return value
         if isinstance(module, nn.Sequential):
             for name, child in module.named_children():
                 value = self.call(child, f"{path}.{name}" if path else name, value)
@@ -211,7 +231,9 @@ class _Walker:
     def branch(self, path: str, module: nn.Module):
         raise UnsupportedModuleError(path, module, "its forward branches: a layer reads a "
                                      "value other than the previous layer's output (only "
-                                     "residual additions h + f(h) can join two branches)")
+                                     "residual additions h + f(h) with an identity shortcut "
+                                     "can join two branches; a projection shortcut is not "
+                                     "supported)")
 
     def expect_stream(self, value: Any, path: str, module: nn.Module) -> "_Stream":
         if isinstance(value, _Stream):
@@ -249,6 +271,10 @@ class _Walker:
                 values[node] = stream
             elif node.op == "output":
                 result = node.args[0]
+                if isinstance(result, (tuple, list)):
+                    raise UnsupportedModuleError(path, module, f"its forward returns "
+                                                 f"{len(result)} values; a network for a neuron "
+                                                 "graph returns one tensor")
                 return values.get(result, _Opaque("a constant")) \
                     if isinstance(result, torch.fx.Node) else _Opaque(repr(result))
             else:
@@ -269,7 +295,11 @@ class _Walker:
         if node.op == "get_attr":
             attribute = _get_attr(module, str(node.target))
             number = _number(attribute)
-            return number if number is not None else _Opaque(f"the attribute '{node.target}'")
+            if number is not None:
+                return number
+            if isinstance(attribute, torch.Tensor):
+                return _Tensor(str(node.target), attribute)
+            return _Opaque(f"the attribute '{node.target}'")
         if node.op == "call_module":
             submodule = module.get_submodule(str(node.target))
             if len(args) != 1 or kwargs:
@@ -356,7 +386,10 @@ class _Walker:
                                                      F.dropout3d):
             raise UnsupportedModuleError(path, module, f"it calls {_callee(node)}; use the "
                                          "module nn.Dropout (its train / eval mode is kept)")
-        if node.op == "call_method" and target in ("contiguous",) and len(args) == 1:
+        if node.op == "call_function" and target is F.linear:
+            return self.functional_linear(args, kwargs, module, path)
+        if node.op == "call_method" and target in ("contiguous", "clone", "detach") \
+                and len(args) == 1 and not kwargs:
             return args[0]
         if node.op == "call_function" and target in (operator.sub, torch.sub, operator.truediv,
                                                      torch.div) and streams:
@@ -366,6 +399,36 @@ class _Walker:
                                          "activation or a residual addition")
         raise UnsupportedModuleError(path, module, f"it calls {_callee(node)}, which has no "
                                      "neuron-graph form")
+
+    def functional_linear(self, args, kwargs, module, path):
+        """``F.linear(x, self.weight, self.bias)``: a Linear layer made of the
+        module's own parameters, named as in its state dict."""
+        params = dict(zip(("input", "weight", "bias"), args))
+        params.update(kwargs)
+        weight, bias = params.get("weight"), params.get("bias")
+        if not isinstance(weight, _Tensor) or weight.value.dim() != 2 or \
+                not (bias is None or isinstance(bias, _Tensor)):
+            raise UnsupportedModuleError(path, module, "it calls F.linear with weights that "
+                                         "are not parameters of the module")
+        prefix, _, suffix = weight.target.rpartition(".")
+        if suffix != "weight" or (bias is not None and bias.target != (
+                f"{prefix}.bias" if prefix else "bias")):
+            raise UnsupportedModuleError(path, module, "it calls F.linear with parameters not "
+                                         "named weight and bias (their state-dict names "
+                                         "could not be kept)")
+        out_features, in_features = weight.value.shape
+        linear = nn.Linear(in_features, out_features, bias=bias is not None)
+        linear.weight = weight.value if isinstance(weight.value, nn.Parameter) \
+            else nn.Parameter(weight.value, requires_grad=False)
+        if bias is not None:
+            linear.bias = bias.value if isinstance(bias.value, nn.Parameter) \
+                else nn.Parameter(bias.value, requires_grad=False)
+        name = f"{path}.{prefix}" if path and prefix else path or prefix
+        stream = self.expect_stream(params.get("input"), path, module)
+        if stream.position != len(self.chain):
+            self.branch(path, module)
+        self.chain.append((name, linear))
+        return _Stream(len(self.chain))
 
     def add(self, args, kwargs, name, module, path):
         if len(args) != 2 or kwargs:
@@ -407,7 +470,7 @@ def _bind(names, args, kwargs, node, module, path) -> dict:
                                          f"argument {key}, which is not supported")
         params[key] = value
     for key, value in params.items():
-        if isinstance(value, (_Stream, _Scaled, _BatchSize, _Opaque)):
+        if isinstance(value, (_Stream, _Scaled, _BatchSize, _Opaque, _Tensor)):
             raise UnsupportedModuleError(path, module, f"it calls {_callee(node)} with "
                                          f"{key} computed from its input")
     return params
