@@ -146,8 +146,8 @@ def test_what_it_does_not_handle_goes_to_pyg():
 
 
 def test_mismatched_shapes_raise_like_pyg():
-    graphs = [nft_pyg.from_module(siren()), nft_pyg.from_module(zoo_cnn())]
-    graphs[1].node_norm = graphs[1].node_norm[:, :3]  # kernel widths are padded; this is not
+    graphs = [nft_pyg.from_module(siren()), nft_pyg.from_module(siren())]
+    graphs[1].node_norm = graphs[1].node_norm[:, :3]
     with pytest.raises(RuntimeError) as pyg:
         Batch.from_data_list(graphs)
     with pytest.raises(RuntimeError) as ours:
