@@ -1,8 +1,10 @@
 """The neuron graph: a network as a PyG ``Data`` of neurons and weights."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from torch import Tensor
 from torch_geometric.data import Data
 
 from .layout import Layout
@@ -13,6 +15,19 @@ NODE_IDS = ("node_layer", "node_role", "node_pos", "node_act")
 EDGE_IDS = ("edge_layer", "edge_kind")
 #: default per-neuron normalisation parameters (weight, bias, running mean, running var)
 NORM_IDENTITY = (1.0, 0.0, 0.0, 1.0)
+
+
+#: the kernel width of the first graph of the collation in progress (this thread)
+_FIRST_EDGE_WIDTH = threading.local()
+
+
+def _edge_width(graph: Any, value: Any) -> "int | None":
+    """The ``kernel_width`` of a graph with 2-d edge features, or None."""
+    width = getattr(graph, "kernel_width", None)
+    if not isinstance(width, Tensor) or width.numel() != 1 or not isinstance(value, Tensor) \
+            or value.dim() != 2:
+        return None
+    return int(width)
 
 
 class NeuronGraph(Data):
@@ -38,9 +53,25 @@ class NeuronGraph(Data):
     keeps them unshifted; ``edge_index`` is shifted as usual.
     """
 
+    def __cat_dim__(self, key: str, value: Any, *args, **kwargs) -> Any:
+        if key == "edge_attr":  # PyG's collate asks the first graph, then each __inc__
+            _FIRST_EDGE_WIDTH.value = _edge_width(self, value)
+        return super().__cat_dim__(key, value, *args, **kwargs)
+
     def __inc__(self, key: str, value: Any, *args, **kwargs) -> Any:
         if key in NODE_IDS or key in EDGE_IDS or key == "kernel_width":
             return 0
+        if key == "edge_attr":
+            first, mine = getattr(_FIRST_EDGE_WIDTH, "value", None), _edge_width(self, value)
+            if first is not None and mine is not None and first != mine:
+                _FIRST_EDGE_WIDTH.value = None
+                raise ValueError(
+                    f"graphs of kernel widths {min(first, mine)} and {max(first, mine)} "
+                    "cannot be batched as they are: use nft_pyg.GraphLoader (or "
+                    "collate_graphs), which pads each batch to its widest kernel, or pad every "
+                    "graph to the widest kernel of your data first with "
+                    f"nft_pyg.transforms.PadKernels(width) (width >= {max(first, mine)}), e.g. "
+                    "as the dataset's transform")
         return super().__inc__(key, value, *args, **kwargs)
 
     @property

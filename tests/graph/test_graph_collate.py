@@ -201,3 +201,19 @@ def test_graphs_of_different_kernel_widths_are_padded_to_the_widest():
         assert all(torch.equal(state[key], value) for key, value in module.state_dict().items())
     loaded = next(iter(GraphLoader(graphs, batch_size=2)))
     assert torch.equal(loaded.edge_attr, batch.edge_attr)
+
+
+def test_pyg_dataloader_names_padkernels_for_mixed_kernel_widths():
+    from torch import nn
+
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    graphs = [nft_pyg.from_module(mlp), nft_pyg.from_module(cnn)]
+    with pytest.raises(ValueError, match=r"kernel widths 1 and 9 cannot be batched.*"
+                       r"GraphLoader.*PadKernels\(width\) \(width >= 9\)"):
+        next(iter(DataLoader(graphs, batch_size=2)))
+    from nft_pyg.transforms import PadKernels
+    padded = [PadKernels(9)(graph) for graph in graphs]
+    batch = next(iter(DataLoader(padded, batch_size=2)))
+    assert batch.edge_attr.shape[1] == 9
+    assert next(iter(DataLoader(graphs[:1] * 2, batch_size=2))).num_graphs == 2
