@@ -45,6 +45,81 @@ def validate(graph: Any, *, allow_nonfinite: bool = False, raw: bool | None = No
         _Checker(graph, "graph", allow_nonfinite, raw).run()
 
 
+# --- cheap checks for operators ----------------------------------------------------
+def has_residual(edge_kind: Tensor | None) -> bool:
+    """Whether a graph's ``edge_kind`` holds residual edges (``EdgeKind.RESIDUAL``).
+
+    Operators whose math assumes a chain of weight layers (the NP / HNP
+    layers, NFT attention, the dense twins) call :func:`check_no_residual`.
+    """
+    return edge_kind is not None and bool((edge_kind == int(EdgeKind.RESIDUAL)).any())
+
+
+def check_no_residual(edge_kind: Tensor | None, edge_index: Tensor, where: str) -> None:
+    """Raise ``ValueError`` naming the first residual edge, for operators that
+    do not apply to residual networks (``where``: the operator's name)."""
+    if not has_residual(edge_kind):
+        return
+    edge = _first(edge_kind == int(EdgeKind.RESIDUAL))
+    src, dst = (int(v) for v in edge_index[:, edge])
+    raise ValueError(f"{where}: edge {edge} ({src} -> {dst}) is a residual connection "
+                     "(edge_kind RESIDUAL); this operator applies to chains of weight layers "
+                     "only. Residual networks go through generic GNN layers "
+                     "(see docs/graph_format.md, residual connections)")
+
+
+def check_operator_inputs(where: str, x: Tensor, edge_index: Tensor,
+                          edge_attr: Tensor | None = None, *, channels: int | None = None,
+                          finite: bool = False) -> None:
+    """Cheap invariants of an operator's inputs, with errors naming ``where``.
+
+    Checks: ``x`` a floating ``[N, C]`` tensor; ``edge_index`` a ``long``
+    ``[2, E]`` tensor with every index in ``[0, N)``; ``edge_attr`` (when
+    given) ``[E, *]`` of ``x``'s dtype and device; ``channels`` (when given)
+    the feature width of ``x``; with ``finite=True`` no NaN / inf in ``x`` or
+    ``edge_attr`` (one reduction each). Costs one min / max over
+    ``edge_index``; meant to run once per forward.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{where}: expected x as a floating [N, C] tensor, got {shape}"
+                         f"{' of ' + str(x.dtype) if isinstance(x, Tensor) else ''}")
+    if channels is not None and x.size(1) != channels:
+        raise ValueError(f"{where}: expected x with {channels} channels, got {x.size(1)}")
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else \
+            type(edge_index).__name__
+        raise ValueError(f"{where}: expected edge_index as a [2, E] tensor, got {shape}")
+    if edge_index.dtype != torch.long:
+        raise ValueError(f"{where}: expected edge_index of dtype torch.long, got "
+                         f"{edge_index.dtype}")
+    if edge_index.numel():
+        low, high = int(edge_index.min()), int(edge_index.max())
+        if low < 0 or high >= x.size(0):
+            bad = low if low < 0 else high
+            edge = _first(((edge_index == bad).any(0)))
+            raise ValueError(f"{where}: edge_index[:, {edge}] = {edge_index[:, edge].tolist()} "
+                             f"refers to node {bad}, outside the {x.size(0)} nodes of x")
+    if edge_attr is not None:
+        if not isinstance(edge_attr, Tensor) or edge_attr.dim() < 1 \
+                or edge_attr.size(0) != edge_index.size(1):
+            shape = tuple(edge_attr.shape) if isinstance(edge_attr, Tensor) else \
+                type(edge_attr).__name__
+            raise ValueError(f"{where}: expected edge_attr with one row per edge "
+                             f"({edge_index.size(1)}), got {shape} (was edge_attr passed "
+                             "where edge_index belongs?)")
+        if edge_attr.dtype != x.dtype or edge_attr.device != x.device:
+            raise ValueError(f"{where}: edge_attr is {edge_attr.dtype} on {edge_attr.device} "
+                             f"but x is {x.dtype} on {x.device}")
+    if finite:
+        for name, value in (("x", x), ("edge_attr", edge_attr)):
+            if value is not None and not bool(torch.isfinite(value.sum())) \
+                    and not bool(torch.isfinite(value).all()):
+                row = _first(~torch.isfinite(value).all(-1) if value.dim() > 1
+                             else ~torch.isfinite(value))
+                raise ValueError(f"{where}: {name} holds NaN or inf (row {row})")
+
+
 def _fail(where: str, attribute: str, message: str) -> None:
     raise GraphFormatError(f"{where}: '{attribute}' {message}")
 
