@@ -212,14 +212,14 @@ class _Walker:
     def append_leaf(self, path: str, module: nn.Module, stream: "_Stream") -> None:
         if stream.position != len(self.chain):
             self.branch(path, module)
-        if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
-            if id(module) in self.applied:
-                other = self.applied[id(module)]
-                also = f" (also as {other})" if other != path else ""
-                raise UnsupportedModuleError(path, module, "the same layer (with weights) is "
-                                             f"applied twice{also}; shared weights have no "
-                                             "neuron-graph form")
-            self.applied[id(module)] = path
+        other = self.applied.get(id(module))
+        if other is not None and (next(module.parameters(), None) is not None
+                                  or next(module.buffers(), None) is not None):
+            also = f" (also as {other})" if other != path else ""
+            raise UnsupportedModuleError(path, module, "the same layer (with weights) is "
+                                         f"applied twice{also}; shared weights have no "
+                                         "neuron-graph form")
+        self.applied[id(module)] = path  # a shared parameter-free activation is fine
         self.chain.append((path, module))
 
     def append(self, path: str, module: nn.Module, stream: "_Stream", owner, owner_path) -> Any:
