@@ -194,6 +194,7 @@ def check_hooks(name: str, module: nn.Module) -> None:
         raise UnsupportedModuleError(name, module, f"it has {kind}, which change what it "
                                      "computes and cannot be kept in a graph; remove them "
                                      "before converting")
+    # the global hooks of register_module_forward_hook live here; torch has no public listing
     if module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks:
         raise UnsupportedModuleError(name, module, "global forward hooks are registered "
                                      "(torch.nn.modules.module.register_module_forward_hook); "

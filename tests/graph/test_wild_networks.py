@@ -146,3 +146,16 @@ def test_the_converted_module_is_not_changed():
     before = copy.deepcopy(module.state_dict())
     nft_pyg.from_module(module)
     assert all(torch.equal(before[key], value) for key, value in module.state_dict().items())
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTING))
+def test_from_modules_batches_like_graph_by_graph_collation(name):
+    first, _ = build(name)
+    torch.manual_seed(0)
+    second = randomized(CONVERTING[name][0](), 7).double()
+    batch = nft_pyg.graph.from_modules([first, second])
+    expected = Batch.from_data_list([nft_pyg.from_module(first), nft_pyg.from_module(second)])
+    for key in ("x", "edge_index", "edge_attr", "node_norm", "edge_kind", "edge_layer",
+                "node_act", "batch", "ptr"):
+        assert torch.equal(batch[key], expected[key]), key
+    assert list(batch.layout) == list(expected.layout)
