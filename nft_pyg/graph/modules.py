@@ -201,12 +201,20 @@ def check_hooks(name: str, module: nn.Module) -> None:
                                      "remove them before converting")
 
 
+_LEAF_CLASSES = (nn.Linear, nn.Flatten, nn.LayerNorm, nn.GroupNorm, *_CONVS, *_BATCHNORMS,
+                 *_POOLS, *_DROPOUTS)
+
+
 def is_leaf(module: nn.Module) -> bool:
-    """Whether :func:`describe` handles ``module`` as one step (by its class:
-    ``torch.nn`` layers whose computation is fixed by the class)."""
-    return (isinstance(module, (nn.Linear, nn.Flatten, nn.LayerNorm, nn.GroupNorm,
-                                *_CONVS, *_BATCHNORMS, *_POOLS, *_DROPOUTS))
-            or type(module) in _ACTIVATIONS or type(module) is Sine)
+    """Whether :func:`describe` handles ``module`` as one step: a ``torch.nn``
+    layer (or a subclass that keeps its ``forward``, e.g. a parametrised
+    layer) whose computation is fixed by the class."""
+    if type(module) in _ACTIVATIONS or type(module) is Sine:
+        return True
+    for cls in _LEAF_CLASSES:
+        if isinstance(module, cls):
+            return type(module).forward is cls.forward  # a subclass's own forward is traced
+    return False
 
 
 def _pair_tuple(value: Any) -> Any:

@@ -275,8 +275,17 @@ class _Walker:
                     raise UnsupportedModuleError(path, module, f"its forward returns "
                                                  f"{len(result)} values; a network for a neuron "
                                                  "graph returns one tensor")
-                return values.get(result, _Opaque("a constant")) \
+                value = values.get(result, _Opaque("a constant")) \
                     if isinstance(result, torch.fx.Node) else _Opaque(repr(result))
+                if isinstance(value, _Scaled):
+                    raise UnsupportedModuleError(path, module, f"it returns its activations "
+                                                 f"times {value.scale:g}; a product with a "
+                                                 "constant is supported only inside a sine, "
+                                                 "sin(w0 * x)")
+                if not isinstance(value, _Stream):
+                    raise UnsupportedModuleError(path, module, "it does not return the "
+                                                 "network's activations")
+                return value
             else:
                 values[node] = self.node(node, values, module, path)
         raise UnsupportedModuleError(path, module, "its forward returns nothing")

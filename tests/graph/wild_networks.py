@@ -516,3 +516,16 @@ REFUSED = {
         "module 0 (Conv2d): padding='same' with kernel_size=(2, 2) and dilation=(1, 1) pads "
         "unevenly (more on one side), which integer padding cannot express."),
 }
+
+
+class DoubledLinear(nn.Linear):
+    """A Linear subclass with its own forward: never trusted as a Linear."""
+
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+REFUSED["Linear subclass with its own forward"] = (
+    lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), DoubledLinear(4, 2)),
+    "module 2 (DoubledLinear): it returns its activations times 2; a product with a constant "
+    "is supported only inside a sine, sin(w0 * x).")
