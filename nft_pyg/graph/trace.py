@@ -315,6 +315,9 @@ class _Walker:
                 raise UnsupportedModuleError(full(str(node.target)), submodule,
                                              "it is called with more than one input")
             if isinstance(args[0], (_Stream, _Scaled)) and args[0].position != len(self.chain):
+                if _is_noop(submodule):  # e.g. the empty nn.Sequential() of an identity shortcut
+                    check_hooks(full(str(node.target)), submodule)
+                    return args[0]
                 self.branch(path, module)
             return self.call(submodule, full(str(node.target)), args[0])
 
@@ -459,6 +462,14 @@ class _Walker:
             self.branch(path, module)
         self.chain.append((name, ResidualAdd(early.position, path, module)))
         return _Stream(len(self.chain))
+
+
+def _is_noop(module: nn.Module) -> bool:
+    """An ``nn.Identity`` or an ``nn.Sequential`` of no-ops (the identity shortcut
+    ``self.shortcut = nn.Sequential()`` of many ResNets)."""
+    if type(module) is nn.Identity:
+        return True
+    return type(module) is nn.Sequential and all(_is_noop(child) for child in module.children())
 
 
 def _get_attr(module: nn.Module, target: str) -> Any:

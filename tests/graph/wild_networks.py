@@ -529,3 +529,55 @@ REFUSED["Linear subclass with its own forward"] = (
     lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), DoubledLinear(4, 2)),
     "module 2 (DoubledLinear): it returns its activations times 2; a product with a constant "
     "is supported only inside a sine, sin(w0 * x).")
+
+
+class CifarBlock(nn.Module):
+    """The BasicBlock of the widely copied pytorch-cifar ResNets: an empty
+    ``nn.Sequential`` as the identity shortcut, functional ReLUs."""
+
+    expansion = 1
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != self.expansion * planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, self.expansion * planes, 1, stride, bias=False),
+                nn.BatchNorm2d(self.expansion * planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        out = F.relu(out)
+        return out
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, planes=(8, 8), num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.layer1 = nn.Sequential(CifarBlock(8, planes[0]), CifarBlock(planes[0], planes[0]))
+        self.layer2 = CifarBlock(planes[0], planes[1], stride=1 if planes[1] == 8 else 2)
+        self.linear = nn.Linear(planes[1], num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer1(out)
+        out = self.layer2(out)
+        out = F.adaptive_avg_pool2d(out, 1)
+        out = out.view(out.size(0), -1)
+        return self.linear(out)
+
+
+CONVERTING["pytorch-cifar ResNet (empty Sequential shortcut)"] = (CifarResNet, (2, 3, 8, 8))
+REFUSED["pytorch-cifar ResNet with a projection shortcut"] = (
+    lambda: CifarResNet(planes=(8, 16)),
+    "module layer2 (CifarBlock): its forward branches: a layer reads a value other than the "
+    "previous layer's output (only residual additions h + f(h) with an identity shortcut can "
+    "join two branches; a projection shortcut is not supported).")
