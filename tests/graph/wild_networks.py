@@ -581,3 +581,39 @@ REFUSED["pytorch-cifar ResNet with a projection shortcut"] = (
     "module layer2 (CifarBlock): its forward branches: a layer reads a value other than the "
     "previous layer's output (only residual additions h + f(h) with an identity shortcut can "
     "join two branches; a projection shortcut is not supported).")
+
+
+class MnistExample(nn.Module):
+    """The network of PyTorch's MNIST example (examples/mnist/main.py)."""
+
+    def __init__(self, log_softmax=True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, 1)
+        self.conv2 = nn.Conv2d(4, 8, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(8 * 5 * 5, 16)
+        self.fc2 = nn.Linear(16, 10)
+        self.log_softmax = log_softmax
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = F.relu(x)
+        x = self.conv2(x)
+        x = F.relu(x)
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = self.fc1(x)
+        x = F.relu(x)
+        x = self.dropout2(x)
+        x = self.fc2(x)
+        if self.log_softmax:
+            return F.log_softmax(x, dim=1)
+        return x
+
+
+CONVERTING["PyTorch MNIST example, logits"] = (lambda: MnistExample(False), (2, 1, 14, 14))
+REFUSED["PyTorch MNIST example with log_softmax"] = (
+    MnistExample,
+    "the network (MnistExample): it calls F.log_softmax, which has no neuron-graph form.")
