@@ -134,9 +134,17 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
                 nonfinite: str = "error", view: str | None = None) -> NeuronGraph:
     """Convert a network into a :class:`NeuronGraph`.
 
+    The network is read by what its forward computes (``docs/graph_format.md``,
+    section 0): ``nn.Sequential`` s are walked, other modules traced one at a
+    time; activations are recognised by their computation (``sin(w0 * x)``,
+    ``F.leaky_relu(x, 0.2)``, ...), residual additions ``h + f(h)`` become
+    residual edges, weight-normalised / parametrised layers give their
+    effective weight. Anything else raises
+    :class:`~nft_pyg.graph.UnsupportedModuleError` naming the module by its
+    path and what it computes; nothing converts to a different function.
+
     Args:
-        module (torch.nn.Module): an ``nn.Sequential`` (nested or not) or any
-            module whose forward is a chain of supported layers.
+        module (torch.nn.Module): the network (one input, one output).
         kernel_width (int, optional): pad ``edge_attr`` to this many kernel
             positions (to batch with graphs of larger kernels). Default: the
             largest kernel of the network.
