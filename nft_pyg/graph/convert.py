@@ -223,9 +223,8 @@ def _module_state(module: nn.Module, steps: list[dict[str, Any]],
         else:
             continue
         for key in names:
-            value = modules.effective_weight(leaf) if key == "weight" and kind in WEIGHT_KINDS \
-                else getattr(leaf, key, None)
-            if isinstance(value, torch.Tensor):
+            value = modules.effective_tensor(leaf, key)
+            if value is not None:
                 state[state_key(step["name"], key)] = value.detach()
     return state
 

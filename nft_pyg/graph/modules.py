@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
+from torch.nn.utils.prune import BasePruningMethod
 from torch.nn.utils.weight_norm import WeightNorm
 
 from .types import Activation
@@ -184,11 +185,13 @@ def _hooks(module: nn.Module) -> tuple[dict, dict]:
 def check_hooks(name: str, module: nn.Module) -> None:
     """Refuse modules whose forward hooks would change what they compute.
 
-    The old-style ``torch.nn.utils.weight_norm`` pre-hook is allowed: the
-    graph takes the weight it computes.
+    The pre-hooks of the old-style ``torch.nn.utils.weight_norm`` and of
+    ``torch.nn.utils.prune`` are allowed: the graph takes the weight they
+    compute (:func:`effective_tensor`).
     """
     forward, pre = _hooks(module)
-    pre = {key: hook for key, hook in pre.items() if not isinstance(hook, WeightNorm)}
+    pre = {key: hook for key, hook in pre.items()
+           if not isinstance(hook, (WeightNorm, BasePruningMethod))}
     if forward or pre:
         kind = "forward hooks" if forward else "forward pre-hooks"
         raise UnsupportedModuleError(name, module, f"it has {kind}, which change what it "
@@ -236,12 +239,20 @@ def _conv_padding(name: str, module: nn.Module) -> list[int]:
     return list(padding)
 
 
-def effective_weight(module: nn.Module) -> torch.Tensor:
-    """The weight a (possibly weight-normalised / parametrised) layer applies."""
+def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
+    """The tensor ``name`` a layer's forward uses: for a weight-normalised
+    layer the normalised weight, for a layer pruned with
+    ``torch.nn.utils.prune`` the masked one (both recomputed by their forward
+    pre-hooks, so the attribute itself may be stale), for a parametrised
+    layer the parametrisation's output; else the attribute."""
     for hook in _hooks(module)[1].values():
-        if isinstance(hook, WeightNorm) and hook.name == "weight":
+        if isinstance(hook, WeightNorm) and hook.name == name:
             return hook.compute_weight(module)
-    return module.weight
+        # _tensor_name: the pruned tensor's name; torch offers no public accessor
+        if isinstance(hook, BasePruningMethod) and hook._tensor_name == name:
+            return hook.apply_mask(module)  # <name>_orig * <name>_mask
+    value = getattr(module, name, None)
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def describe(name: str, module: nn.Module) -> dict[str, Any]:

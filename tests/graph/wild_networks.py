@@ -617,3 +617,14 @@ CONVERTING["PyTorch MNIST example, logits"] = (lambda: MnistExample(False), (2, 
 REFUSED["PyTorch MNIST example with log_softmax"] = (
     MnistExample,
     "the network (MnistExample): it calls F.log_softmax, which has no neuron-graph form.")
+
+
+def torch_pruned_mlp():
+    """An MLP pruned with torch.nn.utils.prune (weight_orig * weight_mask)."""
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    nn.utils.prune.random_unstructured(net[0], "weight", amount=0.5)
+    nn.utils.prune.l1_unstructured(net[2], "bias", amount=0.3)
+    return net
+
+
+CONVERTING["torch.nn.utils.prune MLP"] = (torch_pruned_mlp, (5, 4))
