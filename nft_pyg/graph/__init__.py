@@ -12,7 +12,8 @@ from .validate import (GraphFormatError, check_no_residual, check_operator_input
 
 __all__ = ["from_module", "from_modules", "from_state_dict", "from_state_dicts",
            "graph_structure", "layout_of", "to_module", "to_state_dict", "collate_graphs",
-           "GraphCollater", "GraphLoader", "Layout", "WeightLayer", "Sine", "UnsupportedModuleError", "register_activation",
+           "GraphCollater", "GraphLoader", "Layout", "WeightLayer", "Sine",
+           "UnsupportedModuleError", "register_activation",
            "NeuronGraph", "Activation", "EdgeKind", "NodeRole", "GraphFormatError", "validate",
            "has_residual", "check_no_residual", "check_operator_inputs",
            "from_escnn", "EscnnUnsupportedError"]

@@ -36,8 +36,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import (GraphNet, Residual, ResidualAdd, Sine, UnsupportedModuleError, check_hooks, is_leaf,
-                      registered_activation)
+from .modules import (GraphNet, Residual, ResidualAdd, Sine, UnsupportedModuleError,
+                      check_hooks, is_leaf, registered_activation)
 
 
 # --- values a traced forward passes around ----------------------------------

@@ -192,12 +192,12 @@ def _random(sizes: Sequence[int], generator, permute_io: bool,
             pinned.add(source)
         else:
             stream[root(target)] = root(source)
-    fixed = {root(l) for l in pinned} | ({root(l) for l in (0, last)} if not permute_io
-                                         else set())
+    fixed = {root(layer) for layer in pinned} | (
+        {root(layer) for layer in (0, last)} if not permute_io else set())
     chosen: dict[int, Tensor] = {}
     layers = []
-    for l, n in enumerate(sizes):
-        r = root(l)
+    for layer, n in enumerate(sizes):
+        r = root(layer)
         if r not in chosen:
             chosen[r] = torch.arange(n) if r in fixed else torch.randperm(n, generator=generator)
         layers.append(chosen[r])

@@ -405,7 +405,7 @@ register_activation(OpaqueSine, "sine", lambda module: {"w0": module.frequency})
 register_activation(OpaqueWrong, "relu")
 
 
-# --- refused shapes of code -------------------------------------------------------------------------
+# --- refused shapes of code ----------------------------------------------------------
 class Swish(nn.Module):
     def forward(self, x):
         return x * torch.sigmoid(x)
@@ -621,7 +621,8 @@ REFUSED["PyTorch MNIST example with log_softmax"] = (
 
 def torch_pruned_mlp():
     """An MLP pruned with torch.nn.utils.prune (weight_orig * weight_mask)."""
-    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                        nn.Linear(16, 2))
     nn.utils.prune.random_unstructured(net[0], "weight", amount=0.5)
     nn.utils.prune.l1_unstructured(net[2], "bias", amount=0.3)
     return net
