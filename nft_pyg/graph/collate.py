@@ -11,6 +11,13 @@ attributes, custom ``*batch*`` increments) is collated by PyG itself.
 
 :class:`GraphCollater` and :class:`GraphLoader` put it behind PyG's
 ``DataLoader`` interface.
+
+Why a fast path beside PyG's collate: ``benchmarks/bench_conversion.py``
+measures collation alone at 1.5x (SIRENs) to 1.7-2.2x (the CNN zoo) the
+speed of ``Batch.from_data_list``, on every training batch; the tests check
+that both give the same ``Batch``. It reads PyG's attribute store directly
+(``_store``, ``_slice_dict``, ``_inc_dict``), the attributes
+``Batch.from_data_list`` itself fills.
 """
 from __future__ import annotations
 
