@@ -13,8 +13,8 @@ attributes, custom ``*batch*`` increments) is collated by PyG itself.
 ``DataLoader`` interface.
 
 Why a fast path beside PyG's collate: ``benchmarks/bench_conversion.py``
-measures collation alone at 1.5x (SIRENs) to 1.7-2.2x (the CNN zoo) the
-speed of ``Batch.from_data_list``, on every training batch; the tests check
+measures collation alone at 1.3-2.2x the speed of ``Batch.from_data_list``
+(CPU time, SIRENs and the CNN zoo, over our runs), on every training batch; the tests check
 that both give the same ``Batch``. It reads PyG's attribute store directly
 (``_store``, ``_slice_dict``, ``_inc_dict``), the attributes
 ``Batch.from_data_list`` itself fills.
