@@ -126,7 +126,13 @@ def _check_sizes(expected: Sequence[int], got: Sequence[int], where: str) -> Non
 # --- random permutations -------------------------------------------------
 def random_permutation(obj: Any, generator: torch.Generator | None = None,
                        permute_io: bool = False):
-    """A uniformly random neuron permutation of a network.
+    """A uniformly random function-preserving neuron permutation of a network.
+
+    The layers of a residual stream (joined by residual connections) and the
+    two sides of a depthwise conv get one permutation together; a stream
+    that holds the input or output layer, and both sides of a conv with
+    ``1 < groups < channels``, stay fixed. (A list of layer sizes carries no
+    such structure: every hidden layer is permuted independently.)
 
     Args:
         obj: a single :class:`~nft_pyg.graph.NeuronGraph`, an ``nn.Module``, a
