@@ -352,6 +352,21 @@ class _Template:
     ids: dict[str, torch.Tensor]  # node_layer, ..., edge_kind, edge_index
     residual_rows: int            # residual edges, after the weight edges
     _identity_norms: dict = field(default_factory=dict)  # dtype -> [N, 4]
+    _zeros: dict = field(default_factory=dict)  # dtype -> zero biases of layers 0..L
+
+    def __post_init__(self):
+        #: per weight layer: weight key, bias key (None without bias), weight shape,
+        #: index of its zero biases in zeros()
+        self.keys = [(state_key(layer.name, "weight"),
+                      state_key(layer.name, "bias") if layer.bias else None,
+                      layer.weight_shape, layer.index) for layer in self.layers]
+
+    def zeros(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Zero biases of each neuron layer (inputs first), never written to."""
+        zeros = self._zeros.get(dtype)
+        if zeros is None:
+            zeros = self._zeros[dtype] = [torch.zeros(n, dtype=dtype) for n in self.sizes]
+        return zeros
 
     @property
     def num_nodes(self) -> int:
@@ -489,12 +504,11 @@ def _graph_from_state(template: _Template, state_dict: Mapping[str, torch.Tensor
         named.append((key, value))
         return value
 
-    edges, nodes = [], [torch.zeros(template.sizes[0], dtype=dtype)]
-    for layer in template.layers:
-        edges.append(_as_edge_rows(entry(state_key(layer.name, "weight"), layer.weight_shape),
-                                   layer, template.width, dtype))
-        nodes.append(entry(state_key(layer.name, "bias"), (layer.out_neurons,)).to("cpu", dtype)
-                     if layer.bias else torch.zeros(layer.out_neurons, dtype=dtype))
+    zeros = template.zeros(dtype)  # read only: the cats below copy
+    edges, nodes = [], [zeros[0]]
+    for layer, (weight_key, bias_key, shape, zero) in zip(template.layers, template.keys):
+        edges.append(_as_edge_rows(entry(weight_key, shape), layer, template.width, dtype))
+        nodes.append(entry(bias_key, shape[:1]).to("cpu", dtype) if bias_key else zeros[zero])
     if template.residual_rows:
         edges.append(template.residual_edge_rows(dtype))
     edge_attr = torch.cat(edges)
