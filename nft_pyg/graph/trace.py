@@ -255,7 +255,11 @@ class _Walker:
                 reason = "its forward has Python control flow (if / for / while) that " \
                     "depends on tensor values"
             else:
-                reason = f"its forward cannot be followed symbolically ({reason})"
+                detail = "" if "Proxy" in reason or "symbolic" in reason or "traced" in reason \
+                    else f" (error: {reason})"
+                reason = "its forward uses tensor values or shapes in Python code (e.g. " \
+                    "len(x), int(x.shape[1]), a numpy call), which cannot be followed " \
+                    f"without running it{detail}; register_activation can declare an activation"
             raise UnsupportedModuleError(path, module, reason) from None
         values: dict[torch.fx.Node, Any] = {}
         inputs = 0

@@ -629,3 +629,17 @@ def torch_pruned_mlp():
 
 
 CONVERTING["torch.nn.utils.prune MLP"] = (torch_pruned_mlp, (5, 4))
+
+
+class NumpyTanh(nn.Module):
+    """Computes tanh through numpy and is not registered."""
+
+    def forward(self, x):
+        return torch.from_numpy(np.tanh(x.detach().numpy()))
+
+
+REFUSED["unregistered numpy activation"] = (
+    lambda: nn.Sequential(nn.Linear(3, 4), NumpyTanh(), nn.Linear(4, 2)),
+    "module 1 (NumpyTanh): its forward uses tensor values or shapes in Python code (e.g. "
+    "len(x), int(x.shape[1]), a numpy call), which cannot be followed without running it "
+    "(error: invalid __array_struct__); register_activation can declare an activation.")
