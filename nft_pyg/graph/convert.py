@@ -8,8 +8,8 @@ exact: no arithmetic touches a weight on the way.
 """
 from __future__ import annotations
 
+import functools
 import json
-import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -17,18 +17,16 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._utils import _flatten_dense_tensors
 from torch_geometric.data import Batch
 
 from . import modules
 from .collate import collate_graphs
 from .layout import NORM_KINDS, WEIGHT_KINDS, Layout, WeightLayer, state_key
-from .neuron_graph import NORM_IDENTITY, NeuronGraph
+from .neuron_graph import EDGE_IDS, NODE_IDS, NORM_IDENTITY, NeuronGraph
 from .trace import module_chain
 from .types import Activation, EdgeKind, NodeRole
 
 NONFINITE_CHOICES = ("error", "keep")
-_PLAIN_TENSORS = (nn.Parameter, torch.Tensor)
 
 
 # --- module -> layout ----------------------------------------------------
@@ -37,15 +35,20 @@ def layout_of(module: nn.Module) -> Layout:
     return _checked_layout(_steps_and_leaves(module)[0], module)
 
 
-def _steps_and_leaves(module: nn.Module) -> tuple[list[dict[str, Any]], list[nn.Module]]:
-    """The unchecked layout steps of ``module`` and the leaf module of each step."""
+def _steps_and_leaves(module: nn.Module) -> tuple[list[dict[str, Any]], list[nn.Module | None]]:
+    """The unchecked layout steps of ``module`` and the leaf module of each step
+    (``None`` for a residual step)."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_module: expected a torch.nn.Module, got {type(module).__name__}")
     steps: list[dict[str, Any]] = []
-    leaves: list[nn.Module] = []
+    leaves: list[nn.Module | None] = []
     channels = None  # output channels of the last conv, while a feature map is live
     flattened = False
     for name, leaf in module_chain(module):
+        if isinstance(leaf, modules.ResidualAdd):
+            steps.append(_residual_step(name, leaf, steps))
+            leaves.append(None)
+            continue
         step = modules.describe(name, leaf)
         if step["kind"] == "conv":
             channels, flattened = step["out"], False
@@ -72,23 +75,43 @@ def _steps_and_leaves(module: nn.Module) -> tuple[list[dict[str, Any]], list[nn.
     return steps, leaves
 
 
+def _residual_step(name: str, add: "modules.ResidualAdd",
+                   steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The layout step of a residual addition of the value after ``steps[:source]``."""
+    source = add.source
+    if source >= len(steps) or steps[source]["kind"] not in WEIGHT_KINDS:
+        after = f"after '{steps[source - 1]['name']}'" if source else "at the input"
+        where = f"'{steps[source]['name']}'" if source < len(steps) else "the addition"
+        raise modules.UnsupportedModuleError(
+            add.owner_path, add.owner, f"its residual addition adds the value {after}, but "
+            f"that value is not what the next weight layer reads ({where} comes first); "
+            "supported: h + f(h) where h is a layer's output after its norm and activation "
+            "and f starts with a Linear or Conv (not a pre-activation block)")
+    layer = sum(step["kind"] in WEIGHT_KINDS for step in steps[:source])
+    return {"kind": "residual", "name": name, "source": layer}
+
+
 def _checked_layout(steps: list[dict[str, Any]], module: nn.Module) -> Layout:
     try:
         layout = Layout(steps)
     except ValueError as err:
         raise modules.UnsupportedModuleError("", module, str(err)) from None
+    _check_norms(layout)
+    return layout
+
+
+def _check_norms(layout: Layout) -> None:
     sizes = layout.neuron_layer_sizes
     normed: set[int] = set()
     for layer, step in layout.steps_by_neuron_layer():
         if step["kind"] in NORM_KINDS:
             if step["num_features"] != sizes[layer]:
-                raise ValueError(f"from_module: norm '{step['name']}' has {step['num_features']}"
+                raise ValueError(f"layout: norm '{step['name']}' has {step['num_features']}"
                                  f" features but its layer has {sizes[layer]} neurons")
             if layer in normed:
-                raise ValueError(f"from_module: norm '{step['name']}' is the second norm on "
+                raise ValueError(f"layout: norm '{step['name']}' is the second norm on "
                                  f"neuron layer {layer}; one norm per layer is supported")
             normed.add(layer)
-    return layout
 
 
 #: class -> whether it is an escnn module (the test depends on the class only)
@@ -110,9 +133,17 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
                 nonfinite: str = "error", view: str | None = None) -> NeuronGraph:
     """Convert a network into a :class:`NeuronGraph`.
 
+    The network is read by what its forward computes (``docs/graph_format.md``,
+    section 0): ``nn.Sequential`` s are walked, other modules traced one at a
+    time; activations are recognised by their computation (``sin(w0 * x)``,
+    ``F.leaky_relu(x, 0.2)``, ...), residual additions ``h + f(h)`` become
+    residual edges, weight-normalised / parametrised layers give their
+    effective weight. Anything else raises
+    :class:`~nft_pyg.graph.UnsupportedModuleError` naming the module by its
+    path and what it computes; nothing converts to a different function.
+
     Args:
-        module (torch.nn.Module): an ``nn.Sequential`` (nested or not) or any
-            module whose forward is a chain of supported layers.
+        module (torch.nn.Module): the network (one input, one output).
         kernel_width (int, optional): pad ``edge_attr`` to this many kernel
             positions (to batch with graphs of larger kernels). Default: the
             largest kernel of the network.
@@ -134,10 +165,7 @@ def from_module(module: nn.Module, *, kernel_width: int | None = None,
     steps, leaves = _steps_and_leaves(module)
     template = _template_of_steps(steps, module, kernel_width)
     _check_nonfinite_choice(nonfinite)
-    graph = _gathered_graph(template, module, leaves, nonfinite)
-    if graph is None:  # anything unusual: the general path (and its error messages)
-        graph = _graph_from_state(template, _module_state(module, steps, leaves), nonfinite)
-    return graph
+    return _graph_from_state(template, _module_state(module, steps, leaves), nonfinite)
 
 
 def from_modules(modules: Sequence[nn.Module], *, kernel_width: int | None = None,
@@ -177,23 +205,26 @@ def from_modules(modules: Sequence[nn.Module], *, kernel_width: int | None = Non
 
 
 def _module_state(module: nn.Module, steps: list[dict[str, Any]],
-                  leaves: list[nn.Module]) -> Mapping[str, torch.Tensor]:
-    """The entries of ``module.state_dict()`` that the layout needs, read from
-    the leaves directly (``state_dict()`` walks every module with hooks and
-    costs more than the rest of the conversion on a small network)."""
-    if module._state_dict_hooks or module._state_dict_pre_hooks:
-        return module.state_dict()
+                  leaves: list[nn.Module | None]) -> dict[str, torch.Tensor]:
+    """The tensors the layout needs, read from the layers themselves under their
+    state-dict names: what each layer's forward uses (a weight-normalised or
+    parametrised layer gives its effective weight; state-dict hooks, which
+    change only what is saved, play no part)."""
     state: dict[str, torch.Tensor] = {}
     for step, leaf in zip(steps, leaves):
-        if leaf._state_dict_hooks or leaf._state_dict_pre_hooks:
-            return module.state_dict()
-        prefix = f"{step['name']}." if step["name"] else ""
-        for key, value in leaf._parameters.items():
+        kind = step["kind"]
+        if kind in WEIGHT_KINDS:
+            names = ("weight", "bias") if step["bias"] else ("weight",)
+        elif kind == "batchnorm":
+            names = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        elif kind == "layernorm":
+            names = ("weight", "bias")
+        else:
+            continue
+        for key in names:
+            value = modules.effective_tensor(leaf, key)
             if value is not None:
-                state[prefix + key] = value.detach()
-        for key, value in leaf._buffers.items():
-            if value is not None and key not in leaf._non_persistent_buffers_set:
-                state[prefix + key] = value.detach()
+                state[state_key(step["name"], key)] = value.detach()
     return state
 
 
@@ -278,10 +309,11 @@ def layer_offsets(layout: Layout) -> list[int]:
 
 
 def edge_layer_offsets(layout: Layout) -> list[int]:
-    """Index of the first edge of each weight layer (and the edge count last)."""
+    """Index of the first edge of each weight layer (and the weight-edge count
+    last; residual edges follow)."""
     offsets = [0]
     for layer in layout.weight_layers():
-        offsets.append(offsets[-1] + layer.in_neurons * layer.out_neurons)
+        offsets.append(offsets[-1] + layer.num_edges)
     return offsets
 
 
@@ -294,8 +326,10 @@ def graph_structure(layout: Layout | str | list, kernel_width: int | None = None
     """
     template = _template(layout, kernel_width)
     dtype = dtype or torch.get_default_dtype()
+    weights = torch.zeros(template.num_edges - template.residual_rows, template.width,
+                          dtype=dtype)
     return template.graph(torch.zeros(template.num_nodes, 1, dtype=dtype),
-                          torch.zeros(template.num_edges, template.width, dtype=dtype),
+                          torch.cat([weights, template.residual_edge_rows(dtype)]),
                           template.identity_norms(dtype), template.layout_json)
 
 
@@ -304,7 +338,8 @@ def graph_structure(layout: Layout | str | list, kernel_width: int | None = None
 class _Template:
     """What a layout's graph holds besides weights: built once per layout.
 
-    Never handed out: graphs get clones of the id tensors.
+    Never handed out: graphs get clones of the id tensors (each its own
+    compact storage, so a graph pickles at the size of its data).
     """
 
     layout: Layout
@@ -314,18 +349,24 @@ class _Template:
     offsets: list[int]
     width: int
     norm_steps: list[tuple[int, dict[str, Any]]]
-    node_ids: torch.Tensor    # [4, N]: node_layer, node_role, node_pos, node_act
-    edge_ids: torch.Tensor    # [2, E]: edge_layer, edge_kind
-    edge_index: torch.Tensor  # [2, E]
-    kernel_width: torch.Tensor  # [1]
+    ids: dict[str, torch.Tensor]  # node_layer, ..., edge_kind, edge_index
+    residual_rows: int            # residual edges, after the weight edges
     _identity_norms: dict = field(default_factory=dict)  # dtype -> [N, 4]
-    _gather: "_GatherPlan | None" = None
+    _zeros: dict = field(default_factory=dict)  # dtype -> zero biases of layers 0..L
 
-    @property
-    def gather(self) -> "_GatherPlan":
-        if self._gather is None:
-            self._gather = _GatherPlan(self)
-        return self._gather
+    def __post_init__(self):
+        #: per weight layer: weight key, bias key (None without bias), weight shape,
+        #: index of its zero biases in zeros()
+        self.keys = [(state_key(layer.name, "weight"),
+                      state_key(layer.name, "bias") if layer.bias else None,
+                      layer.weight_shape, layer.index) for layer in self.layers]
+
+    def zeros(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Zero biases of each neuron layer (inputs first), never written to."""
+        zeros = self._zeros.get(dtype)
+        if zeros is None:
+            zeros = self._zeros[dtype] = [torch.zeros(n, dtype=dtype) for n in self.sizes]
+        return zeros
 
     @property
     def num_nodes(self) -> int:
@@ -333,86 +374,69 @@ class _Template:
 
     @property
     def num_edges(self) -> int:
-        return self.edge_index.size(1)
+        return self.ids["edge_index"].size(1)
 
     def identity_norms(self, dtype: torch.dtype, copies: int = 1) -> torch.Tensor:
         """A fresh ``[copies * N, 4]`` tensor of identity norm parameters."""
-        if copies != 1:
-            return torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(copies * self.num_nodes, 1)
         norms = self._identity_norms.get(dtype)
         if norms is None:
             norms = torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(self.num_nodes, 1)
             self._identity_norms[dtype] = norms
-        return norms.clone()
+        return norms.repeat(copies, 1) if copies != 1 else norms.clone()
+
+    def residual_edge_rows(self, dtype: torch.dtype, lead: tuple[int, ...] = ()) -> torch.Tensor:
+        """The raw features of the residual edges: 1 at kernel position 0."""
+        rows = torch.zeros(*lead, self.residual_rows, self.width, dtype=dtype)
+        rows[..., 0] = 1
+        return rows
 
     def graph(self, x: torch.Tensor, edge_attr: torch.Tensor, node_norm: torch.Tensor,
               layout_json: str) -> NeuronGraph:
-        node_ids, edge_ids = self.node_ids.clone(), self.edge_ids.clone()
-        return NeuronGraph.from_attributes(
-            x=x, edge_index=self.edge_index.clone(), edge_attr=edge_attr,
-            node_layer=node_ids[0], node_role=node_ids[1], node_pos=node_ids[2],
-            node_act=node_ids[3], edge_layer=edge_ids[0], edge_kind=edge_ids[1],
-            node_norm=node_norm, kernel_width=self.kernel_width.clone(), layout=layout_json,
-            num_nodes=self.num_nodes)
-
-
-#: (layout JSON, kernel_width) -> _Template, least recently built dropped first
-_TEMPLATES: "OrderedDict[tuple[str, int | None], _Template]" = OrderedDict()
-_TEMPLATE_CACHE_SIZE = 256
-#: (repr of a module's layout steps, kernel_width) -> _Template: from_module's cache
-_TEMPLATES_BY_REPR: "OrderedDict[tuple[str, int | None], _Template]" = OrderedDict()
+        ids = {key: value.clone() for key, value in self.ids.items()}
+        attributes = {
+            "x": x, "edge_index": ids["edge_index"], "edge_attr": edge_attr,
+            **{key: ids[key] for key in NODE_IDS}, **{key: ids[key] for key in EDGE_IDS},
+            "node_norm": node_norm, "kernel_width": torch.tensor([self.width]),
+            "layout": layout_json, "num_nodes": self.num_nodes}
+        # public API only: item assignment costs ~27 us a graph against ~37 us for
+        # NeuronGraph(**attributes) (which goes through Data.__setattr__); filling PyG's
+        # private store directly (~3 us) is not done
+        graph = NeuronGraph()
+        for key, value in attributes.items():
+            graph[key] = value
+        return graph
 
 
 def _width_key(kernel_width: int | None) -> int | None:
     return None if kernel_width is None else int(kernel_width)
 
 
-def _remember(key: tuple[str, int | None], template: _Template) -> _Template:
-    _TEMPLATES[key] = template
-    while len(_TEMPLATES) > _TEMPLATE_CACHE_SIZE:
-        _TEMPLATES.popitem(last=False)
-    return template
+@functools.lru_cache(maxsize=256)
+def _cached_template(layout_json: str, width: int | None) -> _Template:
+    layout = Layout.coerce(layout_json)
+    return _build_template(layout, layout.to_json(), width)
 
 
 def _template(layout: Layout | str | list, kernel_width: int | None) -> _Template:
     width = _width_key(kernel_width)
     if isinstance(layout, str):  # a graph's own layout string: no parsing on a hit
-        hit = _TEMPLATES.get((layout, width))
-        if hit is not None:
-            return hit
-    parsed = Layout.coerce(layout)
-    layout_json = parsed.to_json()
-    template = _TEMPLATES.get((layout_json, width))
-    if template is None:
-        template = _remember((layout_json, width), _build_template(parsed, layout_json, width))
-    if isinstance(layout, str) and layout != layout_json:
-        _remember((layout, width), template)
-    return template
+        return _cached_template(layout, width)
+    return _cached_template(Layout.coerce(layout).to_json(), width)
 
 
 def _template_of_steps(steps: list[dict[str, Any]], module: nn.Module,
                        kernel_width: int | None) -> _Template:
-    """The template of a module's (unchecked) steps; checks them on a cache miss
-    only (equal steps pass the same checks)."""
-    width = _width_key(kernel_width)
-    # repr() is several times cheaper than the JSON key; equal reprs of these plain
-    # JSON values mean equal JSON (the converse may fail: then a miss, not an error)
-    quick_key = (repr(steps), width)
-    template = _TEMPLATES_BY_REPR.get(quick_key)
-    if template is not None:
-        return template
+    """The template of a module's (unchecked) steps, with from_module's errors."""
     layout_json = json.dumps(steps, separators=(",", ":"), sort_keys=True)  # Layout.to_json
-    template = _TEMPLATES.get((layout_json, width))
-    if template is None:
-        layout = _checked_layout(steps, module)
-        template = _remember((layout_json, width), _build_template(layout, layout_json, width))
-    _TEMPLATES_BY_REPR[quick_key] = template
-    while len(_TEMPLATES_BY_REPR) > _TEMPLATE_CACHE_SIZE:
-        _TEMPLATES_BY_REPR.popitem(last=False)
-    return template
+    try:
+        return _cached_template(layout_json, _width_key(kernel_width))
+    except ValueError:
+        _checked_layout(steps, module)  # an error naming the module, when the layout is at fault
+        raise
 
 
 def _build_template(layout: Layout, layout_json: str, kernel_width: int | None) -> _Template:
+    _check_norms(layout)
     sizes = layout.neuron_layer_sizes
     width = layout.kernel_width if kernel_width is None else kernel_width
     if width < layout.kernel_width:
@@ -436,137 +460,42 @@ def _build_template(layout: Layout, layout_json: str, kernel_width: int | None) 
     layers = layout.weight_layers()
     edge_index, edge_layer, edge_kind = [], [], []
     for layer in layers:
-        dst = torch.arange(layer.out_neurons).repeat_interleave(layer.in_neurons)
-        src = torch.arange(layer.in_neurons).repeat(layer.out_neurons)
+        in_group = layer.in_neurons // layer.groups
+        dst = torch.arange(layer.out_neurons).repeat_interleave(in_group)
+        group = dst // (layer.out_neurons // layer.groups)
+        src = torch.arange(in_group).repeat(layer.out_neurons) + group * in_group
         edge_index.append(torch.stack([src + offsets[layer.index - 1],
                                        dst + offsets[layer.index]]))
         edge_layer.append(torch.full((dst.numel(),), layer.index, dtype=torch.long))
         kind = (EdgeKind.CONV if layer.kind == "conv" else
                 EdgeKind.FLATTEN if layer.kernel_shape else EdgeKind.LINEAR)
         edge_kind.append(torch.full((dst.numel(),), int(kind), dtype=torch.long))
+    residual_rows = 0
+    for source, target in sorted(layout.residuals(), key=lambda pair: (pair[1], pair[0])):
+        positions = torch.arange(sizes[target])
+        edge_index.append(torch.stack([positions + offsets[source],
+                                       positions + offsets[target]]))
+        edge_layer.append(torch.full((sizes[target],), target, dtype=torch.long))
+        edge_kind.append(torch.full((sizes[target],), int(EdgeKind.RESIDUAL), dtype=torch.long))
+        residual_rows += sizes[target]
     node_layer = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
     node_pos = torch.cat([torch.arange(n) for n in sizes])
-    return _Template(layout, layout_json, layers, sizes, offsets, width, norm_steps,
-                     torch.stack([node_layer, node_role, node_pos, node_act]),
-                     torch.stack([torch.cat(edge_layer), torch.cat(edge_kind)]),
-                     torch.cat(edge_index, dim=1), torch.tensor([width]))
+    ids = {"node_layer": node_layer, "node_role": node_role, "node_pos": node_pos,
+           "node_act": node_act, "edge_layer": torch.cat(edge_layer),
+           "edge_kind": torch.cat(edge_kind), "edge_index": torch.cat(edge_index, dim=1)}
+    return _Template(layout, layout_json, layers, sizes, offsets, width, norm_steps, ids,
+                     residual_rows)
 
 
 # --- filling a template with weights ------------------------------------------
 def _as_edge_rows(weight: torch.Tensor, layer: WeightLayer, width: int,
                   dtype: torch.dtype) -> torch.Tensor:
-    """``[..., out * in, width]``: a (stacked) weight as zero-padded edge kernels."""
+    """``[..., edges, width]``: a (stacked) weight as zero-padded edge kernels."""
     lead = weight.shape[: weight.dim() - len(layer.weight_shape)]
     kernels = weight.to("cpu", dtype).reshape(*lead, -1, layer.positions)
     if layer.positions < width:
         kernels = F.pad(kernels, (0, width - layer.positions))
     return kernels
-
-
-class _GatherPlan:
-    """How :func:`from_module` fills a template straight from a module's leaves.
-
-    All float attributes of the graph (``edge_attr``, ``x``, ``node_norm``,
-    in that order) are one ``torch.cat`` of the weights, biases and cached
-    constant pieces (zero biases, identity norms), and all integer attributes
-    one clone of a cached buffer: a handful of tensor operations per network
-    instead of a few per weight layer and attribute.
-    """
-
-    def __init__(self, template: _Template):
-        steps = template.layout.steps
-        weight_steps = [index for index, step in enumerate(steps) if step["kind"] in WEIGHT_KINDS]
-        self.layers = [(index, torch.Size(layer.weight_shape), layer.bias,
-                        layer.out_neurons * layer.in_neurons, layer.positions,
-                        template.width - layer.positions)
-                       for index, layer in zip(weight_steps, template.layers)]
-        self.first_name = template.layers[0].name
-        num_nodes, num_edges, width = template.num_nodes, template.num_edges, template.width
-        self.ints = torch.cat([template.node_ids.reshape(-1), template.edge_ids.reshape(-1),
-                               template.edge_index.reshape(-1), template.kernel_width])
-        self.num_nodes, self.num_edges = num_nodes, num_edges
-        # (size, stride, offset) of x, edge_attr, node_norm in the float buffer
-        norms = len(NORM_IDENTITY)
-        self.float_views = [((num_nodes, 1), (1, 1), num_edges * width),
-                            ((num_edges, width), (width, 1), 0),
-                            ((num_nodes, norms), (norms, 1), num_edges * width + num_nodes)]
-        self.int_sizes = [num_nodes] * 4 + [num_edges] * 2 + [2 * num_edges, 1]
-        self.padded = any(pad for *_, pad in self.layers)
-        self.sizes = template.sizes
-        self.layout_json = template.layout_json
-        self._constants: dict[torch.dtype, tuple[torch.Tensor, list, torch.Tensor]] = {}
-
-    def constants(self, dtype: torch.dtype) -> tuple[torch.Tensor, list, torch.Tensor]:
-        """Input-neuron zeros, per-layer zero biases (None where the layer has a
-        bias) and flat identity norms, of ``dtype``; only ever read (cat copies)."""
-        constants = self._constants.get(dtype)
-        if constants is None:
-            constants = (torch.zeros(self.sizes[0], dtype=dtype),
-                         [None if bias else torch.zeros(self.sizes[i + 1], dtype=dtype)
-                          for i, (_, _, bias, _, _, _) in enumerate(self.layers)],
-                         torch.tensor(NORM_IDENTITY, dtype=dtype).repeat(self.num_nodes))
-            self._constants[dtype] = constants
-        return constants
-
-
-def _gathered_graph(template: _Template, module: nn.Module, leaves: list[nn.Module],
-                    nonfinite: str) -> NeuronGraph | None:
-    """:func:`from_module`'s graph read from the leaves' parameters, or ``None``
-    when the module needs the general path: norms, state-dict hooks, tensors
-    off the CPU, dtypes that need converting, shapes that do not match the
-    layout (which the general path reports), non-finite values to report."""
-    if template.norm_steps or module._state_dict_hooks or module._state_dict_pre_hooks:
-        return None
-    for leaf in leaves:
-        if leaf._state_dict_hooks or leaf._state_dict_pre_hooks:
-            return None
-    plan = template.gather
-    first_weight = leaves[plan.layers[0][0]]._parameters.get("weight")
-    if type(first_weight) not in _PLAIN_TENSORS:
-        return None
-    # the general path takes the dtype of the first layer's weight (see _weight_dtype)
-    dtype = first_weight.dtype if plan.first_name and first_weight.is_floating_point() \
-        else torch.get_default_dtype()
-    zeros_in, zero_biases, identity_norms = plan.constants(dtype)
-    weights, biases = [], [zeros_in]
-    for (index, shape, bias, _, _, _), zero_bias in zip(plan.layers, zero_biases):
-        parameters = leaves[index]._parameters
-        weight = parameters.get("weight")
-        if type(weight) not in _PLAIN_TENSORS or weight.shape != shape \
-                or weight.dtype != dtype or not weight.is_cpu or weight.layout != torch.strided:
-            return None
-        weights.append(weight)
-        if bias:
-            value = parameters.get("bias")
-            if type(value) not in _PLAIN_TENSORS or value.shape != shape[:1] \
-                    or value.dtype != dtype or not value.is_cpu or value.layout != torch.strided:
-                return None
-            biases.append(value)
-        else:
-            biases.append(zero_bias)
-    biases.append(identity_norms)
-    grad = torch.is_grad_enabled()
-    torch.set_grad_enabled(False)  # cheaper than a no_grad() block
-    try:
-        if plan.padded:  # layers with fewer kernel positions than the graph
-            weights = [F.pad(weight.reshape(rows, positions), (0, pad)) if pad else weight
-                       for weight, (_, _, _, rows, positions, pad) in zip(weights, plan.layers)]
-        # flatten + cat in one C++ call (how DDP packs gradients); always a copy,
-        # as it gets at least a weight, a bias and two constants
-        values = _flatten_dense_tensors(weights + biases)
-    finally:
-        torch.set_grad_enabled(grad)
-    if nonfinite == "error" and not math.isfinite(values.sum().item()):
-        return None  # the general path names the offending tensor (or finds an overflow)
-    node_layer, node_role, node_pos, node_act, edge_layer, edge_kind, edge_index, kernel_width = \
-        torch.split_with_sizes(plan.ints.clone(), plan.int_sizes)
-    x_view, edge_view, norm_view = plan.float_views
-    return NeuronGraph.from_attributes(
-        x=values.as_strided(*x_view), edge_index=edge_index.view(2, plan.num_edges),
-        edge_attr=values.as_strided(*edge_view), node_layer=node_layer, node_role=node_role,
-        node_pos=node_pos, node_act=node_act, edge_layer=edge_layer, edge_kind=edge_kind,
-        node_norm=values.as_strided(*norm_view), kernel_width=kernel_width,
-        layout=plan.layout_json, num_nodes=plan.num_nodes)
 
 
 def _graph_from_state(template: _Template, state_dict: Mapping[str, torch.Tensor],
@@ -579,12 +508,13 @@ def _graph_from_state(template: _Template, state_dict: Mapping[str, torch.Tensor
         named.append((key, value))
         return value
 
-    edges, nodes = [], [torch.zeros(template.sizes[0], dtype=dtype)]
-    for layer in template.layers:
-        edges.append(_as_edge_rows(entry(state_key(layer.name, "weight"), layer.weight_shape),
-                                   layer, template.width, dtype))
-        nodes.append(entry(state_key(layer.name, "bias"), (layer.out_neurons,)).to("cpu", dtype)
-                     if layer.bias else torch.zeros(layer.out_neurons, dtype=dtype))
+    zeros = template.zeros(dtype)  # read only: the cats below copy
+    edges, nodes = [], [zeros[0]]
+    for layer, (weight_key, bias_key, shape, zero) in zip(template.layers, template.keys):
+        edges.append(_as_edge_rows(entry(weight_key, shape), layer, template.width, dtype))
+        nodes.append(entry(bias_key, shape[:1]).to("cpu", dtype) if bias_key else zeros[zero])
+    if template.residual_rows:
+        edges.append(template.residual_edge_rows(dtype))
     edge_attr = torch.cat(edges)
     x = torch.cat(nodes).unsqueeze(1)
     node_norm = template.identity_norms(dtype)
@@ -636,6 +566,8 @@ def _batch_from_states(template: _Template, states: list[Mapping[str, torch.Tens
                                    layer, template.width, dtype))
         nodes.append(stacked(state_key(layer.name, "bias"), (layer.out_neurons,)) if layer.bias
                      else torch.zeros(count, layer.out_neurons, dtype=dtype))
+    if template.residual_rows:
+        edges.append(template.residual_edge_rows(dtype, (count,)))
     edge_attr = torch.cat(edges, dim=1).reshape(-1, template.width)
     x = torch.cat(nodes, dim=1).reshape(-1, 1)
     node_norm = template.identity_norms(dtype, count)
@@ -660,13 +592,12 @@ def _collated(template: _Template, count: int, x: torch.Tensor, edge_attr: torch
     node_slices = torch.arange(count + 1) * num_nodes
     edge_slices = torch.arange(count + 1) * num_edges
     node_shift = node_slices[:-1]
-    edge_index = (template.edge_index.unsqueeze(1) + node_shift.view(1, -1, 1)).reshape(2, -1)
-    node_ids = template.node_ids.repeat(1, count)
-    edge_ids = template.edge_ids.repeat(1, count)
+    ids = template.ids
+    edge_index = (ids["edge_index"].unsqueeze(1) + node_shift.view(1, -1, 1)).reshape(2, -1)
     attributes = {
         "x": x, "edge_index": edge_index, "edge_attr": edge_attr,
-        "node_layer": node_ids[0], "node_role": node_ids[1], "node_pos": node_ids[2],
-        "node_act": node_ids[3], "edge_layer": edge_ids[0], "edge_kind": edge_ids[1],
+        **{key: ids[key].repeat(count) for key in NODE_IDS},
+        **{key: ids[key].repeat(count) for key in EDGE_IDS},
         "node_norm": node_norm, "kernel_width": torch.full((count,), template.width),
         "layout": [template.layout_json] * count}
     node_keys = ("x", "node_layer", "node_role", "node_pos", "node_act", "node_norm")
@@ -691,7 +622,7 @@ def _collated(template: _Template, count: int, x: torch.Tensor, edge_attr: torch
 
 def _weight_dtype(state_dict: Mapping[str, torch.Tensor],
                   layers: list[WeightLayer]) -> torch.dtype:
-    value = state_dict.get(f"{layers[0].name}.weight")
+    value = state_dict.get(state_key(layers[0].name, "weight"))
     return value.dtype if isinstance(value, torch.Tensor) and value.is_floating_point() \
         else torch.get_default_dtype()
 
@@ -729,7 +660,7 @@ def to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, torch.Tensor]":
 
     The graph must be raw (one channel): ``x`` ``[N, 1]`` and ``edge_attr``
     ``[E, kernel_width]``. Edges may be missing (a pruned network): their
-    weights are zero.
+    weights are zero. Residual edges must carry their fixed weight 1.
     """
     layout = _single(graph, "to_state_dict")
     width = int(graph.kernel_width.reshape(-1)[0])
@@ -740,12 +671,16 @@ def to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, torch.Tensor]":
     sizes = layout.neuron_layer_sizes
     offsets = torch.tensor([0] + sizes).cumsum(0).tolist()
     layers = {layer.name: layer for layer in layout.weight_layers()}
+    residual = graph.edge_kind == int(EdgeKind.RESIDUAL)
+    if layout.residuals() or bool(residual.any()):
+        _check_residual_edges(graph, layout, offsets, residual)
     state = OrderedDict()
     for neuron_layer, step in layout.steps_by_neuron_layer():
         span = slice(offsets[neuron_layer], offsets[neuron_layer + 1])
         if step["kind"] in ("linear", "conv"):
             layer = layers[step["name"]]
-            state[state_key(layer.name, "weight")] = _layer_weight(graph, layer, offsets, width)
+            state[state_key(layer.name, "weight")] = _layer_weight(graph, layer, offsets, width,
+                                                                   ~residual)
             if layer.bias:
                 state[state_key(layer.name, "bias")] = graph.x[span, 0].clone()
             elif bool((graph.x[span, 0] != 0).any()):
@@ -760,25 +695,52 @@ def to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, torch.Tensor]":
     return state
 
 
-def _layer_weight(graph: NeuronGraph, layer, offsets, width: int) -> torch.Tensor:
-    mask = graph.edge_layer == layer.index
+def _check_residual_edges(graph: NeuronGraph, layout: Layout, offsets: list[int],
+                          residual: torch.Tensor) -> None:
+    """The residual edges are exactly the layout's connections, each with weight 1."""
+    expected = []
+    for source, target in sorted(layout.residuals(), key=lambda pair: (pair[1], pair[0])):
+        positions = torch.arange(layout.neuron_layer_sizes[target])
+        expected.append(torch.stack([positions + offsets[source], positions + offsets[target]]))
+    expected = torch.cat(expected, dim=1) if expected else torch.zeros(2, 0, dtype=torch.long)
+    found = graph.edge_index[:, residual]
+    if found.shape != expected.shape or not torch.equal(found.cpu(), expected):
+        raise ValueError("to_state_dict: the graph's residual edges (edge_kind RESIDUAL) are "
+                         f"not the {expected.size(1)} edges of the layout's residual "
+                         "connections (neuron p of the source layer to neuron p of the target)")
+    values = graph.edge_attr[residual]
+    fixed = torch.zeros_like(values)
+    fixed[:, 0] = 1
+    if not torch.equal(values, fixed):
+        raise ValueError("to_state_dict: residual edges carry the fixed weight 1 (1 at kernel "
+                         "position 0, zeros after); the graph gives them other values")
+
+
+def _layer_weight(graph: NeuronGraph, layer: WeightLayer, offsets, width: int,
+                  weights: torch.Tensor) -> torch.Tensor:
+    mask = (graph.edge_layer == layer.index) & weights
     src = graph.edge_index[0, mask] - offsets[layer.index - 1]
     dst = graph.edge_index[1, mask] - offsets[layer.index]
     kernels = graph.edge_attr[mask, : layer.positions]
     if (graph.edge_attr[mask, layer.positions:width] != 0).any():
         raise ValueError(f"to_state_dict: layer '{layer.name}' has nonzero entries past its "
                          f"{layer.positions} kernel positions")
-    weight = kernels.new_zeros(layer.out_neurons, layer.in_neurons, layer.positions)
-    if kernels.size(0) == weight.size(0) * weight.size(1) and _is_canonical(src, dst, layer):
+    in_group = layer.in_neurons // layer.groups
+    local = src - dst // (layer.out_neurons // layer.groups) * in_group
+    if bool(((local < 0) | (local >= in_group)).any()):
+        raise ValueError(f"to_state_dict: layer '{layer.name}' (groups={layer.groups}) has "
+                         "an edge between neurons of different groups")
+    weight = kernels.new_zeros(layer.out_neurons, in_group, layer.positions)
+    if kernels.size(0) == weight.size(0) * weight.size(1) and _is_canonical(local, dst, in_group):
         weight = kernels.reshape(weight.shape).clone()
     else:
-        weight[dst, src] = kernels
+        weight[dst, local] = kernels
     return weight.reshape(layer.weight_shape)
 
 
-def _is_canonical(src: torch.Tensor, dst: torch.Tensor, layer) -> bool:
-    flat = dst * layer.in_neurons + src
-    return bool((flat == torch.arange(flat.numel())).all())
+def _is_canonical(src: torch.Tensor, dst: torch.Tensor, in_group: int) -> bool:
+    flat = dst * in_group + src
+    return bool((flat == torch.arange(flat.numel(), device=flat.device)).all())
 
 
 def to_module(graph: NeuronGraph) -> nn.Sequential:
@@ -786,19 +748,34 @@ def to_module(graph: NeuronGraph) -> nn.Sequential:
 
     The rebuilt module computes the same function as the original; its
     children are numbered ``0, 1, ...`` in chain order (use
-    :func:`to_state_dict` for the original parameter names). It is in
+    :func:`to_state_dict` for the original parameter names). A network with
+    residual connections becomes a :class:`~nft_pyg.graph.modules.GraphNet` (an ``nn.Sequential``
+    with :class:`~nft_pyg.graph.modules.Residual` children). It is in
     training mode, like a freshly built module.
+
+    The layout is checked: only the module kinds :func:`from_module` writes
+    are built (known pooling and dropout classes, known activations with
+    their own parameters); anything else is a ``ValueError`` naming the step.
     """
     layout = _single(graph, "to_module")
     state = to_state_dict(graph)
     dtype = graph.edge_attr.dtype
+    starts = {}  # neuron layer -> index of the child that reads its output
+    layer = 0
+    for index, step in enumerate(layout.steps):
+        if step["kind"] in WEIGHT_KINDS:
+            starts.setdefault(layer, index)
+            layer += 1
     children = []
     renamed = OrderedDict()
     for index, step in enumerate(layout.steps):
+        if step["kind"] == "residual":
+            children.append(modules.Residual(starts[step["source"]]))
+            continue
         child = modules.build(step).to(dtype)
         children.append(child)
         for key in child.state_dict():
             renamed[f"{index}.{key}"] = state[state_key(step["name"], key)]
-    module = nn.Sequential(*children)
+    module = modules.GraphNet(*children) if layout.residuals() else nn.Sequential(*children)
     module.load_state_dict(renamed)
     return module

@@ -22,6 +22,9 @@ path in the original network, used for state-dict names):
 - ``pool``: ``type`` (the ``torch.nn`` class name) and ``args``.
 - ``flatten``: ``start_dim``, ``end_dim``.
 - ``dropout``: ``type`` and ``p``.
+- ``conv`` may have ``groups`` (absent when 1): a grouped / depthwise conv.
+- ``residual``: ``source``, the neuron layer whose output is added to the
+  neurons of the current layer (a residual connection ``h + f(h)``).
 """
 from __future__ import annotations
 
@@ -50,18 +53,24 @@ class WeightLayer:
     out_neurons: int
     kernel_shape: tuple[int, ...]
     bias: bool
+    groups: int = 1
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
         """Shape of the layer's ``weight`` in its state dict."""
         if self.kind == "conv":
-            return (self.out_neurons, self.in_neurons, *self.kernel_shape)
+            return (self.out_neurons, self.in_neurons // self.groups, *self.kernel_shape)
         return (self.out_neurons, self.in_neurons * self.positions)
 
     @property
     def positions(self) -> int:
         """Number of weights an edge of this layer carries (``S_l``)."""
         return math.prod(self.kernel_shape)
+
+    @property
+    def num_edges(self) -> int:
+        """One edge per (input, output) neuron pair of a group."""
+        return self.out_neurons * (self.in_neurons // self.groups)
 
 
 class Layout:
@@ -110,6 +119,24 @@ class Layout:
                     f"layout: layer '{layer.name}' takes {layer.in_neurons} input neurons but "
                     f"'{previous.name}' gives {previous.out_neurons}")
             previous = layer
+        sizes = self.neuron_layer_sizes
+        seen = set()
+        for layer, step in self.steps_by_neuron_layer():
+            if step.get("kind") != "residual":
+                continue
+            source = step.get("source")
+            if not isinstance(source, int) or isinstance(source, bool) \
+                    or not 0 <= source < layer:
+                raise ValueError(f"layout: residual step '{step.get('name')}' on neuron layer "
+                                 f"{layer} needs a source layer in 0..{layer - 1}, got {source!r}")
+            if sizes[source] != sizes[layer]:
+                raise ValueError(f"layout: residual step '{step.get('name')}' adds the "
+                                 f"{sizes[source]} neurons of layer {source} to the "
+                                 f"{sizes[layer]} neurons of layer {layer}")
+            if (source, layer) in seen:
+                raise ValueError(f"layout: residual step '{step.get('name')}' repeats the "
+                                 f"connection from layer {source} to layer {layer}")
+            seen.add((source, layer))
 
     # --- derived views -------------------------------------------------
     def weight_layers(self) -> list[WeightLayer]:
@@ -124,8 +151,15 @@ class Layout:
                                           step["in"] // positions, step["out"],
                                           (positions,) if positions > 1 else (), step["bias"]))
             elif step["kind"] == "conv":
+                groups = step.get("groups", 1)
+                if not isinstance(groups, int) or groups < 1 or step["in"] % groups \
+                        or step["out"] % groups:
+                    raise ValueError(f"layout: conv '{step['name']}' has groups={groups!r}, "
+                                     f"which must divide its {step['in']} inputs and "
+                                     f"{step['out']} outputs")
                 layers.append(WeightLayer(len(layers) + 1, step["name"], "conv", step["in"],
-                                          step["out"], tuple(step["kernel_size"]), step["bias"]))
+                                          step["out"], tuple(step["kernel_size"]), step["bias"],
+                                          groups))
         return layers
 
     @property
@@ -160,7 +194,12 @@ class Layout:
     def signature(self) -> tuple:
         """What the tensor formulation sees: each weight layer's kind, shape, bias."""
         return tuple((layer.kind, layer.weight_shape, layer.kernel_shape, layer.bias)
-                     for layer in self.weight_layers())
+                     for layer in self.weight_layers()) + tuple(self.residuals())
+
+    def residuals(self) -> list[tuple[int, int]]:
+        """``(source, target)`` neuron layers of each residual connection, in step order."""
+        return [(step["source"], layer) for layer, step in self.steps_by_neuron_layer()
+                if step["kind"] == "residual"]
 
     @property
     def has_norms(self) -> bool:

@@ -1,9 +1,10 @@
 """The neuron graph: a network as a PyG ``Data`` of neurons and weights."""
 from __future__ import annotations
 
-import weakref
+import threading
 from typing import Any
 
+from torch import Tensor
 from torch_geometric.data import Data
 
 from .layout import Layout
@@ -16,23 +17,17 @@ EDGE_IDS = ("edge_layer", "edge_kind")
 NORM_IDENTITY = (1.0, 0.0, 0.0, 1.0)
 
 
-def _blank_state(cls: type) -> "tuple[dict[str, Any], type] | bool":
-    """What ``cls()`` puts in a fresh graph's ``__dict__`` besides its store,
-    and the store class; ``False`` unless the graph holds exactly a store
-    with an empty ``_mapping`` and a weak ``_parent`` (PyG 2.x)."""
-    graph = cls()
-    state = dict(graph.__dict__)
-    store = state.pop("_store", None)
-    if cls.__new__ is not object.__new__ or store is None \
-            or set(store.__dict__) != {"_mapping", "_parent"} or store.__dict__["_mapping"] \
-            or store.__dict__["_parent"]() is not graph or list(graph.__dict__)[-1] != "_store" \
-            or type(store).__new__ is not object.__new__:
-        return False
-    return state, type(store)
+#: the kernel width of the first graph of the collation in progress (this thread)
+_FIRST_EDGE_WIDTH = threading.local()
 
 
-#: graph class -> its blank state (see _blank_state)
-_BLANKS: dict[type, Any] = {}
+def _edge_width(graph: Any, value: Any) -> "int | None":
+    """The ``kernel_width`` of a graph with 2-d edge features, or None."""
+    width = getattr(graph, "kernel_width", None)
+    if not isinstance(width, Tensor) or width.numel() != 1 or not isinstance(value, Tensor) \
+            or value.dim() != 2:
+        return None
+    return int(width)
 
 
 class NeuronGraph(Data):
@@ -58,36 +53,26 @@ class NeuronGraph(Data):
     keeps them unshifted; ``edge_index`` is shifted as usual.
     """
 
+    def __cat_dim__(self, key: str, value: Any, *args, **kwargs) -> Any:
+        if key == "edge_attr":  # PyG's collate asks the first graph, then each __inc__
+            _FIRST_EDGE_WIDTH.value = _edge_width(self, value)
+        return super().__cat_dim__(key, value, *args, **kwargs)
+
     def __inc__(self, key: str, value: Any, *args, **kwargs) -> Any:
         if key in NODE_IDS or key in EDGE_IDS or key == "kernel_width":
             return 0
+        if key == "edge_attr":
+            first, mine = getattr(_FIRST_EDGE_WIDTH, "value", None), _edge_width(self, value)
+            if first is not None and mine is not None and first != mine:
+                _FIRST_EDGE_WIDTH.value = None
+                raise ValueError(
+                    f"graphs of kernel widths {min(first, mine)} and {max(first, mine)} "
+                    "cannot be batched as they are: use nft_pyg.GraphLoader (or "
+                    "collate_graphs), which pads each batch to its widest kernel, or pad every "
+                    "graph to the widest kernel of your data first with "
+                    f"nft_pyg.transforms.PadKernels(width) (width >= {max(first, mine)}), e.g. "
+                    "as the dataset's transform")
         return super().__inc__(key, value, *args, **kwargs)
-
-    @classmethod
-    def from_attributes(cls, **attributes: Any) -> "NeuronGraph":
-        """A graph holding ``attributes`` (``None`` values skipped), built fast.
-
-        Equivalent to ``NeuronGraph(**attributes)`` but fills PyG's attribute
-        store directly: ``Data.__setattr__`` costs ~15 us per attribute (a
-        cache lookup that raises internally), more than the rest of
-        :func:`~nft_pyg.from_module` on a small network; and ``Data.__init__``
-        is replaced by a copy of what it sets up (checked once per class
-        against a graph built the normal way). No checks are done.
-        """
-        mapping = {key: value for key, value in attributes.items() if value is not None}
-        blank = _BLANKS.get(cls)
-        if blank is None:
-            blank = _BLANKS[cls] = _blank_state(cls)
-        if blank is False:  # not the PyG storage layout we know
-            return cls(**mapping)
-        graph_state, store_cls = blank
-        graph = cls.__new__(cls)
-        store = store_cls.__new__(store_cls)
-        store.__dict__["_mapping"] = mapping
-        store.__dict__["_parent"] = weakref.ref(graph)
-        graph.__dict__.update(graph_state)
-        graph.__dict__["_store"] = store
-        return graph
 
     @property
     def layout_obj(self) -> Layout:

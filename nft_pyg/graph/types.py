@@ -35,8 +35,12 @@ class EdgeKind(IntEnum):
     ``CONV``: the kernel of one (input channel, output channel) pair.
     ``FLATTEN``: the ``H*W`` weights joining one channel of a flattened
     feature map to one neuron of the following ``Linear``.
+    ``RESIDUAL``: a residual connection from neuron ``p`` of an earlier layer
+    to neuron ``p`` of a later one; it carries no parameter (raw feature: 1
+    at kernel position 0, zeros after).
     """
 
     LINEAR = 0
     CONV = 1
     FLATTEN = 2
+    RESIDUAL = 3

@@ -17,7 +17,7 @@ from .layout import NORM_KINDS, WEIGHT_KINDS, Layout
 from .neuron_graph import EDGE_IDS, NODE_IDS, NORM_IDENTITY
 from .types import Activation, EdgeKind, NodeRole
 
-_STEP_KINDS = (*WEIGHT_KINDS, *NORM_KINDS, "act", "pool", "flatten", "dropout")
+_STEP_KINDS = (*WEIGHT_KINDS, *NORM_KINDS, "act", "pool", "flatten", "dropout", "residual")
 
 
 class GraphFormatError(ValueError):
@@ -43,6 +43,81 @@ def validate(graph: Any, *, allow_nonfinite: bool = False, raw: bool | None = No
         _validate_batch(graph, allow_nonfinite, raw)
     else:
         _Checker(graph, "graph", allow_nonfinite, raw).run()
+
+
+# --- cheap checks for operators ----------------------------------------------------
+def has_residual(edge_kind: Tensor | None) -> bool:
+    """Whether a graph's ``edge_kind`` holds residual edges (``EdgeKind.RESIDUAL``).
+
+    Operators whose math assumes a chain of weight layers (the NP / HNP
+    layers, NFT attention, the dense twins) call :func:`check_no_residual`.
+    """
+    return edge_kind is not None and bool((edge_kind == int(EdgeKind.RESIDUAL)).any())
+
+
+def check_no_residual(edge_kind: Tensor | None, edge_index: Tensor, where: str) -> None:
+    """Raise ``ValueError`` naming the first residual edge, for operators that
+    do not apply to residual networks (``where``: the operator's name)."""
+    if not has_residual(edge_kind):
+        return
+    edge = _first(edge_kind == int(EdgeKind.RESIDUAL))
+    src, dst = (int(v) for v in edge_index[:, edge])
+    raise ValueError(f"{where}: edge {edge} ({src} -> {dst}) is a residual connection "
+                     "(edge_kind RESIDUAL); this operator applies to chains of weight layers "
+                     "only. Residual networks go through generic GNN layers "
+                     "(see docs/graph_format.md, residual connections)")
+
+
+def check_operator_inputs(where: str, x: Tensor, edge_index: Tensor,
+                          edge_attr: Tensor | None = None, *, channels: int | None = None,
+                          finite: bool = False) -> None:
+    """Cheap invariants of an operator's inputs, with errors naming ``where``.
+
+    Checks: ``x`` a floating ``[N, C]`` tensor; ``edge_index`` a ``long``
+    ``[2, E]`` tensor with every index in ``[0, N)``; ``edge_attr`` (when
+    given) ``[E, *]`` of ``x``'s dtype and device; ``channels`` (when given)
+    the feature width of ``x``; with ``finite=True`` no NaN / inf in ``x`` or
+    ``edge_attr`` (one reduction each). Costs one min / max over
+    ``edge_index``; meant to run once per forward.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{where}: expected x as a floating [N, C] tensor, got {shape}"
+                         f"{' of ' + str(x.dtype) if isinstance(x, Tensor) else ''}")
+    if channels is not None and x.size(1) != channels:
+        raise ValueError(f"{where}: expected x with {channels} channels, got {x.size(1)}")
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else \
+            type(edge_index).__name__
+        raise ValueError(f"{where}: expected edge_index as a [2, E] tensor, got {shape}")
+    if edge_index.dtype != torch.long:
+        raise ValueError(f"{where}: expected edge_index of dtype torch.long, got "
+                         f"{edge_index.dtype}")
+    if edge_index.numel():
+        low, high = int(edge_index.min()), int(edge_index.max())
+        if low < 0 or high >= x.size(0):
+            bad = low if low < 0 else high
+            edge = _first(((edge_index == bad).any(0)))
+            raise ValueError(f"{where}: edge_index[:, {edge}] = {edge_index[:, edge].tolist()} "
+                             f"refers to node {bad}, outside the {x.size(0)} nodes of x")
+    if edge_attr is not None:
+        if not isinstance(edge_attr, Tensor) or edge_attr.dim() < 1 \
+                or edge_attr.size(0) != edge_index.size(1):
+            shape = tuple(edge_attr.shape) if isinstance(edge_attr, Tensor) else \
+                type(edge_attr).__name__
+            raise ValueError(f"{where}: expected edge_attr with one row per edge "
+                             f"({edge_index.size(1)}), got {shape} (was edge_attr passed "
+                             "where edge_index belongs?)")
+        if edge_attr.dtype != x.dtype or edge_attr.device != x.device:
+            raise ValueError(f"{where}: edge_attr is {edge_attr.dtype} on {edge_attr.device} "
+                             f"but x is {x.dtype} on {x.device}")
+    if finite:
+        for name, value in (("x", x), ("edge_attr", edge_attr)):
+            if value is not None and not bool(torch.isfinite(value.sum())) \
+                    and not bool(torch.isfinite(value).all()):
+                row = _first(~torch.isfinite(value).all(-1) if value.dim() > 1
+                             else ~torch.isfinite(value))
+                raise ValueError(f"{where}: {name} holds NaN or inf (row {row})")
 
 
 def _fail(where: str, attribute: str, message: str) -> None:
@@ -285,9 +360,39 @@ class _Checker:
                       f"expected {_code_name(codes, int(expected[index]))}{why}")
 
     # --- edges -------------------------------------------------------------------
+    def check_residual_edges(self, layout: Layout) -> int:
+        """Residual edges: after all weight edges, exactly the layout's connections.
+        Returns how many weight edges precede them."""
+        graph = self.graph
+        residual = graph.edge_kind == int(EdgeKind.RESIDUAL)
+        count = int(residual.sum())
+        total = residual.numel()
+        if count and bool(residual[: total - count].any()):
+            self.fail("edge_kind", f"edge {_first(residual)} is a residual edge before a "
+                      "weight edge; residual edges come after all weight edges")
+        expected_index, expected_layer = [], []
+        sizes = layout.neuron_layer_sizes
+        for source, target in sorted(layout.residuals(), key=lambda pair: (pair[1], pair[0])):
+            positions = torch.arange(sizes[target])
+            expected_index.append(torch.stack([positions + self.offsets[source],
+                                               positions + self.offsets[target]]))
+            expected_layer.append(torch.full((sizes[target],), target))
+        expected = torch.cat(expected_index, 1) if expected_index else \
+            torch.zeros(2, 0, dtype=torch.long)
+        found = graph.edge_index[:, total - count:].cpu()
+        if found.shape != expected.shape or not torch.equal(found, expected):
+            self.fail("edge_index", f"has {count} residual edges; the layout's residual "
+                      f"connections give {expected.size(1)}: neuron p of the source layer to "
+                      "neuron p of the target layer, sorted by target")
+        if count and not torch.equal(graph.edge_layer[total - count:].cpu(),
+                                     torch.cat(expected_layer)):
+            self.fail("edge_layer", "of a residual edge is not its target's neuron layer")
+        return total - count
+
     def check_edges(self, layout: Layout) -> None:
         graph, num_nodes = self.graph, self.num_nodes
         layers = layout.weight_layers()
+        weights = self.check_residual_edges(layout)
         edge_index, edge_layer = graph.edge_index, graph.edge_layer
         if edge_index.numel():
             outside = ((edge_index < 0) | (edge_index >= num_nodes)).any(0)
@@ -295,6 +400,7 @@ class _Checker:
                 edge = _first(outside)
                 self.fail("edge_index", f"edge {edge} is {edge_index[:, edge].tolist()}, "
                           f"outside the node range [0, {num_nodes})")
+        edge_index, edge_layer = edge_index[:, :weights], edge_layer[:weights]
         outside = (edge_layer < 1) | (edge_layer > len(layers))
         if bool(outside.any()):
             edge = _first(outside)
@@ -316,8 +422,21 @@ class _Checker:
                       f"{int(node_layer[dst[edge]])}); edges go from layer l-1 to layer l")
         kinds = torch.tensor([int(_edge_kind(layer)) for layer in layers],
                              dtype=torch.long, device=edge_layer.device)
-        self._compare_ids("edge_kind", "edge", graph.edge_kind, kinds[edge_layer - 1],
+        self._compare_ids("edge_kind", "edge", graph.edge_kind[:weights], kinds[edge_layer - 1],
                           EdgeKind, " (the kind of its weight layer in the layout)")
+        for layer in layers:
+            if layer.groups == 1:
+                continue
+            mask = edge_layer == layer.index
+            in_group = layer.in_neurons // layer.groups
+            group_of_dst = (dst[mask] - self.offsets[layer.index]) // (
+                layer.out_neurons // layer.groups)
+            local = src[mask] - self.offsets[layer.index - 1] - group_of_dst * in_group
+            wrong = (local < 0) | (local >= in_group)
+            if bool(wrong.any()):
+                edge = int(mask.nonzero().flatten()[_first(wrong)])
+                self.fail("edge_index", f"edge {edge} joins neurons of different groups of "
+                          f"the grouped layer '{layer.name}' (groups={layer.groups})")
         # canonical order: (layer, target, source) strictly increasing
         key = (edge_layer * num_nodes + dst) * num_nodes + src
         if key.numel() > 1:
@@ -372,9 +491,10 @@ class _Checker:
         graph = self.graph
         width = int(graph.kernel_width[0])
         edge_layer = graph.edge_layer
+        weight_edges = graph.edge_kind != int(EdgeKind.RESIDUAL)
         for layer in layout.weight_layers():
             if layer.positions < width:
-                mask = edge_layer == layer.index
+                mask = (edge_layer == layer.index) & weight_edges
                 padding = graph.edge_attr[mask, layer.positions:]
                 if bool((padding != 0).any()):
                     edge = int(mask.nonzero().flatten()[_first((padding != 0).any(-1))])

@@ -30,6 +30,7 @@ from ..graph.accessors import batch_vector
 from ..graph.convert import layout_of
 from ..graph.layout import NORM_KINDS, WEIGHT_KINDS, Layout, state_key
 from ..graph.neuron_graph import EDGE_IDS, NODE_IDS
+from ..graph.types import EdgeKind
 from ..tensor.weight_space import WeightSpace
 
 _NORM_ENTRIES = ("weight", "bias", "running_mean", "running_var")
@@ -127,7 +128,13 @@ def _check_sizes(expected: Sequence[int], got: Sequence[int], where: str) -> Non
 # --- random permutations -------------------------------------------------
 def random_permutation(obj: Any, generator: torch.Generator | None = None,
                        permute_io: bool = False):
-    """A uniformly random neuron permutation of a network.
+    """A uniformly random function-preserving neuron permutation of a network.
+
+    The layers of a residual stream (joined by residual connections) and the
+    two sides of a depthwise conv get one permutation together; a stream
+    that holds the input or output layer, and both sides of a conv with
+    ``1 < groups < channels``, stay fixed. (A list of layer sizes carries no
+    such structure: every hidden layer is permuted independently.)
 
     Args:
         obj: a single :class:`~nft_pyg.graph.NeuronGraph`, an ``nn.Module``, a
@@ -140,15 +147,69 @@ def random_permutation(obj: Any, generator: torch.Generator | None = None,
             symmetry group of NP (all neurons permutable) operators.
     """
     if isinstance(obj, Batch):
-        return [_random(sizes, generator, permute_io) for sizes in graph_layer_sizes(obj)]
-    return _random(_sizes_of(obj, "random_permutation"), generator, permute_io)
+        layouts = obj.layout if isinstance(getattr(obj, "layout", None), list) else None
+        return [_random(sizes, generator, permute_io,
+                        _residuals_of(layouts[b]) if layouts else [])
+                for b, sizes in enumerate(graph_layer_sizes(obj))]
+    return _random(_sizes_of(obj, "random_permutation"), generator, permute_io,
+                   _residuals_of(obj))
 
 
-def _random(sizes: Sequence[int], generator, permute_io: bool) -> NeuronPermutation:
+def _residuals_of(obj: Any) -> list[tuple[int, int]]:
+    """Pairs of neuron layers that a function-preserving permutation must permute
+    alike: residual connections (source, target) and the two sides of a
+    depthwise conv; a conv with 1 < groups < channels pins both sides
+    (``(l, -1)``: layer ``l`` is not permuted)."""
+    if isinstance(obj, str):
+        layout = Layout.coerce(obj)
+    elif isinstance(obj, Layout):
+        layout = obj
+    elif isinstance(obj, nn.Module):
+        layout = layout_of(obj)
+    elif isinstance(obj, Data) and isinstance(getattr(obj, "layout", None), str):
+        layout = Layout.coerce(obj.layout)
+    else:
+        return []
+    pairs = list(layout.residuals())
+    for layer in layout.weight_layers():
+        if layer.groups == 1:
+            continue
+        if layer.groups == layer.in_neurons == layer.out_neurons:
+            pairs.append((layer.index - 1, layer.index))
+        else:
+            pairs += [(layer.index - 1, -1), (layer.index, -1)]
+    return pairs
+
+
+def _random(sizes: Sequence[int], generator, permute_io: bool,
+            residuals: Sequence[tuple[int, int]] = ()) -> NeuronPermutation:
+    """Independent permutations per layer, except that the layers joined by
+    residual connections (a residual stream) share one, and a stream that
+    contains the input or output layer stays fixed (unless ``permute_io``)."""
     last = len(sizes) - 1
-    return NeuronPermutation([
-        torch.randperm(n, generator=generator) if permute_io or 0 < l < last
-        else torch.arange(n) for l, n in enumerate(sizes)])
+    stream = list(range(len(sizes)))  # union-find: layer -> representative
+    pinned = set()
+
+    def root(layer: int) -> int:
+        while stream[layer] != layer:
+            layer = stream[layer]
+        return layer
+
+    for source, target in residuals:
+        if target == -1:
+            pinned.add(source)
+        else:
+            stream[root(target)] = root(source)
+    fixed = {root(layer) for layer in pinned} | (
+        {root(layer) for layer in (0, last)} if not permute_io else set())
+    chosen: dict[int, Tensor] = {}
+    layers = []
+    for layer, n in enumerate(sizes):
+        r = root(layer)
+        if r not in chosen:
+            chosen[r] = torch.arange(n) if r in fixed else torch.randperm(n, generator=generator)
+        layers.append(chosen[r])
+    return NeuronPermutation(layers)
 
 
 def _sizes_of(obj: Any, where: str) -> list[int]:
@@ -263,7 +324,19 @@ def _graph_maps(graph: Data, perm, where: str) -> _GraphMaps:
     new_edge = (edge_base + new_pos * node_in)[dst] + new_pos[src]
     full = src.numel() == int(block.sum()) and torch.equal(
         old_edge, torch.arange(src.numel(), device=device))
-    edge_dest = new_edge if full else _rank(new_edge)  # pruned or reordered edges: sort
+    edge_kind = getattr(graph, "edge_kind", None)
+    residual = edge_kind == int(EdgeKind.RESIDUAL) if edge_kind is not None else None
+    if residual is not None and bool(residual.any()):
+        # residual edges follow their graph's weight edges, sorted by (target, source)
+        graph_of_edge = batch[dst]
+        starts = (block.cumsum(0) - block).view(num_graphs, depth)[:, 0]
+        widest = int(block.view(num_graphs, depth).sum(1).max())
+        nodes = node_dest.numel()
+        within = torch.where(residual, widest + node_dest[dst] * nodes + node_dest[src],
+                             new_edge - starts[graph_of_edge])
+        edge_dest = _rank(graph_of_edge * (widest + nodes * nodes + 1) + within)
+    else:
+        edge_dest = new_edge if full else _rank(new_edge)  # pruned or reordered edges: sort
     return _GraphMaps(node_dest, edge_dest, new_pos)
 
 

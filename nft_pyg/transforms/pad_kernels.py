@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch_geometric.transforms import BaseTransform
+
+from ..graph.padding import pad_kernels
 
 
 class PadKernels(BaseTransform):
@@ -23,9 +24,15 @@ class PadKernels(BaseTransform):
         width (int): the number of kernel positions after padding; at least
             the graph's ``kernel_width`` (a :class:`ValueError` otherwise).
 
+    :class:`~nft_pyg.GraphLoader` and :func:`~nft_pyg.collate_graphs` pad
+    each batch to its widest kernel by themselves; PyG's own ``DataLoader``
+    needs the graphs padded first, e.g. as the dataset's transform.
+
     Example::
 
-        loader = DataLoader(dataset, batch_size=32, transform=PadKernels(9))
+        dataset.transform = PadKernels(25)        # a PyG Dataset
+        loader = DataLoader(dataset, batch_size=32)
+        # or: graphs = [PadKernels(25)(g) for g in graphs]
     """
 
     def __init__(self, width: int):
@@ -34,27 +41,7 @@ class PadKernels(BaseTransform):
         self.width = width
 
     def forward(self, data: Any) -> Any:
-        kernel_width = getattr(data, "kernel_width", None)
-        if kernel_width is None or getattr(data, "edge_attr", None) is None:
-            raise ValueError("PadKernels: the graph has no kernel_width / edge_attr; "
-                             "expected a NeuronGraph (nft_pyg.from_module)")
-        widths = kernel_width.reshape(-1).unique()
-        if widths.numel() != 1:
-            raise ValueError(f"PadKernels: the batch mixes kernel widths {widths.tolist()}")
-        current = int(widths[0])
-        if self.width < current:
-            raise ValueError(f"PadKernels: width={self.width} is smaller than the graph's "
-                             f"kernel_width={current}; padding cannot drop kernel positions")
-        edge_attr = data.edge_attr
-        if edge_attr.size(-1) % current:
-            raise ValueError(f"PadKernels: edge_attr has {edge_attr.size(-1)} columns, not a "
-                             f"multiple of kernel_width={current}")
-        if self.width != current:
-            kernels = edge_attr.reshape(edge_attr.size(0), -1, current)
-            data.edge_attr = torch.nn.functional.pad(
-                kernels, (0, self.width - current)).reshape(edge_attr.size(0), -1)
-        data.kernel_width = torch.full_like(kernel_width, self.width)
-        return data
+        return pad_kernels(data, self.width)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(width={self.width})"

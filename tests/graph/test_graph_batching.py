@@ -30,7 +30,7 @@ def mixed_graphs(seed: int = 0, count: int = 24) -> list[nft_pyg.NeuronGraph]:
 def test_mlp_and_cnn_do_not_collate_without_padding():
     mlp = nft_pyg.from_module(random_mlp(0)[0])
     cnn = nft_pyg.from_module(nn.Sequential(nn.Conv2d(2, 3, 3)))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="kernel widths 1 and 9 cannot be batched as they are"):
         Batch.from_data_list([mlp, cnn])
 
 

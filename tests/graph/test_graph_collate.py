@@ -146,7 +146,8 @@ def test_what_it_does_not_handle_goes_to_pyg():
 
 
 def test_mismatched_shapes_raise_like_pyg():
-    graphs = [nft_pyg.from_module(siren()), nft_pyg.from_module(zoo_cnn())]
+    graphs = [nft_pyg.from_module(siren()), nft_pyg.from_module(siren())]
+    graphs[1].node_norm = graphs[1].node_norm[:, :3]
     with pytest.raises(RuntimeError) as pyg:
         Batch.from_data_list(graphs)
     with pytest.raises(RuntimeError) as ours:
@@ -178,3 +179,41 @@ def test_graph_loader_takes_a_batch_sampler():
     for batch, expected in zip(GraphLoader(graphs, batch_sampler=sampler),
                                DataLoader(graphs, batch_sampler=sampler), strict=True):
         assert_batches_identical(batch, expected)
+
+
+def test_graphs_of_different_kernel_widths_are_padded_to_the_widest():
+    from torch import nn
+
+    import nft_pyg
+    from nft_pyg.graph import GraphLoader, collate_graphs
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 5))
+    graphs = [nft_pyg.from_module(mlp), nft_pyg.from_module(cnn)]
+    widths = [int(g.kernel_width) for g in graphs]
+    batch = collate_graphs(graphs)
+    assert batch.edge_attr.shape[1] == 25 and batch.kernel_width.tolist() == [25, 25]
+    assert [int(g.kernel_width) for g in graphs] == widths  # inputs unchanged
+    for graph, back, module in zip(graphs, batch.to_data_list(), (mlp, cnn)):
+        assert torch.equal(back.edge_attr[:, : int(graph.kernel_width)], graph.edge_attr)
+        state = nft_pyg.to_state_dict(back)
+        assert all(torch.equal(state[key], value) for key, value in module.state_dict().items())
+    loaded = next(iter(GraphLoader(graphs, batch_size=2)))
+    assert torch.equal(loaded.edge_attr, batch.edge_attr)
+
+
+def test_pyg_dataloader_names_padkernels_for_mixed_kernel_widths():
+    from torch import nn
+
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    graphs = [nft_pyg.from_module(mlp), nft_pyg.from_module(cnn)]
+    with pytest.raises(ValueError, match=r"kernel widths 1 and 9 cannot be batched.*"
+                       r"GraphLoader.*PadKernels\(width\) \(width >= 9\)"):
+        next(iter(DataLoader(graphs, batch_size=2)))
+    from nft_pyg.transforms import PadKernels
+    padded = [PadKernels(9)(graph) for graph in graphs]
+    batch = next(iter(DataLoader(padded, batch_size=2)))
+    assert batch.edge_attr.shape[1] == 9
+    assert next(iter(DataLoader(graphs[:1] * 2, batch_size=2))).num_graphs == 2

@@ -46,28 +46,27 @@ class DataDependent(nn.Module):
 
 @pytest.mark.parametrize("module, expected", [
     (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1)),
-     ["module '1' of type Softmax is not supported", "Supported: Linear"]),
-    (nn.Sequential(nn.Conv2d(2, 4, 3), nn.Conv2d(4, 4, 3, groups=2)),
-     ["module '1' of type Conv2d", "groups=2, only groups=1"]),
-    (nn.Sequential(nn.Conv2d(2, 4, 3, padding="same")),
-     ["module '0' of type Conv2d", "padding='same'"]),
+     ["module 1 (Softmax) is not supported", "Supported: Linear"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 4, padding="same")),
+     ["module 0 (Conv2d)", "padding='same' with kernel_size=(4, 4)", "pads unevenly"]),
     (nn.Sequential(nn.Conv2d(2, 3, 1), nn.LayerNorm([3, 4, 4])),
-     ["module '1' of type LayerNorm", "normalized_shape=(3, 4, 4)"]),
+     ["module 1 (LayerNorm)", "normalized_shape=(3, 4, 4)"]),
     (nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Linear(3, 2)),
-     ["module '2' of type Linear", "needs a Flatten in between"]),
+     ["module 2 (Linear)", "needs a Flatten in between"]),
     (nn.Sequential(nn.Conv1d(2, 3, 3), nn.Flatten(), nn.Linear(7, 2)),
-     ["module '2' of type Linear", "in_features=7 is not a multiple of the 3 channels"]),
+     ["module 2 (Linear)", "in_features=7 is not a multiple of the 3 channels"]),
     (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(5, 2)),
      ["layer '2' takes 5 input neurons but '0' gives 4"]),
     (nn.Sequential(nn.MaxPool2d(2, return_indices=True), nn.Conv2d(1, 1, 1)),
-     ["module '0' of type MaxPool2d", "return_indices=True"]),
+     ["module 0 (MaxPool2d)", "return_indices=True"]),
     (nn.Sequential(nn.ReLU(), nn.Dropout()),
      ["needs at least one Linear or Conv layer"]),
     (nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.TransformerEncoderLayer(4, 1))),
-     ["module '1.0' of type TransformerEncoderLayer"]),
-    (Residual(), ["of type Residual", "residual connections and branches are not supported"]),
-    (Branching(), ["of type Branching"]),
-    (DataDependent(), ["of type DataDependent", "cannot be followed as a chain"]),
+     ["module 1.0 (TransformerEncoderLayer) is not supported"]),
+    (Branching(), ["the network (Branching): its forward branches: a layer reads a value "
+                   "other than the previous layer's output"]),
+    (DataDependent(), ["the network (DataDependent): its forward has Python control flow "
+                       "(if / for / while) that depends on tensor values"]),
     (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(5), nn.Linear(4, 2)),
      ["norm '1' has 5 features but its layer has 4 neurons"]),
     (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.LayerNorm(4), nn.Linear(4, 2)),
@@ -82,7 +81,7 @@ def test_unsupported_modules_are_named(module, expected):
 def test_nested_unsupported_module_is_named_by_its_path():
     module = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Softmax(dim=1)))
     message = error_message(lambda: nft_pyg.from_module(module), UnsupportedModuleError)
-    assert "module '1.1' of type Softmax" in message
+    assert "module 1.1 (Softmax) is not supported" in message
 
 
 def test_from_module_needs_a_module():
@@ -185,7 +184,7 @@ def test_layernorm_on_a_conv_feature_map_is_rejected():
     network. It must be rejected like LayerNorm([C, H, W])."""
     module = nn.Sequential(nn.Conv2d(2, 3, 1), nn.LayerNorm(3), nn.Conv2d(3, 1, 1))
     message = error_message(lambda: nft_pyg.from_module(module), UnsupportedModuleError)
-    assert "module '1' of type LayerNorm" in message
+    assert "module 1 (LayerNorm)" in message
 
 
 def test_identity_after_an_activation_keeps_the_activation_in_node_act():
@@ -228,4 +227,4 @@ def test_a_module_with_weights_applied_twice_is_rejected():
             return self.fc(torch.relu(self.fc(x)))
 
     message = error_message(lambda: nft_pyg.from_module(Shared()), UnsupportedModuleError)
-    assert "module 'fc' of type Linear: the same module is applied twice" in message
+    assert "module fc (Linear): the same layer (with weights) is applied twice;" in message

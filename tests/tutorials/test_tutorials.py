@@ -26,6 +26,7 @@ EXPECTED_OUTPUTS = {
     "03_nft_inr2array.py": ["results.json", "reconstruction.png", "latents_train.pt"],
     "04_mixing_gnn.py": ["results.json"],
     "05_edit_inrs.py": ["results.json", "edit.png"],
+    "06_wild_networks.py": ["summary.json"],
 }
 # seconds; a small run takes well under a minute on an idle CI core
 TIMEOUT = 300
