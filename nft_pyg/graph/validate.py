@@ -63,7 +63,7 @@ def check_no_residual(edge_kind: Tensor | None, edge_index: Tensor, where: str) 
     edge = _first(edge_kind == int(EdgeKind.RESIDUAL))
     src, dst = (int(v) for v in edge_index[:, edge])
     raise ValueError(f"{where}: edge {edge} ({src} -> {dst}) is a residual connection "
-                     "(edge_kind RESIDUAL); this operator applies to chains of weight layers "
+                     f"(edge_kind RESIDUAL); {where} applies to chains of weight layers "
                      "only. Residual networks go through generic GNN layers "
                      "(see docs/graph_format.md, residual connections)")
 

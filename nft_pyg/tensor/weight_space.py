@@ -27,6 +27,7 @@ from ..graph.convert import graph_structure, layout_of, to_module
 from ..graph.layout import Layout, state_key
 from ..graph.collate import collate_graphs
 from ..graph.neuron_graph import NeuronGraph
+from ..graph.validate import check_no_residual
 
 
 class WeightSpace:
@@ -168,6 +169,9 @@ class WeightSpace:
 
     @classmethod
     def _scatter(cls, graph, x, edge_attr, width, layout, kernels) -> "WeightSpace":
+        # the tensor formulation is a chain of weight layers: a residual edge
+        # has no place in it and would be dropped silently
+        check_no_residual(getattr(graph, "edge_kind", None), graph.edge_index, "WeightSpace")
         channels = edge_attr.size(-1) // width
         batch = _batch_vector(graph)
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0

@@ -33,6 +33,14 @@ def test_has_residual_and_the_error_naming_the_edge():
         check_no_residual(residual.edge_kind, residual.edge_index, "NPConv")
 
 
+def test_the_dense_weight_space_refuses_residual_graphs():
+    """WeightSpace is a chain of weight layers: a residual edge is refused,
+    never dropped."""
+    with pytest.raises(ValueError, match=r"WeightSpace: edge 36 \(3 -> 7\) is a residual "
+                                         r"connection.*WeightSpace applies to chains"):
+        nft_pyg.WeightSpace.from_graph(nft_pyg.from_module(ResidualMLP()))
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda x, ei, ea: (x, ei.clone().fill_(99), ea), r"edge_index\[:, 0\] = \[99, 99\] refers "
      r"to node 99, outside the 9 nodes of x"),
