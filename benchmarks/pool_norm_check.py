@@ -23,12 +23,11 @@ from torch.utils.data import Subset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
-from nft_pyg.tasks.trainer import load_run_weights  # noqa: E402
 from nft_pyg.graph.collate import GraphLoader  # noqa: E402
 from nft_pyg.tasks.data import load_splits  # noqa: E402
 from nft_pyg.tasks.models import build_model  # noqa: E402
 from nft_pyg.tasks.runner import NUM_CLASSES  # noqa: E402
-from nft_pyg.utils.io import safe_load  # noqa: E402
+from nft_pyg.tasks.trainer import load_run_weights  # noqa: E402
 
 
 def accuracy(model, dataset, batch_statistics: bool, batch_size: int = 64) -> float:

@@ -33,8 +33,14 @@ import torch
 from torch import nn
 
 import nft_pyg
-from nft_pyg.graph import (EdgeKind, GraphLoader, Layout, UnsupportedModuleError,
-                           register_activation, validate)
+from nft_pyg.graph import (
+    EdgeKind,
+    GraphLoader,
+    Layout,
+    UnsupportedModuleError,
+    register_activation,
+    validate,
+)
 from nft_pyg.symmetry.permutation import permute, random_permutation
 
 parser = argparse.ArgumentParser(description="Tutorial 6: converting networks from the wild")

@@ -22,7 +22,8 @@ that both give the same ``Batch``. It reads PyG's attribute store directly
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.utils.data

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import json
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,7 @@ def _steps_and_leaves(module: nn.Module) -> tuple[list[dict[str, Any]], list[nn.
     return steps, leaves
 
 
-def _residual_step(name: str, add: "modules.ResidualAdd",
+def _residual_step(name: str, add: modules.ResidualAdd,
                    steps: list[dict[str, Any]]) -> dict[str, Any]:
     """The layout step of a residual addition of the value after ``steps[:source]``."""
     source = add.source
@@ -655,7 +656,7 @@ def _single(graph: NeuronGraph, where: str) -> Layout:
     return graph.layout_obj
 
 
-def to_state_dict(graph: NeuronGraph) -> "OrderedDict[str, torch.Tensor]":
+def to_state_dict(graph: NeuronGraph) -> OrderedDict[str, torch.Tensor]:
     """The network's state dict, with its original names, from a raw graph.
 
     The graph must be raw (one channel): ``x`` ``[N, 1]`` and ``edge_attr``

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 WEIGHT_KINDS = ("linear", "conv")
 
@@ -82,7 +83,7 @@ class Layout:
 
     # --- construction and serialisation -------------------------------
     @classmethod
-    def coerce(cls, layout: "Layout | str | list | None", where: str = "layout") -> "Layout":
+    def coerce(cls, layout: Layout | str | list | None, where: str = "layout") -> Layout:
         """Accept a :class:`Layout`, its JSON string or its list of steps."""
         if isinstance(layout, Layout):
             return layout

@@ -7,7 +7,8 @@ hyper-parameters.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,7 +110,7 @@ class ResidualAdd:
 _REGISTERED: dict[type, tuple[Activation, Callable[[nn.Module], dict]]] = {}
 
 
-def register_activation(cls: type, activation: "str | Activation",
+def register_activation(cls: type, activation: str | Activation,
                         params: Callable[[nn.Module], dict] | None = None) -> None:
     """Declare that the modules of class ``cls`` apply an element-wise activation.
 

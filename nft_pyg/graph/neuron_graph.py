@@ -21,7 +21,7 @@ NORM_IDENTITY = (1.0, 0.0, 0.0, 1.0)
 _FIRST_EDGE_WIDTH = threading.local()
 
 
-def _edge_width(graph: Any, value: Any) -> "int | None":
+def _edge_width(graph: Any, value: Any) -> int | None:
     """The ``kernel_width`` of a graph with 2-d edge features, or None."""
     width = getattr(graph, "kernel_width", None)
     if not isinstance(width, Tensor) or width.numel() != 1 or not isinstance(value, Tensor) \

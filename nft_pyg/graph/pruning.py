@@ -28,7 +28,7 @@ See ``docs/tickets.md``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +36,14 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 from torch_geometric.data import Batch
 
-from .convert import (edge_layer_offsets, from_state_dict, layer_offsets, layout_of,
-                      to_module, to_state_dict)
+from .convert import (
+    edge_layer_offsets,
+    from_state_dict,
+    layer_offsets,
+    layout_of,
+    to_module,
+    to_state_dict,
+)
 from .layout import Layout, state_key
 from .neuron_graph import NeuronGraph
 
@@ -161,7 +167,7 @@ def masks_to_entry_mask(masks: Mapping[str, Tensor], layout: Layout | str | list
 
 
 def entry_mask_to_masks(entry_mask: Tensor, layout: Layout | str | list
-                        ) -> "OrderedDict[str, Tensor]":
+                        ) -> OrderedDict[str, Tensor]:
     """``[E, S]`` (or ``[E]``) mask over the dense graph's edges -> per-layer masks."""
     layout = Layout.coerce(layout)
     offsets = edge_layer_offsets(layout)
@@ -216,8 +222,8 @@ def from_pruned_module(module: nn.Module, masks: Mapping[str, Tensor] | None = N
     return prune(graph, masks_to_entry_mask(masks, layout, int(graph.kernel_width[0])))
 
 
-def to_pruned_state_dict(graph: NeuronGraph) -> tuple["OrderedDict[str, Tensor]",
-                                                      "OrderedDict[str, Tensor]"]:
+def to_pruned_state_dict(graph: NeuronGraph) -> tuple[OrderedDict[str, Tensor],
+                                                      OrderedDict[str, Tensor]]:
     """``(state_dict, masks)`` of a (pruned) raw graph, with the original names.
 
     Pruned weights are zero in the state dict and ``False`` in the masks.
@@ -238,7 +244,7 @@ def to_pruned_state_dict(graph: NeuronGraph) -> tuple["OrderedDict[str, Tensor]"
     return state, masks
 
 
-def to_pruned_module(graph: NeuronGraph) -> tuple[nn.Sequential, "OrderedDict[str, Tensor]"]:
+def to_pruned_module(graph: NeuronGraph) -> tuple[nn.Sequential, OrderedDict[str, Tensor]]:
     """``(module, masks)``: the flat ``nn.Sequential`` of :func:`~nft_pyg.to_module`
     (zeros where pruned) and its weight masks, keyed by the rebuilt module's
     names (``"<step index>.weight"``), ready for :func:`apply_masks`."""

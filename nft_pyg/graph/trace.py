@@ -36,8 +36,16 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import (GraphNet, Residual, ResidualAdd, Sine, UnsupportedModuleError,
-                      check_hooks, is_leaf, registered_activation)
+from .modules import (
+    GraphNet,
+    Residual,
+    ResidualAdd,
+    Sine,
+    UnsupportedModuleError,
+    check_hooks,
+    is_leaf,
+    registered_activation,
+)
 
 
 # --- values a traced forward passes around ----------------------------------
@@ -209,7 +217,7 @@ class _Walker:
             raise UnsupportedModuleError(path, module)
         return self.trace(module, path, stream)
 
-    def append_leaf(self, path: str, module: nn.Module, stream: "_Stream") -> None:
+    def append_leaf(self, path: str, module: nn.Module, stream: _Stream) -> None:
         if stream.position != len(self.chain):
             self.branch(path, module)
         other = self.applied.get(id(module))
@@ -222,7 +230,7 @@ class _Walker:
         self.applied[id(module)] = path  # a shared parameter-free activation is fine
         self.chain.append((path, module))
 
-    def append(self, path: str, module: nn.Module, stream: "_Stream", owner, owner_path) -> Any:
+    def append(self, path: str, module: nn.Module, stream: _Stream, owner, owner_path) -> Any:
         if stream.position != len(self.chain):
             self.branch(owner_path, owner)
         self.chain.append((path, module))
@@ -235,7 +243,7 @@ class _Walker:
                                      "can join two branches; a projection shortcut is not "
                                      "supported)")
 
-    def expect_stream(self, value: Any, path: str, module: nn.Module) -> "_Stream":
+    def expect_stream(self, value: Any, path: str, module: nn.Module) -> _Stream:
         if isinstance(value, _Stream):
             return value
         if isinstance(value, _Scaled):
@@ -246,7 +254,7 @@ class _Walker:
                                      "activations")
 
     # tracing a user module's forward
-    def trace(self, module: nn.Module, path: str, stream: "_Stream") -> Any:
+    def trace(self, module: nn.Module, path: str, stream: _Stream) -> Any:
         try:
             graph = _Tracer().trace(module)
         except Exception as err:  # noqa: BLE001 - fx raises many kinds

@@ -97,7 +97,7 @@ def check_operator_inputs(where: str, x: Tensor, edge_index: Tensor,
         low, high = int(edge_index.min()), int(edge_index.max())
         if low < 0 or high >= x.size(0):
             bad = low if low < 0 else high
-            edge = _first(((edge_index == bad).any(0)))
+            edge = _first((edge_index == bad).any(0))
             raise ValueError(f"{where}: edge_index[:, {edge}] = {edge_index[:, edge].tolist()} "
                              f"refers to node {bad}, outside the {x.size(0)} nodes of x")
     if edge_attr is not None:

@@ -4,11 +4,11 @@ import random
 
 import pytest
 import torch
+from architectures import assert_graphs_equal, random_architecture, random_mlp
 from torch import nn
 from torch_geometric.data import Batch
 
 import nft_pyg
-from architectures import assert_graphs_equal, random_architecture, random_mlp
 
 
 def one_by_one(modules, **kwargs):

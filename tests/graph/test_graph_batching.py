@@ -3,6 +3,14 @@ import random
 
 import pytest
 import torch
+from architectures import (
+    assert_graphs_equal,
+    random_architecture,
+    random_architectures,
+    random_cnn,
+    random_mlp,
+    randomize,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -13,9 +21,6 @@ import nft_pyg
 from nft_pyg.graph.neuron_graph import EDGE_IDS, NODE_IDS
 from nft_pyg.graph.validate import validate
 from nft_pyg.transforms import PadKernels
-
-from architectures import (assert_graphs_equal, random_architecture, random_architectures,
-                           random_cnn, random_mlp, randomize)
 
 
 def mixed_graphs(seed: int = 0, count: int = 24) -> list[nft_pyg.NeuronGraph]:

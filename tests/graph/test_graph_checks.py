@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 import nft_pyg
-from nft_pyg.graph import (Layout, check_no_residual, check_operator_inputs, has_residual,
-                           to_module)
+from nft_pyg.graph import Layout, check_no_residual, check_operator_inputs, has_residual, to_module
 
 
 class ResidualMLP(nn.Module):

@@ -1,12 +1,11 @@
 """Bad input to the converters raises errors that name the culprit."""
 import pytest
 import torch
+from architectures import randomize
 from torch import nn
 
 import nft_pyg
 from nft_pyg.graph import UnsupportedModuleError, from_state_dict, layout_of
-
-from architectures import randomize
 
 
 def error_message(call, error=Exception) -> str:

@@ -3,6 +3,19 @@ import random
 
 import pytest
 import torch
+from architectures import (
+    KINDS,
+    ChainCNN,
+    ChainMLP,
+    assert_graphs_equal,
+    leaf_types,
+    nest,
+    random_architecture,
+    random_architectures,
+    random_cnn,
+    random_mlp,
+    randomize,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -10,10 +23,6 @@ from torch import nn
 import nft_pyg
 from nft_pyg.graph import Activation, EdgeKind, NodeRole, from_state_dict, layout_of
 from nft_pyg.graph.validate import validate
-
-from architectures import (ChainCNN, ChainMLP, KINDS, assert_graphs_equal, leaf_types, nest,
-                           random_architecture, random_architectures, random_cnn, random_mlp,
-                           randomize)
 
 DTYPES = [torch.float32, torch.float64]
 

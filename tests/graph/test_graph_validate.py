@@ -3,6 +3,7 @@ import random
 
 import pytest
 import torch
+from architectures import random_architectures, randomize
 from torch import nn
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
@@ -12,8 +13,6 @@ from nft_pyg import WeightSpace
 from nft_pyg.graph import Activation, EdgeKind, NodeRole
 from nft_pyg.graph.validate import GraphFormatError, validate
 from nft_pyg.transforms import PadKernels
-
-from architectures import random_architectures, randomize
 
 
 def example_graph() -> nft_pyg.NeuronGraph:

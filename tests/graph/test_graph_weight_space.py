@@ -4,14 +4,13 @@ import random
 
 import pytest
 import torch
+from architectures import random_architecture, random_cnn, random_mlp, randomize
 from torch import nn
 from torch_geometric.data import Batch
 
 import nft_pyg
 from nft_pyg import WeightSpace
 from nft_pyg.graph.validate import validate
-
-from architectures import random_architecture, random_cnn, random_mlp, randomize
 
 KINDS = ("mlp", "cnn1d", "cnn2d", "cnn3d", "custom")
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 from torch_geometric.data import Batch
+from wild_networks import CONVERTING, REFUSED
 
 import nft_pyg
 from nft_pyg.graph import UnsupportedModuleError, validate
 from nft_pyg.symmetry.permutation import permute, random_permutation
-from wild_networks import CONVERTING, REFUSED
 
 
 def randomized(module: nn.Module, seed: int) -> nn.Module:

@@ -63,6 +63,6 @@ def test_with_augmentations_copies_the_dataset():
     assert plain.transform is None and augmented.transform is not None
     assert not torch.equal(augmented[0].edge_attr, plain[0].edge_attr)
     assert with_augmentations(plain, []) is plain
-    with pytest.raises(ValueError,
-                       match="unknown augmentation\\(s\\) 'rotate'; choose from permute, sign_flip"):
+    with pytest.raises(ValueError, match=r"unknown augmentation\(s\) 'rotate'; choose from "
+                                         r"permute, sign_flip"):
         with_augmentations(plain, ["rotate"])

@@ -6,8 +6,16 @@ import pytest
 import torch
 from torch import nn
 from torch_geometric.data import Batch
-from torch_geometric.nn import (GATv2Conv, GINEConv, PNAConv, Sequential, TransformerConv,
-                                global_add_pool, global_max_pool, global_mean_pool)
+from torch_geometric.nn import (
+    GATv2Conv,
+    GINEConv,
+    PNAConv,
+    Sequential,
+    TransformerConv,
+    global_add_pool,
+    global_max_pool,
+    global_mean_pool,
+)
 
 import nft_pyg
 from nft_pyg.nn.conv.hnp_conv import HNPConv

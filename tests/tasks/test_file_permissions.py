@@ -7,10 +7,10 @@ import stat
 
 import pytest
 import torch
-
-from nft_pyg.utils.io import atomic_save, atomic_write_text, current_umask
-from nft_pyg.tasks.trainer import TrainConfig, Trainer
 from tasks_helpers import TINY_TASK, tiny_graphs, tiny_model
+
+from nft_pyg.tasks.trainer import TrainConfig, Trainer
+from nft_pyg.utils.io import atomic_save, atomic_write_text, current_umask
 
 TINY_DATA = {"num_images": 6, "steps": 3, "extra_fits": 0, "hidden": [4]}
 

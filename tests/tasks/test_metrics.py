@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tasks_helpers import tiny_graphs
 
 from nft_pyg import from_module
 from nft_pyg.graph.collate import GraphLoader
@@ -12,7 +13,6 @@ from nft_pyg.nn.models.nfn import NFN
 from nft_pyg.tasks.engine import fresh_metrics
 from nft_pyg.tasks.models import build_model
 from nft_pyg.tasks.specs import SPECS
-from tasks_helpers import tiny_graphs
 
 
 def _batch_by_batch(spec, model, graphs, device) -> dict[str, float]:

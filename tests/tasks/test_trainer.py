@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from distributed_helpers import free_port, torchrun_environment
+from tasks_helpers import TINY_TASK, tiny_graphs, tiny_model
 
-from nft_pyg.utils.io import atomic_save, safe_load
 from nft_pyg.graph.collate import collate_graphs
 from nft_pyg.tasks.engine import TaskModule, graph_loader
 from nft_pyg.tasks.trainer import TrainConfig, Trainer
-from distributed_helpers import free_port, torchrun_environment
-from tasks_helpers import TINY_TASK, tiny_graphs, tiny_model
+from nft_pyg.utils.io import atomic_save, safe_load
 
 #: 10 graphs in global batches of 4: 4, 4, 2; the last splits 1 / 1 between 2 ranks
 NUM_GRAPHS, BATCH, EPOCHS = 10, 4, 2
