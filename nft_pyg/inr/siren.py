@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..graph.modules import Sine
+from ..graph.convert import layout_of
+from ..graph.modules import Sine, UnsupportedModuleError
 
 __all__ = ["Sine", "siren", "init_bounds", "siren_layers", "stack_modules"]
 
@@ -109,15 +110,20 @@ def siren(
 def _sine_w0(module: nn.Module) -> float | None:
     """The frequency of a sine activation, or ``None`` if ``module`` is not one.
 
-    Accepts :class:`Sine` and, like :mod:`nft_pyg.graph`, any class named
-    ``Sine`` with a numeric ``w0`` (or ``omega_0``) computing ``sin(w0 * x)``.
+    Read by what the module computes, as :mod:`nft_pyg.graph` reads it (a
+    module computing ``sin(w0 * x)``, whatever its class is called, with
+    ``w0`` a number, an attribute, a buffer or a parameter), never by its
+    class name: a look-alike computing anything else is refused.
     """
-    if not isinstance(module, Sine) and type(module).__name__ != "Sine":
+    if type(module) is Sine:      # the project's own class: its forward is known
+        return float(module.w0)
+    try:  # read it as the converter does, behind a one-neuron linear layer
+        steps = layout_of(nn.Sequential(nn.Linear(1, 1), module)).steps
+    except UnsupportedModuleError:
         return None
-    w0 = getattr(module, "w0", getattr(module, "omega_0", None))
-    if isinstance(w0, bool) or not isinstance(w0, (int, float)):
+    if len(steps) != 2 or steps[1]["kind"] != "act" or steps[1]["act"] != "SINE":
         return None
-    return float(w0)
+    return float(steps[1]["params"]["w0"])
 
 
 def siren_layers(module: nn.Module) -> tuple[list[nn.Linear], list[float]]:
@@ -168,7 +174,8 @@ def siren_layers(module: nn.Module) -> tuple[list[nn.Linear], list[float]]:
         else:
             w0 = _sine_w0(child)
             if w0 is None:
-                raise fail(f"child {j} is {type(child).__name__}, expected Sine")
+                raise fail(f"child {j} ({type(child).__name__}) does not compute "
+                           "sin(w0 * x)")
             w0s.append(w0)
     return linears, w0s
 

@@ -103,20 +103,23 @@ def test_stack_modules():
         stack_modules([])
 
 
-def test_siren_layers_accepts_other_sine_classes():
-    class Sine(nn.Module):  # e.g. a third-party SIREN's activation
+def test_siren_layers_reads_sines_by_what_they_compute():
+    class Periodic(nn.Module):  # e.g. a third-party SIREN's activation, any class name
         def __init__(self, omega_0):
             super().__init__()
-            self.omega_0 = omega_0
+            self.register_buffer("omega_0", torch.tensor(omega_0))
 
         def forward(self, x):
             return torch.sin(self.omega_0 * x)
 
-    net = nn.Sequential(nn.Linear(2, 4), Sine(15), nn.Linear(4, 1))
+    net = nn.Sequential(nn.Linear(2, 4), Periodic(15.0), nn.Linear(4, 1))
     assert siren_layers(net)[1] == [15.0]
 
-    class Wave(nn.Module):
+    class Sine(nn.Module):  # a look-alike: named Sine, with w0, computing something else
         w0 = 3.0
 
-    with pytest.raises(ValueError, match="child 1 is Wave, expected Sine"):
-        siren_layers(nn.Sequential(nn.Linear(2, 4), Wave(), nn.Linear(4, 1)))
+        def forward(self, x):
+            return torch.sin(self.w0 * x) + 1
+
+    with pytest.raises(ValueError, match=r"child 1 \(Sine\) does not compute sin\(w0 \* x\)"):
+        siren_layers(nn.Sequential(nn.Linear(2, 4), Sine(), nn.Linear(4, 1)))
