@@ -319,20 +319,27 @@ def operator_inputs(where: str, x, edge_index, edge_attr, index, channels: int,
             type(edge_index).__name__
         raise TypeError(f"{where}: edge_index must be an integer [2, E] tensor, got {got}; "
                         f"call {signature} with index = WeightGraphIndex.from_data(batch)")
-    if index is None or not (isinstance(index, WeightGraphIndex) or
-                             hasattr(index, "edge_layer")):
-        raise TypeError(f"{where}: the fourth argument must be a WeightGraphIndex (or the "
-                        f"Data / Batch), got {type(index).__name__}; call {signature}")
-    index = WeightGraphIndex.coerce(index, where)
-    check_features(where, x, edge_attr, index, channels)
+    if not (isinstance(index, WeightGraphIndex) or hasattr(index, "edge_index")):
+        raise TypeError(f"{where}: the fourth argument must be the batch's WeightGraphIndex "
+                        f"(or the Data / Batch), got {type(index).__name__}; call {signature}")
+    index = layer_inputs(where, x, edge_attr, index, channels, num_layers)
     if edge_index.size(1) != index.num_edges:
         raise ValueError(f"{where}: edge_index has {edge_index.size(1)} edges but the index "
                          f"has {index.num_edges}; build the index from the same batch")
+    return index
+
+
+def layer_inputs(where: str, x, edge_attr, index, channels: int,
+                 num_layers: int) -> WeightGraphIndex:
+    """Check ``module(x, edge_attr, index)`` of a pool or typed module; return the index
+    (built from ``index`` if that is a ``Data`` / ``Batch``)."""
+    index = WeightGraphIndex.coerce(index, where)
+    check_features(where, x, edge_attr, index, channels)
     if index.num_layers > num_layers:
         raise ValueError(f"{where}: the graph has {index.num_layers} weight layers but the "
-                         f"operator was built for num_layers={num_layers}")
+                         f"module was built for num_layers={num_layers}")
     return index
 
 
 __all__ = ["WeightGraphIndex", "LayerStructure", "TypePlan", "check_features",
-           "operator_inputs"]
+           "operator_inputs", "layer_inputs"]

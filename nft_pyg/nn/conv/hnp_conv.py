@@ -9,7 +9,8 @@ from torch_geometric.nn import MessagePassing
 
 from ...tensor.hnp_dense import hnp_layer_dense, hnp_num_types
 from ...tensor.weight_space import WeightSpace
-from ..pool.hnp_pool import check_hnp_graph, hnp_summary, hnp_typing
+from ..structure import WeightGraphIndex, operator_inputs
+from ..summaries import check_hnp, hnp_summary
 
 
 class HNPConv(MessagePassing):
@@ -124,9 +125,10 @@ class HNPConv(MessagePassing):
             (one vector per type). (default: :obj:`True`)
 
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, C_{in})`, edge
-          features :math:`(|\mathcal{E}|, C_{in})`, the graph (batch)
-          structure
+        - **input:** node features :math:`(|\mathcal{V}|, C_{in})`, ``edge_index``
+          :math:`(2, |\mathcal{E}|)`, edge features :math:`(|\mathcal{E}|, C_{in})`,
+          the batch's :class:`~nft_pyg.nn.structure.WeightGraphIndex`:
+          ``conv(x, edge_index, edge_attr, index)``
         - **output:** node features :math:`(|\mathcal{V}|, C_{out})` (zero on
           input neurons), edge features :math:`(|\mathcal{E}|, C_{out})`
     """
@@ -164,15 +166,17 @@ class HNPConv(MessagePassing):
                 module.reset_parameters()
 
     # --- graph form ----------------------------------------------------------
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        """``(x', edge_attr')`` of a batch; ``index = WeightGraphIndex.from_data(batch)``."""
         L, n_in, n_out, d = self.num_layers, self.num_inputs, self.num_outputs, \
             self.out_channels
-        structure = check_hnp_graph("HNPConv", x, edge_attr, graph, self.in_channels, L,
-                                    n_in, n_out)
-        typing = hnp_typing(structure, L, n_in, n_out)
+        structure = operator_inputs("HNPConv", x, edge_index, edge_attr, index,
+                                    self.in_channels, L)
+        typing = check_hnp("HNPConv", structure, L, n_in, n_out)
         num_nodes = structure.num_nodes
         if L > 1:
-            in_mean = self.propagate(structure.edge_index, edge_attr=edge_attr,
+            in_mean = self.propagate(edge_index, edge_attr=edge_attr,
                                      size=(num_nodes, num_nodes))
             out_mean = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
                                       size=(num_nodes, num_nodes))
@@ -184,8 +188,8 @@ class HNPConv(MessagePassing):
         if L == 1:
             return node_out, glob.view(-1, d).index_select(0, typing.edge_glob_id)
 
-        index = _conv_index(structure, L, n_in, n_out)
-        plan = structure.edge_layer_plan(L)
+        index = structure.part("hnp_conv", _conv_index)
+        plan = structure.edge_plan
         hidden = {h: self._hidden_layer_terms(h, x, edge_attr, in_mean, out_mean, index)
                   for h in index.layer_nodes}
         for h, nodes in index.layer_nodes.items():
@@ -461,7 +465,12 @@ def _hidden_layer_rows(edge_attr: Tensor, plan, index: _ConvIndex,
     return {l: edge_attr.index_select(0, index.layer_edges[l]) for l in hidden}
 
 
-def _conv_index(structure, num_layers: int, num_inputs: int, num_outputs: int) -> _ConvIndex:
+def _conv_index(structure: WeightGraphIndex) -> _ConvIndex:
+    """The ``"hnp_conv"`` part of an index whose ``"hnp"`` typing fits (built once)."""
+    typing = structure.parts["hnp"]
+    num_layers, num_inputs, num_outputs = typing.num_layers, typing.num_inputs, \
+        typing.num_outputs
+
     def build() -> _ConvIndex:
         L, src, dst, pos = num_layers, structure.src, structure.dst, structure.node_pos
         layer_nodes = {h: (structure.node_layer == h).nonzero().view(-1) for h in range(1, L)}
@@ -484,7 +493,7 @@ def _conv_index(structure, num_layers: int, num_inputs: int, num_outputs: int) -
                 for l in range(2, L)}
         return _ConvIndex(layer_nodes, layer_edges, first_end, last_end, src_rank, dst_rank,
                           layer_batch, grid)
-    return structure._cached(("hnp_conv_index", num_layers, num_inputs, num_outputs), build)
+    return build()
 
 
 def _grid(num_graphs: int, num_targets: int, num_sources: int, src_rank: Tensor,

@@ -7,15 +7,17 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ...graph.types import NodeRole
 from ...tensor.np_dense import np_layer_dense
 from ...tensor.weight_space import WeightSpace
-from ..pool.np_pool import check_graph_features, np_summary
-from ..structure import LayerStructure
+from ..structure import TypePlan, WeightGraphIndex, operator_inputs
+from ..summaries import np_summary
 from .pointwise_conv import layer_linear, uniform_
 
 #: variance gains of the initialisation (see ``NPConv.reset_parameters``)
 SELF_GAIN, SUMMARY_GAIN, GLOBAL_GAIN = 0.9, 0.1, 0.05
+#: the per-neuron fast path runs where ``E > FAST_PATH_DEGREE * N``
+#: (``benchmarks/bench_operators.py``: on 32 SIRENs, E / N = 16.7, it is ...)
+FAST_PATH_DEGREE = 2
 
 
 class NPConv(MessagePassing):
@@ -116,8 +118,9 @@ class NPConv(MessagePassing):
 
     Shapes:
         - **input:** node features :math:`(N, C)`, edge features
-          :math:`(E, C)`, the graph (``edge_index``, ``node_layer``,
-          ``edge_layer``, ``node_role``, ``node_pos``, ``batch``).
+          :math:`(E, C)`, ``edge_index`` :math:`(2, E)` and the batch's
+          :class:`~nft_pyg.nn.structure.WeightGraphIndex`:
+          ``conv(x, edge_index, edge_attr, index)``.
         - **output:** :math:`(N, C')`, :math:`(E, C')`.
     """
 
@@ -185,36 +188,63 @@ class NPConv(MessagePassing):
                 nn.init.normal_(param)
 
     # --- graph path ---------------------------------------------------------
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
-        structure = check_graph_features("NPConv", x, edge_attr, graph, self.in_channels,
-                                         self.num_layers)
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        """``(x', edge_attr')`` of a batch; ``index = WeightGraphIndex.from_data(batch)``."""
+        index = operator_inputs("NPConv", x, edge_index, edge_attr, index, self.in_channels,
+                                self.num_layers)
         if self.io_embedding:
-            x, edge_attr = self._embed_io(x, edge_attr, structure)
-        num_nodes, L = structure.num_nodes, self.num_layers
-        edge_index = graph.edge_index
+            x, edge_attr = self._embed_io(x, edge_attr, index)
+        num_nodes = index.num_nodes
         into = self.propagate(edge_index, edge_attr=edge_attr, size=(num_nodes, num_nodes))
-        out_of = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
+        out_of = self.propagate(index.reversed_edge_index, edge_attr=edge_attr,
                                 size=(num_nodes, num_nodes))
-        summary = torch.cat([into, x, out_of], dim=-1)                        # [N, 3C]
-        glob = np_summary(x, edge_attr, structure, L, in_mean=into).reshape(
-            structure.num_graphs, -1)
+        glob = np_summary(x, edge_attr, index, self.num_layers, in_mean=into)
+        edge_glob, node_glob = self._global_terms(glob.reshape(index.num_graphs, -1),
+                                                  index.num_layers)   # [B * L_g, C']
+        if index.num_edges > FAST_PATH_DEGREE * num_nodes:
+            return self._fast_path(x, edge_attr, into, out_of, edge_glob, node_glob, index)
+        summary = torch.cat([into, x.masked_fill(index.is_input.unsqueeze(-1), 0.0), out_of], -1)
+        edge_out = self.edge_updater(edge_index, summary=summary, edge_attr=edge_attr,
+                                     edge_glob=edge_glob.index_select(0, index.edge_group),
+                                     edge_type=index.edge_layer - 1, plan=index.edge_plan)
+        node_out = layer_linear(summary, self.node_self, (index.node_layer - 1).clamp(min=0),
+                                index.node_plan)
+        node_out = node_out + node_glob.index_select(0, index.node_weight_group)
+        return node_out.masked_fill(index.is_input.unsqueeze(-1), 0.0), edge_out
 
-        # B_l, C_l, E_l projected per neuron, then gathered per edge; on a pruned
-        # graph B (C) only for neurons with an out- (in-) edge
-        index = _np_index(structure, L)
-        as_src, as_dst, node_rows = self._neuron_terms(summary, index)
-        edge_glob, node_glob = self._global_terms(glob)                        # [B * L, C']
-        edge_out = layer_linear(edge_attr, self.edge_self, structure.edge_layer - 1,
-                                structure.edge_layer_plan(L))
+    def message(self, edge_attr: Tensor) -> Tensor:
+        return edge_attr        # aggregated by the mean: in(v) (or out(u), edges reversed)
+
+    def edge_update(self, summary_j: Tensor, summary_i: Tensor, edge_attr: Tensor,
+                    edge_glob: Tensor, edge_type: Tensor, plan: TypePlan | None) -> Tensor:
+        r""":math:`\mathbf{A}_l \mathbf{h}_e + \mathbf{B}_l \mathbf{s}_u +
+        \mathbf{C}_l \mathbf{s}_v + \mathbf{D}_l \mathbf{g} + \mathbf{a}_l`."""
+        return (layer_linear(edge_attr, self.edge_self, edge_type, plan)
+                + layer_linear(summary_j, self.edge_src, edge_type, plan)
+                + layer_linear(summary_i, self.edge_dst, edge_type, plan) + edge_glob)
+
+    def _fast_path(self, x: Tensor, edge_attr: Tensor, into: Tensor, out_of: Tensor,
+                   edge_glob: Tensor, node_glob: Tensor,
+                   index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        r"""The same map with :math:`\mathbf{B}_l \mathbf{s}_u`, :math:`\mathbf{C}_l
+        \mathbf{s}_v` projected once per neuron and gathered per edge (``E / N``
+        times fewer flops than per edge; used where edges outnumber neurons,
+        ``E > FAST_PATH_DEGREE * N``)."""
+        summary = torch.cat([into, x, out_of], dim=-1)                         # [N, 3C]
+        rows = index.part("np_conv", _np_rows)
+        as_src, as_dst, node_rows = self._neuron_terms(summary, rows)
+        edge_out = layer_linear(edge_attr, self.edge_self, index.edge_layer - 1,
+                                index.edge_plan)
         # the (graph, layer) global term of an edge is that of its target neuron:
         # add it per neuron, then gather once per endpoint
-        as_dst = as_dst + edge_glob.index_select(0, index.dst_group)
+        as_dst = as_dst + edge_glob.index_select(0, rows.dst_group)
         # in place: edge_out is a fresh [E, C'] tensor, no [E, C'] temporaries
-        edge_out.add_(as_src.index_select(0, index.edge_src_row))
-        edge_out.add_(as_dst.index_select(0, index.edge_dst_row))
-        node_rows = node_rows + node_glob.index_select(0, index.node_group)
-        node_out = node_rows.new_zeros(num_nodes, self.out_channels).index_copy_(
-            0, index.node_rows, node_rows)
+        edge_out.add_(as_src.index_select(0, rows.edge_src_row))
+        edge_out.add_(as_dst.index_select(0, rows.edge_dst_row))
+        node_rows = node_rows + node_glob.index_select(0, rows.node_group)
+        node_out = node_rows.new_zeros(index.num_nodes, self.out_channels).index_copy_(
+            0, rows.node_rows, node_rows)
         return node_out, edge_out
 
     def _neuron_terms(self, summary: Tensor, index: _NPIndex) -> tuple[Tensor, Tensor, Tensor]:
@@ -250,38 +280,30 @@ class NPConv(MessagePassing):
         return tuple(torch.cat(parts) if parts else summary.new_zeros(0, self.out_channels)
                      for parts in terms)
 
-    def message(self, edge_attr: Tensor) -> Tensor:
-        return edge_attr
-
-    def _global_terms(self, glob: Tensor) -> tuple[Tensor, Tensor]:
-        """``D_l g + a_l`` and ``F_l g + e_l`` of every graph and layer, ``[B * L, C']``
-        each (one matmul for both)."""
+    def _global_terms(self, glob: Tensor, graph_layers: int) -> tuple[Tensor, Tensor]:
+        """``D_l g + a_l`` and ``F_l g + e_l`` of every graph and of its layers
+        ``1..graph_layers``, ``[B * graph_layers, C']`` each (one matmul for both)."""
         L, C_out = self.num_layers, self.out_channels
         weight = torch.cat([self.edge_global, self.node_global], dim=-1)    # [L, 2LC, 2C']
         out = (glob @ weight.transpose(0, 1).reshape(glob.size(1), -1)).view(-1, L, 2 * C_out)
         if self.edge_bias is not None:
             out = out + torch.cat([self.edge_bias, self.node_bias], dim=-1)
-        edge_glob, node_glob = out.reshape(-1, 2 * C_out).split(C_out, dim=1)
+        edge_glob, node_glob = out[:, :graph_layers].reshape(-1, 2 * C_out).split(C_out, dim=1)
         return edge_glob, node_glob
 
     def _embed_io(self, x: Tensor, edge_attr: Tensor,
-                  structure: LayerStructure) -> tuple[Tensor, Tensor]:
-        pos = structure.node_pos
-        inputs = (structure.node_role == int(NodeRole.INPUT)).nonzero().view(-1)
-        outputs = (structure.node_role == int(NodeRole.OUTPUT)).nonzero().view(-1)
-        for name, nodes, limit in (("input", inputs, self.num_inputs),
-                                   ("output", outputs, self.num_outputs)):
-            if nodes.numel() and int(pos[nodes].max()) >= limit:
-                raise ValueError(f"NPConv: a graph has {int(pos[nodes].max()) + 1} {name} "
-                                 f"neurons but the IO embedding was built for "
-                                 f"num_{name}s={limit}")
-        first = (structure.edge_layer == 1).nonzero().view(-1)
-        last = (structure.node_role[structure.dst] == int(NodeRole.OUTPUT)).nonzero().view(-1)
-        edge_attr = edge_attr.index_add(
-            0, first, self.input_embedding[pos[structure.src[first]]])
-        edge_attr = edge_attr.index_add(
-            0, last, self.output_embedding[pos[structure.dst[last]]])
-        x = x.index_add(0, outputs, self.output_bias_embedding[pos[outputs]])
+                  index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        io = index.part("np_io", _io_rows)
+        for name, count, limit in (("input", io.num_inputs, self.num_inputs),
+                                   ("output", io.num_outputs, self.num_outputs)):
+            if count > limit:
+                raise ValueError(f"NPConv: a graph has {count} {name} neurons but the IO "
+                                 f"embedding was built for num_{name}s={limit}")
+        edge_attr = edge_attr.index_add(0, io.first_edges,
+                                        self.input_embedding[io.first_edge_pos])
+        edge_attr = edge_attr.index_add(0, io.last_edges,
+                                        self.output_embedding[io.last_edge_pos])
+        x = x.index_add(0, io.outputs, self.output_bias_embedding[io.output_pos])
         return x, edge_attr
 
     # --- dense twin ---------------------------------------------------------
@@ -333,39 +355,62 @@ class _NPIndex:
     node_group: Tensor
 
 
-def _np_index(structure: LayerStructure, num_layers: int) -> _NPIndex:
-    def build() -> _NPIndex:
-        num_nodes, device = structure.num_nodes, structure.src.device
-        has_out = torch.zeros(num_nodes, dtype=torch.bool, device=device)
-        has_out[structure.src] = True
-        has_in = torch.zeros(num_nodes, dtype=torch.bool, device=device)
-        has_in[structure.dst] = True
-        groups, order = [], ([], [], [])
-        for k in range(num_layers + 1):
-            in_layer = structure.node_layer == k
-            for into, out_of in ((True, True), (True, False), (False, True), (False, False)):
-                nodes = (in_layer & (has_in == into) & (has_out == out_of)).nonzero().view(-1)
-                if k == 0:  # input neurons: no parameters, only their out-edges count
-                    parts, terms = ((2,), (0,)) if out_of else ((), ())
-                else:
-                    parts = (0,) * into + (1,) + (2,) * out_of
-                    terms = (0,) * out_of + (1,) * into + (2,)
-                if nodes.numel() == 0 or not terms:
-                    continue
-                groups.append(_NeuronGroup(k, nodes, parts, terms))
-                for t in terms:
-                    order[t].append(nodes)
-        empty = structure.src.new_zeros(0)
-        src_rows, dst_rows, node_rows = (torch.cat(o) if o else empty for o in order)
+def _np_rows(index: WeightGraphIndex) -> _NPIndex:
+    """The ``"np_conv"`` part of an index (built once per batch)."""
+    num_nodes, device = index.num_nodes, index.src.device
+    has_out, has_in = index.out_degree > 0, index.in_degree > 0
+    groups, order = [], ([], [], [])
+    for k in range(index.num_layers + 1):
+        in_layer = index.node_layer == k
+        for into, out_of in ((True, True), (True, False), (False, True), (False, False)):
+            nodes = (in_layer & (has_in == into) & (has_out == out_of)).nonzero().view(-1)
+            if k == 0:  # input neurons: no parameters, only their out-edges count
+                parts, terms = ((2,), (0,)) if out_of else ((), ())
+            else:
+                parts = (0,) * into + (1,) + (2,) * out_of
+                terms = (0,) * out_of + (1,) * into + (2,)
+            if nodes.numel() == 0 or not terms:
+                continue
+            groups.append(_NeuronGroup(k, nodes, parts, terms))
+            for t in terms:
+                order[t].append(nodes)
+    empty = index.src.new_zeros(0)
+    src_rows, dst_rows, node_rows = (torch.cat(o) if o else empty for o in order)
 
-        def row_of(rows: Tensor) -> Tensor:
-            row = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
-            row[rows] = torch.arange(rows.numel(), device=device)
-            return row
+    def row_of(rows: Tensor) -> Tensor:
+        row = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+        row[rows] = torch.arange(rows.numel(), device=device)
+        return row
 
-        group = structure.node_weight_group(num_layers)
-        gathered = torch.cat([g.nodes for g in groups]) if groups else empty
-        return _NPIndex(groups, gathered, [g.nodes.numel() for g in groups],
-                        row_of(src_rows)[structure.src], row_of(dst_rows)[structure.dst],
-                        node_rows, group[dst_rows], group[node_rows])
-    return structure._cached(("np_conv_index", num_layers), build)
+    group = index.node_weight_group
+    gathered = torch.cat([g.nodes for g in groups]) if groups else empty
+    return _NPIndex(groups, gathered, [g.nodes.numel() for g in groups],
+                    row_of(src_rows)[index.src], row_of(dst_rows)[index.dst],
+                    node_rows, group[dst_rows], group[node_rows])
+
+
+@dataclass
+class _IORows:
+    """The ``"np_io"`` part: where :class:`NPConv`'s IO embeddings are added."""
+
+    num_inputs: int
+    num_outputs: int
+    first_edges: Tensor
+    first_edge_pos: Tensor
+    last_edges: Tensor
+    last_edge_pos: Tensor
+    outputs: Tensor
+    output_pos: Tensor
+
+
+def _io_rows(index: WeightGraphIndex) -> _IORows:
+    pos = index.node_pos
+    outputs = index.is_output.nonzero().view(-1)
+    first = (index.edge_layer == 1).nonzero().view(-1)
+    last = index.is_output[index.dst].nonzero().view(-1)
+
+    def count(nodes: Tensor) -> int:
+        return int(pos[nodes].max()) + 1 if nodes.numel() else 0
+    return _IORows(count(index.is_input.nonzero().view(-1)), count(outputs),
+                   first, pos[index.src[first]], last, pos[index.dst[last]],
+                   outputs, pos[outputs])
