@@ -1,5 +1,6 @@
 """Inr2Array: invariant latents, decoders (global and spatial), objective,
 overfitting a handful of INRs, LatentClassifier, saving latents."""
+import pickle
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import fit_sirens, render_module, siren, to_modules
 from nft_pyg.nn.models import (Inr2Array, LatentClassifier, SpatialSirenHypernetwork,
                                load_latents, save_latents)
+from nft_pyg.nn.structure import WeightGraphIndex
 
 from helpers import mlp, random_neuron_permutation
 
@@ -218,3 +220,23 @@ def test_errors():
         model.target(other, 4)
     with pytest.raises(ValueError, match="LatentClassifier"):
         LatentClassifier(16, 3, heads=2)(torch.zeros(2, 4, 8))
+
+
+def test_forward_writes_nothing_onto_the_batch():
+    batch, _ = siren_batch()
+    before = pickle.dumps(batch)
+    model = make_model(batch)
+    model.loss(batch, 8)
+    model(batch, index=WeightGraphIndex.from_data(batch))
+    assert pickle.dumps(batch) == before
+
+
+def test_compiles_and_matches_eager(device):
+    batch, _ = siren_batch()
+    batch = batch.to(device)
+    model = make_model(batch).to(device)
+    index = WeightGraphIndex.from_data(batch)
+    eager = model.loss(batch, 8, index=index)
+    torch._dynamo.reset()
+    compiled = torch.compile(model.loss)(batch, 8, index=index)
+    torch.testing.assert_close(compiled, eager, atol=1e-10, rtol=1e-10)

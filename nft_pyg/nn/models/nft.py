@@ -13,6 +13,7 @@ from ..nft_block import LatentCrossAttention, NFTBlock
 from ..norm import PoolNorm, WeightSpaceLayerNorm
 from ..pointwise import WeightSpaceLinear, WeightSpaceSequential
 from ..pool.np_pool import NPPool
+from ..structure import WeightGraphIndex
 
 TASKS = ("invariant", "equivariant")
 POOLS = ("mean", "attention")
@@ -84,7 +85,9 @@ class NFTEncoder(nn.Module):
 
     Shapes:
         - **input:** a :class:`~nft_pyg.NeuronGraph` or a batch of them
-          (features taken from ``graph.x`` / ``graph.edge_attr`` unless given).
+          (features taken from ``graph.x`` / ``graph.edge_attr`` unless given);
+          optionally its :class:`~nft_pyg.nn.structure.WeightGraphIndex`
+          (``index=``; built for the call if not given).
         - **output:** :math:`(N, C)` (zero on input neurons), :math:`(E, C)`.
     """
 
@@ -170,17 +173,20 @@ class NFTEncoder(nn.Module):
                              f"a network with {layers} weight layers")
         return x, edge_attr
 
-    def forward(self, graph, x: Tensor | None = None,
-                edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, graph, x: Tensor | None = None, edge_attr: Tensor | None = None,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
         x, edge_attr = self._input(graph, x, edge_attr)
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, type(self).__name__)
+        # the encodings read the graph itself (layouts, kernel widths); they write nothing
         x, edge_attr = self.embed(x, edge_attr, graph)
         if self.layer_encoding is not None:
             x, edge_attr = self.layer_encoding(x, edge_attr, graph)
         if self.io_encoding is not None:
             x, edge_attr = self.io_encoding(x, edge_attr, graph)
         for block in self.blocks:
-            x, edge_attr = block(x, edge_attr, graph)
-        return self.norm(x, edge_attr, graph)
+            x, edge_attr = block(x, index.edge_index, edge_attr, index)
+        return self.norm(x, edge_attr, index)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, "
@@ -259,7 +265,9 @@ class NFT(nn.Module):
     IO sizes off an architecture.
 
     Shapes:
-        - **input:** a (batched) :class:`~nft_pyg.NeuronGraph`.
+        - **input:** a (batched) :class:`~nft_pyg.NeuronGraph`; optionally
+          its :class:`~nft_pyg.nn.structure.WeightGraphIndex` (``index=``,
+          built for the call if not given; pass it to reuse it across steps).
         - **output:** :math:`(B, C_{out})` (invariant) or
           ``(x_delta (N, 1), edge_delta (E, S))`` (equivariant).
     """
@@ -333,11 +341,14 @@ class NFT(nn.Module):
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
 
-    def forward(self, graph, x: Tensor | None = None, edge_attr: Tensor | None = None):
-        x, edge_attr = self.encoder(graph, x, edge_attr)
+    def forward(self, graph, x: Tensor | None = None, edge_attr: Tensor | None = None,
+                index: WeightGraphIndex | None = None):
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, type(self).__name__)
+        x, edge_attr = self.encoder(graph, x, edge_attr, index=index)
         if self.task == "equivariant":
             return self.readout(x, edge_attr, graph)
-        pooled = self.pool(x, edge_attr, graph)
+        pooled = self.pool(x, edge_attr, index)
         return self.head(pooled.flatten(1))
 
     def edit(self, graph):
