@@ -9,6 +9,7 @@ from torch import nn
 from torch_geometric.data import Batch
 
 import nft_pyg
+from nft_pyg.symmetry.equivariance import call_module
 from nft_pyg.graph.escnn import (EscnnUnsupportedError, export_escnn, field_layout_of,
                                  field_to_channel_graph, field_to_channel_permutation,
                                  field_to_exported,
@@ -234,7 +235,7 @@ def test_operators_are_equivariant_to_field_permutations(pooled_net, kind):
           "pointwise": lambda: PointwiseConv(C, C, 3)}[kind]().eval()
 
     def model(x, edge_attr, graph):
-        return op(node_in(x), edge_in(edge_attr), graph)
+        return call_module(op, node_in(x), edge_in(edge_attr), graph)
 
     generator = torch.Generator().manual_seed(6)
     perms = [random_field_permutation(graph, generator) for _ in range(3)]

@@ -119,8 +119,10 @@ class _NFNBody(nn.Module):
                            self.num_outputs)
         return PointwiseConv(in_channels, out_channels, self.num_layers)
 
-    def forward(self, graph, index: WeightGraphIndex) -> tuple[Tensor, Tensor]:
+    def forward(self, graph, index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
         where = self.where
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, where)
         x, edge_attr = graph_attr(graph, "x", where), graph_attr(graph, "edge_attr", where)
         if self.fourier_features is not None:
             # the Fourier map acts per channel: biases get the kernel's S columns
