@@ -2,7 +2,7 @@
 
 Cases: 32 SIRENs ``2-32-32-1`` with 64 channels and 32 Digits-zoo CNNs
 (3x3 kernels folded into 72 channels), 8 heads; and the SIREN batch with
-50 / 90 % of each layer's edges pruned, once with the dense blocks and once
+50 / 75 / 85 / 90 % of each layer's edges pruned, once with the dense blocks and once
 with message passing forced (``NFTAttention(block_density=...)``),
 which is what the default ``block_density`` is chosen from. All variants of
 a case are timed interleaved in one process; ratios are medians.
@@ -73,7 +73,7 @@ def run(quick: bool) -> dict:
             paths = NFTAttention(case.channels, heads=HEADS, block_density=float("inf"))
             for variant in (blocks, paths):
                 variant.load_state_dict(op.state_dict())
-            for fraction in (0.5, 0.9):
+            for fraction in (0.5, 0.75, 0.85, 0.9):
                 pruned = case.pruned(fraction)
                 variants[f"pruned {fraction:.0%}, blocks"] = nft_attention_step(blocks, pruned)
                 variants[f"pruned {fraction:.0%}, paths"] = nft_attention_step(paths, pruned)

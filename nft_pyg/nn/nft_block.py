@@ -3,11 +3,11 @@ latent cross-attention that pools a weight space into a fixed-size array."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.utils import scatter, softmax
 
 from ..tensor.weight_space import WeightSpace
 from .conv.nft_attention import NFTAttention
@@ -152,8 +152,8 @@ class LatentCrossAttention(nn.Module):
     then :math:`\mathbf{l}_m = \mathbf{q}_m + \mathbf{a}_m` and
     :math:`\mathbf{l}_m \leftarrow \mathbf{l}_m +
     \mathrm{MLP}(\mathrm{LN}(\mathbf{l}_m))`. The softmax runs over each
-    graph's own tokens (``torch_geometric.utils.softmax`` grouped by graph),
-    so any relabelling of neurons (which only reorders the tokens) leaves
+    graph's own tokens (computed on one padded ``[B, T_max]`` block of each
+    graph's tokens, padding masked, :class:`GraphTokens`), so any relabelling of neurons (which only reorders the tokens) leaves
     the latent array unchanged: it is invariant by construction. The order
     of the :math:`M` latents is that of the queries, the same for every
     network.
@@ -215,29 +215,29 @@ class LatentCrossAttention(nn.Module):
         where = type(self).__name__
         index = WeightGraphIndex.coerce(index, where)
         check_features(where, x, edge_attr, index, self.channels)
-        num_graphs = index.num_graphs
-        # input neurons carry no parameters: their tokens get no weight (a mask,
-        # not a boolean selection, keeps the shapes static)
-        tokens = self.token_norm(torch.cat([edge_attr, x]))
-        token_graph = torch.cat([index.edge_batch, index.node_batch])
-        parameter = torch.cat([torch.ones_like(index.edge_batch, dtype=torch.bool),
-                               ~index.is_input])
-        heads, dim = self.heads, self.head_channels
+        tokens = index.part("graph_tokens", GraphTokens.build)
+        B, size, heads, dim = index.num_graphs, tokens.size, self.heads, self.head_channels
+        # every graph's edges and nodes as one padded row block [B, size, C]
+        rows = torch.cat([edge_attr, x])
+        padded = rows.new_zeros(B * size, self.channels).index_copy(0, tokens.slot, rows)
+        padded = self.token_norm(padded).view(B, size, self.channels)
         query = self.query(self.queries).view(self.num_latents, heads, dim)
-        key = self.key(tokens).view(-1, heads, dim)
-        value = self.value(tokens).view(-1, heads, dim)
-        logits = torch.einsum("mhd,thd->tmh", query, key) / math.sqrt(dim)
-        logits = logits.masked_fill(~parameter[:, None, None], float("-inf"))
-        alpha = softmax(logits, token_graph, num_nodes=num_graphs, dim=0)  # [T, M, H]
+        key = self.key(padded).view(B, size, heads, dim)
+        value = self.value(padded).view(B, size, heads, dim)
+        logits = torch.einsum("mhd,bthd->bhmt", query, key) / math.sqrt(dim)
+        # padding and input neurons (no parameters) get no weight
+        logits = logits.masked_fill(~tokens.valid[:, None, None, :], float("-inf"))
+        alpha = logits.softmax(dim=-1)                                     # [B, H, M, size]
         dropped = F.dropout(alpha, p=self.dropout, training=self.training)
-        messages = torch.einsum("tmh,thd->tmhd", dropped, value).reshape(
-            -1, self.num_latents, self.channels)
-        attended = scatter(messages, token_graph, 0, dim_size=num_graphs, reduce="sum")
+        attended = torch.einsum("bhmt,bthd->bmhd", dropped, value).reshape(
+            B, self.num_latents, self.channels)
         latents = self.queries + self.out(attended)
         if self.ff is not None:
             latents = latents + self.ff(latents)
         if return_attention_weights:
-            return latents, (token_graph, alpha)
+            token_graph = torch.cat([index.edge_batch, index.node_batch])
+            per_token = alpha.permute(0, 3, 2, 1).reshape(B * size, self.num_latents, heads)
+            return latents, (token_graph, per_token.index_select(0, tokens.slot))
         return latents
 
     def __repr__(self) -> str:
@@ -245,4 +245,44 @@ class LatentCrossAttention(nn.Module):
                 f"heads={self.heads})")
 
 
-__all__ = ["NFTBlock", "LatentCrossAttention"]
+@dataclass
+class GraphTokens:
+    """The tokens of :class:`LatentCrossAttention`, graph by graph: the part
+    ``"graph_tokens"`` of a :class:`~nft_pyg.nn.structure.WeightGraphIndex`.
+
+    Attributes:
+        size (int): rows per graph (its edges and nodes; the largest graph's).
+        slot (Tensor): ``[E + N]`` row of each edge, then each node, in the
+            padded ``[B * size]`` block (a graph's edges, then its nodes).
+        valid (Tensor): ``[B, size]`` rows that hold a parameter (an edge or a
+            non-input node).
+    """
+
+    size: int
+    slot: Tensor
+    valid: Tensor
+
+    @classmethod
+    def build(cls, index: WeightGraphIndex) -> GraphTokens:
+        B = index.num_graphs
+        edge_count = torch.bincount(index.edge_batch, minlength=B)
+        node_count = torch.bincount(index.node_batch, minlength=B)
+        size = int((edge_count + node_count).max())
+
+        def rank(group: Tensor, count: Tensor) -> Tensor:   # position inside its graph
+            order = torch.sort(group, stable=True).indices
+            ranks = torch.empty_like(order)
+            ranks[order] = torch.arange(order.numel(), device=order.device)
+            return ranks - (count.cumsum(0) - count)[group]
+
+        slot = torch.cat([index.edge_batch * size + rank(index.edge_batch, edge_count),
+                          index.node_batch * size + edge_count[index.node_batch] +
+                          rank(index.node_batch, node_count)])
+        parameter = torch.cat([torch.ones_like(index.edge_batch, dtype=torch.bool),
+                               ~index.is_input])
+        valid = torch.zeros(B * size, dtype=torch.bool, device=slot.device)
+        valid[slot] = parameter
+        return cls(size, slot, valid.view(B, size))
+
+
+__all__ = ["NFTBlock", "LatentCrossAttention", "GraphTokens"]

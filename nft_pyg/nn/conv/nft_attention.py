@@ -98,7 +98,7 @@ class NFTAttention(MessagePassing):
             (default: :obj:`True`)
         block_density (float, optional): see above; :obj:`0.` always takes
             the dense blocks, :obj:`float("inf")` always message passing.
-            (default: :obj:`0.1`)
+            (default: :obj:`0.05`)
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, C)`, edge indices
