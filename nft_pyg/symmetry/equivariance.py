@@ -60,6 +60,14 @@ def _call_mode(module: Callable) -> str:
     except (TypeError, ValueError):  # builtins without a signature: try the operator form
         return FEATURES
     names = list(signature.parameters)
+    # torch_geometric.nn.Sequential's forward takes *args: its inputs are in .signature
+    declared = getattr(getattr(module, "signature", None), "param_dict", None)
+    if isinstance(declared, dict):
+        names = list(declared)
+        if len(names) == 4 and names[1] == "edge_index":
+            return PYG
+        if len(names) == 3:
+            return FEATURES
     if len(names) >= 4 and names[1] == "edge_index":
         return PYG
 
