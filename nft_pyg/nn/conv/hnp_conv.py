@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ...tensor.hnp_dense import hnp_layer_dense, hnp_num_types
+from ...tensor.hnp_dense import HNPWeights, hnp_layer_dense, hnp_num_types
 from ...tensor.weight_space import WeightSpace
 from ..structure import WeightGraphIndex, operator_inputs
 from ..summaries import check_hnp, hnp_summary
@@ -321,7 +321,14 @@ class HNPConv(MessagePassing):
         :func:`~nft_pyg.tensor.hnp_dense.hnp_layer_dense`); ``mask`` (per weight
         layer ``[B, n_l, n_{l-1}]``, true where the weight exists) gives the map
         of the pruned graph."""
-        return hnp_layer_dense(self, ws, mask)
+        params = HNPWeights(
+            self.in_channels, self.out_channels, self.num_layers, self.num_inputs,
+            self.num_outputs, self.global_map.weight, self.global_map.bias,
+            [m.weight for m in self.node_maps], [m.weight for m in self.pointwise],
+            [m.weight for m in self.src_maps], [m.weight for m in self.dst_maps],
+            None if self.first_edge is None else self.first_edge.weight,
+            None if self.last_edge is None else self.last_edge.weight)
+        return hnp_layer_dense(params, ws, mask, type(self).__name__)
 
     # --- introspection -----------------------------------------------------------
     def terms(self) -> dict[str, tuple[Tensor, slice]]:

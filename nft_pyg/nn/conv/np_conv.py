@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ...tensor.np_dense import np_layer_dense
+from ...tensor.np_dense import NPWeights, np_layer_dense
 from ...tensor.weight_space import WeightSpace
 from ..structure import TypePlan, WeightGraphIndex, operator_inputs
 from ..summaries import np_summary
@@ -311,7 +311,11 @@ class NPConv(MessagePassing):
         """The same map on a folded :class:`WeightSpace` (see :mod:`nft_pyg.tensor.np_dense`);
         ``mask`` (per weight layer ``[B, n_l, n_{l-1}]``, true where the weight exists)
         gives the map of the pruned graph."""
-        return np_layer_dense(self, ws, mask)
+        io = (self.input_embedding, self.output_embedding, self.output_bias_embedding) \
+            if self.io_embedding else (None, None, None)
+        params = NPWeights(self.edge_self, self.edge_src, self.edge_dst, self.edge_global,
+                           self.node_self, self.node_global, self.edge_bias, self.node_bias, *io)
+        return np_layer_dense(params, ws, mask, type(self).__name__)
 
     def __repr__(self) -> str:
         io = (f", io_embedding=True, num_inputs={self.num_inputs}, "

@@ -131,7 +131,8 @@ class PointwiseConv(MessagePassing):
         return out if self.edge_bias is None else out + self.edge_bias[edge_type]
 
     def forward_dense(self, ws: WeightSpace) -> WeightSpace:
-        return pointwise_layer_dense(self, ws)
+        return pointwise_layer_dense(ws, self.edge_weight, self.node_weight, self.edge_bias,
+                                     self.node_bias, type(self).__name__)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "

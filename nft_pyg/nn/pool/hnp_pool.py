@@ -78,7 +78,8 @@ class HNPPool(nn.Module):
 
     def forward_dense(self, ws: WeightSpace) -> Tensor:
         """The same readout on a folded :class:`WeightSpace`: ``[B, G C]``."""
-        return hnp_pool_dense(self, ws)
+        return hnp_pool_dense(ws, self.channels, self.num_layers, self.num_inputs,
+                              self.num_outputs, type(self).__name__)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, num_layers={self.num_layers}, "
