@@ -27,8 +27,9 @@ Fields (plain tensors and ints; see the class docstring for shapes):
 ``edge_group`` (``b * L + l - 1``), ``node_group`` (``b * (L + 1) + l``),
 ``node_weight_group`` (``b * L + max(l - 1, 0)``); ``in_degree`` /
 ``out_degree``; ``is_input`` / ``is_output`` (``[N]`` bool); ``edge_plan`` /
-``node_plan`` (:class:`TypePlan` of the edges by ``edge_layer - 1`` and of
-the nodes by ``max(node_layer - 1, 0)``); and ``parts``, see below.
+``node_plan`` / ``neuron_plan`` (:class:`TypePlan` of the edges by
+``edge_layer - 1`` and of the nodes by ``max(node_layer - 1, 0)`` and by
+``node_layer``); and ``parts``, see below.
 
 How a module receives it (PyG calling conventions):
 
@@ -54,7 +55,7 @@ the fields above derives it from them once per index with
 host syncs allowed) and its result is kept in ``index.parts[name]`` (on the
 index, never on the data); later calls return it. ``.to(device)`` moves the
 parts too (dataclasses, dicts, lists and tuples of tensors). Names in use:
-``"np_conv"``, ``"hnp"`` (HNP typing, shared by ``HNPConv`` / ``HNPPool``),
+``"np_grid"``, ``"np_io"``, ``"hnp"`` (HNP typing, shared by ``HNPConv`` / ``HNPPool``),
 ``"hnp_conv"``; NFT attention may add its own. A part may depend only on
 the index (use the batch's own ``num_layers``, never an operator's).
 
@@ -102,8 +103,8 @@ class WeightGraphIndex:
             (graph, weight layer into the neuron); input neurons get layer 1's.
         in_degree, out_degree (Tensor): ``[N]`` edges into / out of each neuron.
         is_input, is_output (Tensor): ``[N]`` bool, from ``node_role``.
-        edge_plan, node_plan (TypePlan or None): edges grouped by
-            ``edge_layer - 1``, nodes by ``max(node_layer - 1, 0)``.
+        edge_plan, node_plan, neuron_plan (TypePlan or None): edges grouped by
+            ``edge_layer - 1``, nodes by ``max(node_layer - 1, 0)`` and by ``node_layer``.
         parts (dict): operator-specific row sets, see :meth:`part`.
     """
 
@@ -128,6 +129,7 @@ class WeightGraphIndex:
     is_output: Tensor
     edge_plan: TypePlan | None
     node_plan: TypePlan | None
+    neuron_plan: TypePlan | None
     parts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -176,7 +178,8 @@ class WeightGraphIndex:
             is_input=data.node_role == int(NodeRole.INPUT),
             is_output=data.node_role == int(NodeRole.OUTPUT),
             edge_plan=TypePlan.of(edge_layer - 1, num_layers, num_graphs),
-            node_plan=TypePlan.of((node_layer - 1).clamp(min=0), num_layers, num_graphs))
+            node_plan=TypePlan.of((node_layer - 1).clamp(min=0), num_layers, num_graphs),
+            neuron_plan=TypePlan.of(node_layer, num_layers + 1, num_graphs))
 
     #: the old name's constructor (no caching any more)
     of = from_data

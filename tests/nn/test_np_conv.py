@@ -364,11 +364,13 @@ def test_pruned_equivariance_and_io_embedding():
 
 
 def test_repeated_calls_reuse_the_index_parts():
-    batch = pruned(feature_batch([mlp([3, 8, 8, 2]).double()] * 2, channels=2), 0.5)
-    index = WeightGraphIndex.from_data(batch)
-    conv = make_conv(2, 2, 3)
-    first = conv(batch.x, batch.edge_index, batch.edge_attr, index)
-    rows = index.parts["np_conv"]
-    second = conv(batch.x, batch.edge_index, batch.edge_attr, index)
-    assert index.parts["np_conv"] is rows
-    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    for batch in (feature_batch([mlp([3, 8, 8, 2]).double()] * 2, channels=2),
+                  pruned(feature_batch([mlp([3, 8, 8, 2]).double()] * 2, channels=2), 0.5)):
+        index = WeightGraphIndex.from_data(batch)
+        conv = make_conv(2, 2, 3)
+        first = conv(batch.x, batch.edge_index, batch.edge_attr, index)
+        grid = index.parts["np_grid"]
+        assert (grid is None) == (batch.num_edges < 2 * (24 + 64 + 16))   # pruned: no grid
+        second = conv(batch.x, batch.edge_index, batch.edge_attr, index)
+        assert index.parts["np_grid"] is grid
+        torch.testing.assert_close(first, second, atol=0, rtol=0)

@@ -14,7 +14,6 @@ from nft_pyg.nn import (GaussianFourierFeatures, HNPConv, HNPPool, IOPositionEnc
                         KernelProjection, LayerEncoding, NPConv, NPPool, NPStatPool,
                         PointwiseConv, WeightGraphIndex, WeightSpaceActivation,
                         WeightSpaceLayerNorm, WeightSpaceLinear, WeightSpaceSequential)
-from nft_pyg.nn.conv import np_conv
 from nft_pyg.nn.mixing import EndpointEdgeUpdate, NodeEdgeAdapter
 from nft_pyg.nn.models.baselines import FlatMLP, GNNBaseline, StatNN
 from nft_pyg.nn.models.nfn import NFN, NFNEditor
@@ -118,10 +117,10 @@ def test_index_is_plain_tensors_and_ints_and_moves(device):
     index = WeightGraphIndex.from_data(batch)
     NPConv(C, 3, 3).double()(x, batch.edge_index, edge_attr, index)   # builds a part
     HNPConv(C, 3, 3, 3, 2).double()(x, batch.edge_index, edge_attr, index)
-    assert set(index.parts) >= {"np_conv", "hnp", "hnp_conv"}
+    assert set(index.parts) >= {"np_grid", "hnp", "hnp_conv"}
     moved = index.to(device)
     assert moved.edge_index.device.type == device.type
-    assert moved.parts["np_conv"].gathered.device.type == device.type
+    assert moved.parts["hnp_conv"].layer_nodes[1].device.type == device.type
     assert moved.parts["hnp"].edge_type.device.type == device.type
     assert isinstance(moved.num_graphs, int) and moved.num_graphs == 3
     assert index.edge_index.device.type == "cpu"  # the original stays where it was
@@ -136,13 +135,14 @@ def _one_graph(module, *args):
 
 
 @pytest.mark.parametrize("name", ["NPConv", "HNPConv", "PointwiseConv"])
-@pytest.mark.parametrize("path", ["fast", "reference"])
-def test_operators_trace_into_one_graph_once_the_index_exists(name, path, device, monkeypatch):
-    if path == "reference":
-        if name != "NPConv":
-            pytest.skip("one path")
-        monkeypatch.setattr(np_conv, "FAST_PATH_DEGREE", 10 ** 9)
-    batch, x, edge_attr = batch_on(device)
+@pytest.mark.parametrize("batch_kind", ["complete", "pruned"])
+def test_operators_trace_into_one_graph_once_the_index_exists(name, batch_kind, device):
+    from helpers import drop_edges
+    batch, x, edge_attr = batch_on("cpu")
+    if batch_kind == "pruned":   # NPConv: the reference path instead of the grid path
+        batch, kept = drop_edges(batch, 0.6, torch.Generator().manual_seed(3))
+        edge_attr = edge_attr[kept]
+    batch, x, edge_attr = batch.to(device), x.to(device), edge_attr.to(device)
     conv = OPERATORS[name]().double().to(device)
     index = WeightGraphIndex.from_data(batch)
     eager = conv(x, batch.edge_index, edge_attr, index)   # builds the index parts
@@ -173,18 +173,23 @@ def test_compiled_nfn_matches_eager(mode, device):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
-def test_np_paths_agree_on_dense_and_pruned_graphs(monkeypatch):
-    """The per-neuron fast path and the message-passing reference give one map."""
-    from helpers import drop_edges
-    batch = structure_batch([mlp([3, 6, 5, 2]).double() for _ in range(2)] +
-                            [mlp([2, 4, 3]).double()])
-    pruned, _ = drop_edges(batch, 0.4, torch.Generator().manual_seed(1))
-    for graph in (batch, pruned):
-        x, edge_attr = random_features(graph, C)
-        conv = NPConv(C, 3, 4).double()
-        monkeypatch.setattr(np_conv, "FAST_PATH_DEGREE", 0)
-        fast = conv(x, graph.edge_index, edge_attr, WeightGraphIndex.from_data(graph))
-        monkeypatch.setattr(np_conv, "FAST_PATH_DEGREE", 10 ** 9)
-        reference = conv(x, graph.edge_index, edge_attr, WeightGraphIndex.from_data(graph))
-        for got, want in zip(fast, reference):
+@pytest.mark.parametrize("io_embedding", [False, True])
+def test_np_grid_path_equals_the_reference(io_embedding):
+    """On a batch of complete networks of one architecture NPConv takes the grid
+    path; the message-passing reference (forced by an index without the grid
+    part) gives the same map, also for a graph shallower than the operator."""
+    for widths in ([3, 6, 5, 2], [3, 4, 2]):
+        batch = structure_batch([mlp(widths).double() for _ in range(3)])
+        x, edge_attr = random_features(batch, C)
+        conv = NPConv(C, 3, 4, io_embedding=io_embedding, num_inputs=3, num_outputs=2).double()
+        with torch.no_grad():
+            conv.edge_bias.normal_()
+            conv.node_bias.normal_()
+        grid_index = WeightGraphIndex.from_data(batch)
+        grid = conv(x, batch.edge_index, edge_attr, grid_index)
+        assert grid_index.parts["np_grid"] is not None
+        reference_index = WeightGraphIndex.from_data(batch)
+        reference_index.parts["np_grid"] = None
+        reference = conv(x, batch.edge_index, edge_attr, reference_index)
+        for got, want in zip(grid, reference):
             torch.testing.assert_close(got, want, atol=1e-12, rtol=0)

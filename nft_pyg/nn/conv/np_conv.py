@@ -15,9 +15,6 @@ from .pointwise_conv import layer_linear, uniform_
 
 #: variance gains of the initialisation (see ``NPConv.reset_parameters``)
 SELF_GAIN, SUMMARY_GAIN, GLOBAL_GAIN = 0.9, 0.1, 0.05
-#: the per-neuron fast path runs where ``E > FAST_PATH_DEGREE * N``
-#: (``benchmarks/bench_operators.py``: on 32 SIRENs, E / N = 16.7, it is ...)
-FAST_PATH_DEGREE = 2
 
 
 class NPConv(MessagePassing):
@@ -195,6 +192,9 @@ class NPConv(MessagePassing):
                                 self.num_layers)
         if self.io_embedding:
             x, edge_attr = self._embed_io(x, edge_attr, index)
+        grid = index.part("np_grid", _np_grid)
+        if grid is not None:
+            return self._grid_path(x, edge_attr, grid, index)
         num_nodes = index.num_nodes
         into = self.propagate(edge_index, edge_attr=edge_attr, size=(num_nodes, num_nodes))
         out_of = self.propagate(index.reversed_edge_index, edge_attr=edge_attr,
@@ -202,83 +202,71 @@ class NPConv(MessagePassing):
         glob = np_summary(x, edge_attr, index, self.num_layers, in_mean=into)
         edge_glob, node_glob = self._global_terms(glob.reshape(index.num_graphs, -1),
                                                   index.num_layers)   # [B * L_g, C']
-        if index.num_edges > FAST_PATH_DEGREE * num_nodes:
-            return self._fast_path(x, edge_attr, into, out_of, edge_glob, node_glob, index)
         summary = torch.cat([into, x.masked_fill(index.is_input.unsqueeze(-1), 0.0), out_of], -1)
-        edge_out = self.edge_updater(edge_index, summary=summary, edge_attr=edge_attr,
-                                     edge_glob=edge_glob.index_select(0, index.edge_group),
-                                     edge_type=index.edge_layer - 1, plan=index.edge_plan)
-        node_out = layer_linear(summary, self.node_self, (index.node_layer - 1).clamp(min=0),
-                                index.node_plan)
+        # B s_u, C s_v, E s_v projected once per neuron (typed by its layer), then
+        # gathered per edge by the edge update
+        as_src, as_dst, node_out = layer_linear(summary, self._neuron_weight(), index.node_layer,
+                                                index.neuron_plan).split(self.out_channels, 1)
+        as_dst = as_dst + edge_glob.index_select(0, index.node_weight_group)
+        edge_out = self.edge_updater(edge_index, as_src=as_src, as_dst=as_dst,
+                                     edge_attr=edge_attr, edge_type=index.edge_layer - 1,
+                                     plan=index.edge_plan)
         node_out = node_out + node_glob.index_select(0, index.node_weight_group)
         return node_out.masked_fill(index.is_input.unsqueeze(-1), 0.0), edge_out
 
     def message(self, edge_attr: Tensor) -> Tensor:
         return edge_attr        # aggregated by the mean: in(v) (or out(u), edges reversed)
 
-    def edge_update(self, summary_j: Tensor, summary_i: Tensor, edge_attr: Tensor,
-                    edge_glob: Tensor, edge_type: Tensor, plan: TypePlan | None) -> Tensor:
+    def edge_update(self, as_src_j: Tensor, as_dst_i: Tensor, edge_attr: Tensor,
+                    edge_type: Tensor, plan: TypePlan | None) -> Tensor:
         r""":math:`\mathbf{A}_l \mathbf{h}_e + \mathbf{B}_l \mathbf{s}_u +
-        \mathbf{C}_l \mathbf{s}_v + \mathbf{D}_l \mathbf{g} + \mathbf{a}_l`."""
-        return (layer_linear(edge_attr, self.edge_self, edge_type, plan)
-                + layer_linear(summary_j, self.edge_src, edge_type, plan)
-                + layer_linear(summary_i, self.edge_dst, edge_type, plan) + edge_glob)
+        (\mathbf{C}_l \mathbf{s}_v + \mathbf{D}_l \mathbf{g} + \mathbf{a}_l)`."""
+        return layer_linear(edge_attr, self.edge_self, edge_type, plan) + as_src_j + as_dst_i
 
-    def _fast_path(self, x: Tensor, edge_attr: Tensor, into: Tensor, out_of: Tensor,
-                   edge_glob: Tensor, node_glob: Tensor,
-                   index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
-        r"""The same map with :math:`\mathbf{B}_l \mathbf{s}_u`, :math:`\mathbf{C}_l
-        \mathbf{s}_v` projected once per neuron and gathered per edge (``E / N``
-        times fewer flops than per edge; used where edges outnumber neurons,
-        ``E > FAST_PATH_DEGREE * N``)."""
-        summary = torch.cat([into, x, out_of], dim=-1)                         # [N, 3C]
-        rows = index.part("np_conv", _np_rows)
-        as_src, as_dst, node_rows = self._neuron_terms(summary, rows)
-        edge_out = layer_linear(edge_attr, self.edge_self, index.edge_layer - 1,
-                                index.edge_plan)
-        # the (graph, layer) global term of an edge is that of its target neuron:
-        # add it per neuron, then gather once per endpoint
-        as_dst = as_dst + edge_glob.index_select(0, rows.dst_group)
-        # in place: edge_out is a fresh [E, C'] tensor, no [E, C'] temporaries
-        edge_out.add_(as_src.index_select(0, rows.edge_src_row))
-        edge_out.add_(as_dst.index_select(0, rows.edge_dst_row))
-        node_rows = node_rows + node_glob.index_select(0, rows.node_group)
-        node_out = node_rows.new_zeros(index.num_nodes, self.out_channels).index_copy_(
-            0, rows.node_rows, node_rows)
-        return node_out, edge_out
+    def _neuron_weight(self) -> Tensor:
+        r"""``[L + 1, 3C, 3C']``: for a neuron of layer :math:`k`, the columns
+        :math:`[\mathbf{B}_{k+1} | \mathbf{C}_k | \mathbf{E}_k]` (zero where the
+        layer has no such term)."""
+        zero = self.edge_src.new_zeros(1, *self.edge_src.shape[1:])
+        return torch.cat([torch.cat([self.edge_src, zero]),
+                          torch.cat([zero, self.edge_dst]),
+                          torch.cat([zero, self.node_self])], dim=-1)
 
-    def _neuron_terms(self, summary: Tensor, index: _NPIndex) -> tuple[Tensor, Tensor, Tensor]:
-        r"""``B s_u``, ``C s_v``, ``E s_v`` (terms 0, 1, 2) on the rows of ``index``.
-
-        The neurons of a layer are grouped by which edges they have: a part of
-        :math:`\mathbf{s}_v` that is zero (``in`` without in-edges, ``out``
-        without out-edges) is not read, and a term that no edge uses (``B``
-        without out-edges, ``C`` without in-edges) is not computed; each group
-        is one matmul on its columns of ``summary`` (``[N, 3C]``).
-        """
-        C = self.in_channels
-        blocks = iter(summary.index_select(0, index.gathered).split(index.block_sizes))
-        terms: tuple[list, list, list] = ([], [], [])
-        weights: dict[tuple[int, int], tuple[Tensor, ...]] = {}
-
-        def row_blocks(term: int, k: int) -> tuple[Tensor, ...]:
-            """``(in, x, out)`` rows of B_{k+1}, C_k or E_k ([C, C'] each), as views
-            of one split (its backward: one cat, no zero-filled slices)."""
-            if (term, k) not in weights:
-                param = self.edge_src[k] if term == 0 else \
-                    (self.edge_dst if term == 1 else self.node_self)[k - 1]
-                weights[term, k] = param.split(C, dim=0)
-            return weights[term, k]
-
-        for group in index.groups:
-            first, last = group.parts[0], group.parts[-1] + 1
-            weight = torch.cat([torch.cat(row_blocks(t, group.layer)[first:last], dim=0)
-                                for t in group.terms], dim=1)
-            out = next(blocks)[:, first * C:last * C] @ weight
-            for t, part in zip(group.terms, out.split(self.out_channels, dim=1)):
-                terms[t].append(part)
-        return tuple(torch.cat(parts) if parts else summary.new_zeros(0, self.out_channels)
-                     for parts in terms)
+    def _grid_path(self, x: Tensor, edge_attr: Tensor, grid: _NPGrid,
+                   index: WeightGraphIndex) -> tuple[Tensor, Tensor]:
+        r"""The same map on a batch of complete networks of one architecture, whose
+        edges are every graph's :math:`W_l` row-major: each weight layer is a view
+        ``[B, n_l, n_{l-1}, C]`` of ``edge_attr``, the means are means over its
+        axes and the gathers are broadcasts (``benchmarks/bench_operators.py``:
+        faster than the reference on such batches, see ``docs/performance.md``)."""
+        B, C, L_g = index.num_graphs, self.in_channels, index.num_layers
+        weights = [piece.view(B, rows, cols, C) for piece, (rows, cols) in zip(
+            edge_attr.view(B, -1, C).split(grid.edge_counts, 1), grid.shapes)]
+        nodes = list(x.view(B, -1, C).split(grid.node_counts, 1))
+        into = [None] + [w.mean(2) for w in weights]                      # [B, n_k, C]
+        out_of = [w.mean(1) for w in weights] + [None]
+        glob = torch.stack([torch.stack([w.mean((1, 2)) for w in weights], 1),
+                            torch.stack([n.mean(1) for n in nodes[1:]], 1)], 1)
+        glob = torch.nn.functional.pad(glob, (0, 0, 0, self.num_layers - L_g))
+        edge_glob, node_glob = self._global_terms(glob.reshape(B, -1), L_g)
+        edge_glob, node_glob = edge_glob.view(B, L_g, -1), node_glob.view(B, L_g, -1)
+        terms = []   # per neuron layer k: [B s_k | C s_k | E s_k]
+        neuron_weight = self._neuron_weight()
+        for k, n in enumerate(nodes):
+            parts = [into[k] if k > 0 else torch.zeros_like(n),
+                     n if k > 0 else torch.zeros_like(n),
+                     out_of[k] if k < L_g else torch.zeros_like(n)]
+            terms.append(torch.cat(parts, -1) @ neuron_weight[k])
+        edge_out, node_out = [], [terms[0].new_zeros(B, grid.node_counts[0], self.out_channels)]
+        for l, w in enumerate(weights, start=1):
+            as_src = terms[l - 1][..., :self.out_channels]
+            as_dst, node = terms[l][..., self.out_channels:].split(self.out_channels, -1)
+            out = w @ self.edge_self[l - 1]
+            out = out + (as_dst + edge_glob[:, l - 1, None]).unsqueeze(2) + as_src.unsqueeze(1)
+            edge_out.append(out.flatten(1, 2))
+            node_out.append(node + node_glob[:, l - 1, None])
+        return (torch.cat(node_out, 1).view(-1, self.out_channels),
+                torch.cat(edge_out, 1).view(-1, self.out_channels))
 
     def _global_terms(self, glob: Tensor, graph_layers: int) -> tuple[Tensor, Tensor]:
         """``D_l g + a_l`` and ``F_l g + e_l`` of every graph and of its layers
@@ -292,7 +280,7 @@ class NPConv(MessagePassing):
         return edge_glob, node_glob
 
     def _embed_io(self, x: Tensor, edge_attr: Tensor,
-                  index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+                  index: WeightGraphIndex) -> tuple[Tensor, Tensor]:
         io = index.part("np_io", _io_rows)
         for name, count, limit in (("input", io.num_inputs, self.num_inputs),
                                    ("output", io.num_outputs, self.num_outputs)):
@@ -325,72 +313,43 @@ class NPConv(MessagePassing):
 
 
 @dataclass
-class _NeuronGroup:
-    """Neurons of one neuron layer with the same kind of edges: ``parts`` the
-    contiguous parts of ``s_v`` they read (0 in, 1 x, 2 out), ``terms`` the
-    terms they need (0 ``B s_u``, 1 ``C s_v``, 2 ``E s_v``)."""
+class _NPGrid:
+    """The ``"np_grid"`` part: a batch of ``B`` complete networks of one architecture,
+    each graph's nodes by layer (``node_counts``) and edges by weight layer, row-major
+    (``edge_counts``, ``shapes`` ``(n_l, n_{l-1})``)."""
 
-    layer: int
-    nodes: Tensor
-    parts: tuple[int, ...]
-    terms: tuple[int, ...]
-
-
-@dataclass
-class _NPIndex:
-    """Per-batch row sets of :class:`NPConv` (cached on the structure).
-
-    ``groups``: the :class:`_NeuronGroup` of every (layer, kind of edges);
-    ``gathered``: their nodes in that order (``block_sizes`` rows each). Each
-    term is computed group after group and concatenated; ``edge_src_row`` /
-    ``edge_dst_row`` ``[E]`` are each edge's rows in the concatenated
-    ``B s_u`` / ``C s_v``, ``node_rows`` the node of each ``E s_v`` row,
-    ``dst_group`` / ``node_group`` the (graph, weight layer into it) id of each
-    ``C s_v`` / ``E s_v`` row.
-    """
-
-    groups: list[_NeuronGroup]
-    gathered: Tensor
-    block_sizes: list[int]
-    edge_src_row: Tensor
-    edge_dst_row: Tensor
-    node_rows: Tensor
-    dst_group: Tensor
-    node_group: Tensor
+    node_counts: list[int]
+    edge_counts: list[int]
+    shapes: list[tuple[int, int]]
 
 
-def _np_rows(index: WeightGraphIndex) -> _NPIndex:
-    """The ``"np_conv"`` part of an index (built once per batch)."""
-    num_nodes, device = index.num_nodes, index.src.device
-    has_out, has_in = index.out_degree > 0, index.in_degree > 0
-    groups, order = [], ([], [], [])
-    for k in range(index.num_layers + 1):
-        in_layer = index.node_layer == k
-        for into, out_of in ((True, True), (True, False), (False, True), (False, False)):
-            nodes = (in_layer & (has_in == into) & (has_out == out_of)).nonzero().view(-1)
-            if k == 0:  # input neurons: no parameters, only their out-edges count
-                parts, terms = ((2,), (0,)) if out_of else ((), ())
-            else:
-                parts = (0,) * into + (1,) + (2,) * out_of
-                terms = (0,) * out_of + (1,) * into + (2,)
-            if nodes.numel() == 0 or not terms:
-                continue
-            groups.append(_NeuronGroup(k, nodes, parts, terms))
-            for t in terms:
-                order[t].append(nodes)
-    empty = index.src.new_zeros(0)
-    src_rows, dst_rows, node_rows = (torch.cat(o) if o else empty for o in order)
-
-    def row_of(rows: Tensor) -> Tensor:
-        row = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
-        row[rows] = torch.arange(rows.numel(), device=device)
-        return row
-
-    group = index.node_weight_group
-    gathered = torch.cat([g.nodes for g in groups]) if groups else empty
-    return _NPIndex(groups, gathered, [g.nodes.numel() for g in groups],
-                    row_of(src_rows)[index.src], row_of(dst_rows)[index.dst],
-                    node_rows, group[dst_rows], group[node_rows])
+def _np_grid(index: WeightGraphIndex) -> _NPGrid | None:
+    """The grid of ``index``, or ``None`` if its batch is not one (mixed, pruned, ...)."""
+    B, L = index.num_graphs, index.num_layers
+    if B == 0 or L == 0 or index.num_nodes % B or index.num_edges % B:
+        return None
+    node_layer = index.node_layer.view(B, -1)
+    counts = torch.bincount(node_layer[0], minlength=L + 1)
+    first = torch.repeat_interleave(torch.arange(L + 1, device=counts.device), counts)
+    if first.numel() != node_layer.size(1) or not torch.equal(node_layer, first.expand_as(
+            node_layer)):
+        return None
+    node_counts = counts.tolist()
+    shapes = [(node_counts[l], node_counts[l - 1]) for l in range(1, L + 1)]
+    if index.num_edges // B != sum(rows * cols for rows, cols in shapes):
+        return None
+    offsets = [0]
+    for count in node_counts:
+        offsets.append(offsets[-1] + count)
+    dst, src = [], []
+    for l, (rows, cols) in enumerate(shapes, start=1):
+        dst.append((offsets[l] + torch.arange(rows)).repeat_interleave(cols))
+        src.append((offsets[l - 1] + torch.arange(cols)).repeat(rows))
+    shift = (torch.arange(B) * node_layer.size(1)).view(-1, 1)
+    expected = torch.stack([(torch.cat(src) + shift).view(-1), (torch.cat(dst) + shift).view(-1)])
+    if not torch.equal(index.edge_index.cpu(), expected):
+        return None
+    return _NPGrid(node_counts, [rows * cols for rows, cols in shapes], shapes)
 
 
 @dataclass
