@@ -273,13 +273,21 @@ def test_inside_pyg_sequential():
 
 
 def test_no_graph_breaks_with_a_built_index(device):
+    """On CUDA also: the forward makes no host syncs once the index exists."""
     graph, x, edge_attr = features([mlp([3, 5, 4, 2]) for _ in range(2)], 8,
                                    dtype=torch.float32)
     graph, x, edge_attr = graph.to(device), x.to(device), edge_attr.to(device)
     for path in PATHS:
         attn = make_attention(8, heads=2, dtype=torch.float32, path=path).to(device)
         index = WeightGraphIndex.from_data(graph)
-        eager = attn(x, graph.edge_index, edge_attr, index)   # builds the index part
+        attn(x, graph.edge_index, edge_attr, index)   # builds the index part
+        if device.type == "cuda":   # once the index exists, no host syncs
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            eager = attn(x, graph.edge_index, edge_attr, index)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
         torch._dynamo.reset()
         explanation = torch._dynamo.explain(attn)(x, graph.edge_index, edge_attr, index)
         assert explanation.graph_break_count == 0, (path, explanation.break_reasons)
