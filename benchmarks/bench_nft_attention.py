@@ -15,7 +15,7 @@ path that other benchmarks can reuse.
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from common import (
     HEADS,

@@ -39,7 +39,13 @@ from torch_geometric.loader import DataLoader
 
 from nft_pyg.datasets import DigitsINR
 from nft_pyg.nn import NFTAttention, WeightGraphIndex
-from nft_pyg.nn.models import NFT, Inr2Array, LatentClassifier, load_latents, save_latents
+from nft_pyg.nn.models import (
+    NFT,
+    Inr2Array,
+    LatentClassifier,
+    load_latents,
+    save_latents,
+)
 from nft_pyg.symmetry import permute, random_permutation
 
 parser = argparse.ArgumentParser(description="Tutorial 3: NFT and Inr2Array on DigitsINR")

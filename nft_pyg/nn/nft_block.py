@@ -12,8 +12,12 @@ from torch import Tensor, nn
 from ..tensor.weight_space import WeightSpace
 from .conv.nft_attention import NFTAttention
 from .norm import WeightSpaceLayerNorm
-from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
-                        WeightSpaceSequential)
+from .pointwise import (
+    WeightSpaceActivation,
+    WeightSpaceDropout,
+    WeightSpaceLinear,
+    WeightSpaceSequential,
+)
 from .structure import WeightGraphIndex, check_features, operator_inputs
 
 
@@ -103,7 +107,7 @@ class NFTBlock(nn.Module):
             module.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
-                index: WeightGraphIndex = None) -> tuple[Tensor, Tensor]:
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
         index = operator_inputs("NFTBlock", x, edge_index, edge_attr, index, self.channels,
                                 math.inf)
         x = x.masked_fill(index.is_input.unsqueeze(-1), 0.0)
@@ -285,4 +289,4 @@ class GraphTokens:
         return cls(size, slot, valid.view(B, size))
 
 
-__all__ = ["NFTBlock", "LatentCrossAttention", "GraphTokens"]
+__all__ = ["GraphTokens", "LatentCrossAttention", "NFTBlock"]

@@ -10,7 +10,7 @@ the graph operator, so the two check each other.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import mlp, random_neuron_permutation
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
@@ -13,11 +14,14 @@ import nft_pyg
 from nft_pyg.datasets.io import CorruptFileError, atomic_save
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import fit_sirens, render_module, siren, to_modules
-from nft_pyg.nn.models import (Inr2Array, LatentClassifier, SpatialSirenHypernetwork,
-                               load_latents, save_latents)
+from nft_pyg.nn.models import (
+    Inr2Array,
+    LatentClassifier,
+    SpatialSirenHypernetwork,
+    load_latents,
+    save_latents,
+)
 from nft_pyg.nn.structure import WeightGraphIndex
-
-from helpers import mlp, random_neuron_permutation
 
 torch.set_num_threads(1)
 
@@ -83,7 +87,8 @@ def test_global_decoder_renders_its_weights():
         torch.testing.assert_close(image[b], render_module(module, 6), atol=1e-12, rtol=0)
     loss, pred, target = model.loss(batch, 6, return_images=True)
     torch.testing.assert_close(pred, image)
-    torch.testing.assert_close(loss, F.mse_loss(image, model.target(batch, 6)))
+    torch.testing.assert_close(target, model.target(batch, 6))
+    torch.testing.assert_close(loss, F.mse_loss(image, target))
 
 
 def test_spatial_decoder_each_latent_renders_its_own_cell():

@@ -6,6 +6,13 @@ import pickle
 
 import pytest
 import torch
+from helpers import (
+    assert_matches_dense,
+    cnn,
+    feature_batch,
+    mlp,
+    random_neuron_permutation,
+)
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
@@ -13,8 +20,6 @@ from nft_pyg import WeightSpace
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.nn.nft_block import LatentCrossAttention, NFTBlock
 from nft_pyg.nn.structure import WeightGraphIndex
-
-from helpers import assert_matches_dense, cnn, feature_batch, mlp, random_neuron_permutation
 
 torch.set_num_threads(1)
 

@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+from helpers import cnn, drop_edges, mlp, permuted_graph, random_neuron_permutation
 from torch import nn
 from torch_geometric.data import Batch
 
@@ -14,8 +15,6 @@ from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import siren
 from nft_pyg.nn.models import NFT
 from nft_pyg.nn.structure import WeightGraphIndex
-
-from helpers import cnn, drop_edges, mlp, permuted_graph, random_neuron_permutation
 
 torch.set_num_threads(1)
 
@@ -79,7 +78,7 @@ def test_io_encoding_sees_input_order(task):
     without them the model is invariant / equivariant to that too."""
     batch = mlp_batch()
     layout = batch.get_example(0).layout
-    permuted, node_map, edge_map = permuted_copy(batch, (NodeRole.INPUT,))
+    permuted, _, edge_map = permuted_copy(batch, (NodeRole.INPUT,))
     with_io = make_nft(layout, task)
     without_io = make_nft(layout, task, io_encoding=False)
     if task == "invariant":
@@ -100,7 +99,7 @@ def test_edit_round_trips_through_to_module():
                for _ in range(2)]
     batch = raw_batch(modules)
     model = make_nft(batch.get_example(0).layout, task="equivariant")
-    x_delta, edge_delta = model(batch)
+    x_delta, _ = model(batch)
     edited = model.edit(batch)
     assert torch.equal(edited.x, batch.x + x_delta)
     layers = batch.get_example(0).layout_obj.weight_layers()

@@ -11,8 +11,8 @@ from torch_geometric.utils import scatter, softmax
 
 from ...tensor.nft_dense import nft_attention_dense
 from ...tensor.weight_space import WeightSpace
-from ._nft_blocks import dense_cross
 from ..structure import WeightGraphIndex, operator_inputs
+from ._nft_blocks import dense_cross
 from .nft_index import BLOCK_DENSITY, NFTAttentionIndex
 
 _WHERE = "NFTAttention"
@@ -156,7 +156,7 @@ class NFTAttention(MessagePassing):
                 f"terms={terms}, num_layers={self.num_layers})")
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
-                index: WeightGraphIndex = None) -> tuple[Tensor, Tensor]:
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
         index = operator_inputs(_WHERE, x, edge_index, edge_attr, index, self.channels,
                                 math.inf if self.num_layers is None else self.num_layers)
         parts = index.part(f"nft_attention/{self.block_density}",

@@ -247,4 +247,4 @@ def _path_index(src, dst, node_layer, node_pos, node_group, sizes, is_input,
                      torch.stack([key, query]), path_pair, pairs // num_tokens, pair_scale)
 
 
-__all__ = ["NFTAttentionIndex", "DenseLayout", "PathIndex", "BLOCK_DENSITY"]
+__all__ = ["BLOCK_DENSITY", "DenseLayout", "NFTAttentionIndex", "PathIndex"]

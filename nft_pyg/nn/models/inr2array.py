@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -517,5 +517,13 @@ def load_latents(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
     return latents, labels
 
 
-__all__ = ["Inr2Array", "SirenHypernetwork", "SpatialSirenHypernetwork", "LatentClassifier",
-           "save_latents", "load_latents", "siren_spec", "default_grid"]
+__all__ = [
+    "Inr2Array",
+    "LatentClassifier",
+    "SirenHypernetwork",
+    "SpatialSirenHypernetwork",
+    "default_grid",
+    "load_latents",
+    "save_latents",
+    "siren_spec",
+]

@@ -2,7 +2,7 @@ r"""The Neural Functional Transformer: input encodings, NFT blocks, and an
 invariant or equivariant head, on raw neuron graphs."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -26,9 +26,9 @@ def layout_options(layout: Layout | str) -> dict:
     layout = Layout.coerce(layout)
     layers = layout.weight_layers()
     sizes = layout.neuron_layer_sizes
-    return dict(num_layers=len(layers), kernel_width=layout.kernel_width,
-                kernel_sizes=[layer.positions for layer in layers], num_inputs=sizes[0],
-                num_outputs=sizes[-1], layer_bias=[layer.bias for layer in layers])
+    return {"num_layers": len(layers), "kernel_width": layout.kernel_width,
+            "kernel_sizes": [layer.positions for layer in layers], "num_inputs": sizes[0],
+            "num_outputs": sizes[-1], "layer_bias": [layer.bias for layer in layers]}
 
 
 class NFTEncoder(nn.Module):
@@ -320,7 +320,7 @@ class NFT(nn.Module):
 
     @classmethod
     def for_layout(cls, layout: Layout | str, hidden_channels: int, out_channels: int = 1,
-                   io_encoding: bool = True, **kwargs) -> "NFT":
+                   io_encoding: bool = True, **kwargs) -> NFT:
         """An NFT for raw graphs of the architecture ``layout`` (kernel sizes,
         biases, depth and, with ``io_encoding``, IO sizes read off it);
         ``kwargs`` go to the constructor."""
