@@ -209,3 +209,23 @@ def test_latent_pool_single_graph_without_batch_vector():
     batched = Batch.from_data_list([graph])
     torch.testing.assert_close(pool(graph.x, graph.edge_attr, graph),
                                pool(batched.x, batched.edge_attr, batched), atol=0, rtol=0)
+
+
+def test_block_and_latent_pool_trace_without_graph_breaks(device):
+    """Once the index (and its parts) exist, neither forward breaks the graph."""
+    batch = feature_batch([mlp([3, 5, 4, 2]) for _ in range(2)], channels=8,
+                          dtype=torch.float32).to(device)
+    index = WeightGraphIndex.from_data(batch)
+    block = NFTBlock(8, heads=2).to(device).eval()
+    pool = LatentCrossAttention(8, num_latents=3, heads=2).to(device).eval()
+    calls = {block: (batch.x, batch.edge_index, batch.edge_attr, index),
+             pool: (batch.x, batch.edge_attr, index)}
+    for module, args in calls.items():
+        eager = module(*args)   # builds the index parts
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(module)(*args)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        compiled = torch.compile(module)(*args)
+        for a, b in zip(*((out,) if isinstance(out, torch.Tensor) else out
+                          for out in (compiled, eager))):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
