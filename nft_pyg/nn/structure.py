@@ -55,7 +55,7 @@ the fields above derives it from them once per index with
 host syncs allowed) and its result is kept in ``index.parts[name]`` (on the
 index, never on the data); later calls return it. ``.to(device)`` moves the
 parts too (dataclasses, dicts, lists and tuples of tensors). Names in use:
-``"np_grid"``, ``"np_io"``, ``"hnp"`` (HNP typing, shared by ``HNPConv`` / ``HNPPool``),
+``"grid"`` (:class:`~nft_pyg.nn.summaries.LayerGrid`), ``"np_io"``, ``"hnp"`` (HNP typing, shared by ``HNPConv`` / ``HNPPool``),
 ``"hnp_conv"``; NFT attention may add its own. A part may depend only on
 the index (use the batch's own ``num_layers``, never an operator's).
 

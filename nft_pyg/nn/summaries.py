@@ -56,6 +56,69 @@ def _edge_layer_mean_from_nodes(in_mean: Tensor, index: WeightGraphIndex) -> Ten
     return (sums / counts.unsqueeze(-1)).view(index.num_graphs, index.num_layers, -1)
 
 
+# --- complete batches of one architecture ---------------------------------------
+@dataclass
+class LayerGrid:
+    """The ``"grid"`` part: a batch of ``num_graphs`` complete networks of one
+    architecture, each graph's nodes by layer (``node_counts``) and edges by weight
+    layer, row-major (``edge_counts``, ``shapes`` ``(n_l, n_{l-1})``). Operators
+    then read weight layer ``l`` as a view ``[B, n_l, n_{l-1}, C]`` of the edge
+    features (a mean over an axis is a row / column mean, a gather a broadcast)."""
+
+    num_graphs: int
+    node_counts: list[int]
+    edge_counts: list[int]
+    shapes: list[tuple[int, int]]
+
+    def weight_views(self, edge_attr: Tensor) -> list[Tensor]:
+        """``[B, n_l, n_{l-1}, C]`` for every weight layer, views of ``edge_attr``."""
+        B, C = self.num_graphs, edge_attr.size(-1)
+        return [piece.view(B, rows, cols, C) for piece, (rows, cols) in zip(
+            edge_attr.view(B, -1, C).split(self.edge_counts, 1), self.shapes)]
+
+    def neuron_means(self, weights: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """``[N, C]`` each: the mean of the edges into / out of every neuron (zero
+        where it has none) from the :meth:`weight_views`: no scatter."""
+        B, C = self.num_graphs, weights[0].size(-1)
+        into = [weights[0].new_zeros(B, self.node_counts[0], C)] + [w.mean(2) for w in weights]
+        out_of = [w.mean(1) for w in weights] + [weights[0].new_zeros(B, self.node_counts[-1], C)]
+        return torch.cat(into, 1).view(-1, C), torch.cat(out_of, 1).view(-1, C)
+
+
+def layer_grid(index: WeightGraphIndex) -> LayerGrid | None:
+    """The ``"grid"`` part of ``index``, or ``None`` if its batch is not one (mixed
+    architectures, pruned networks, ...)."""
+    return index.part("grid", _build_grid)
+
+
+def _build_grid(index: WeightGraphIndex) -> LayerGrid | None:
+    B, L = index.num_graphs, index.num_layers
+    if B == 0 or L == 0 or index.num_nodes % B or index.num_edges % B:
+        return None
+    node_layer = index.node_layer.view(B, -1)
+    counts = torch.bincount(node_layer[0], minlength=L + 1)
+    first = torch.repeat_interleave(torch.arange(L + 1, device=counts.device), counts)
+    if first.numel() != node_layer.size(1) or not torch.equal(node_layer, first.expand_as(
+            node_layer)):
+        return None
+    node_counts = counts.tolist()
+    shapes = [(node_counts[l], node_counts[l - 1]) for l in range(1, L + 1)]
+    if index.num_edges // B != sum(rows * cols for rows, cols in shapes):
+        return None
+    offsets = [0]
+    for count in node_counts:
+        offsets.append(offsets[-1] + count)
+    dst, src = [], []
+    for l, (rows, cols) in enumerate(shapes, start=1):
+        dst.append((offsets[l] + torch.arange(rows)).repeat_interleave(cols))
+        src.append((offsets[l - 1] + torch.arange(cols)).repeat(rows))
+    shift = (torch.arange(B) * node_layer.size(1)).view(-1, 1)
+    expected = torch.stack([(torch.cat(src) + shift).view(-1), (torch.cat(dst) + shift).view(-1)])
+    if not torch.equal(index.edge_index.cpu(), expected):
+        return None
+    return LayerGrid(B, node_counts, [rows * cols for rows, cols in shapes], shapes)
+
+
 # --- HNP -----------------------------------------------------------------------
 @dataclass
 class HNPTyping:
@@ -239,4 +302,4 @@ def hnp_summary(x: Tensor, edge_attr: Tensor, index: WeightGraphIndex, typing: H
     return (summary / typing.summary_count).view(num_graphs, num_types, -1)
 
 
-__all__ = ["np_summary", "HNPTyping", "hnp_typing", "check_hnp", "hnp_summary"]
+__all__ = ["np_summary", "LayerGrid", "layer_grid", "HNPTyping", "hnp_typing", "check_hnp", "hnp_summary"]

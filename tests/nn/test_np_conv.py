@@ -369,8 +369,8 @@ def test_repeated_calls_reuse_the_index_parts():
         index = WeightGraphIndex.from_data(batch)
         conv = make_conv(2, 2, 3)
         first = conv(batch.x, batch.edge_index, batch.edge_attr, index)
-        grid = index.parts["np_grid"]
+        grid = index.parts["grid"]
         assert (grid is None) == (batch.num_edges < 2 * (24 + 64 + 16))   # pruned: no grid
         second = conv(batch.x, batch.edge_index, batch.edge_attr, index)
-        assert index.parts["np_grid"] is grid
+        assert index.parts["grid"] is grid
         torch.testing.assert_close(first, second, atol=0, rtol=0)

@@ -117,7 +117,7 @@ def test_index_is_plain_tensors_and_ints_and_moves(device):
     index = WeightGraphIndex.from_data(batch)
     NPConv(C, 3, 3).double()(x, batch.edge_index, edge_attr, index)   # builds a part
     HNPConv(C, 3, 3, 3, 2).double()(x, batch.edge_index, edge_attr, index)
-    assert set(index.parts) >= {"np_grid", "hnp", "hnp_conv"}
+    assert set(index.parts) >= {"grid", "hnp", "hnp_conv"}
     moved = index.to(device)
     assert moved.edge_index.device.type == device.type
     assert moved.parts["hnp_conv"].layer_nodes[1].device.type == device.type
@@ -187,9 +187,9 @@ def test_np_grid_path_equals_the_reference(io_embedding):
             conv.node_bias.normal_()
         grid_index = WeightGraphIndex.from_data(batch)
         grid = conv(x, batch.edge_index, edge_attr, grid_index)
-        assert grid_index.parts["np_grid"] is not None
+        assert grid_index.parts["grid"] is not None
         reference_index = WeightGraphIndex.from_data(batch)
-        reference_index.parts["np_grid"] = None
+        reference_index.parts["grid"] = None
         reference = conv(x, batch.edge_index, edge_attr, reference_index)
         for got, want in zip(grid, reference):
             torch.testing.assert_close(got, want, atol=1e-12, rtol=0)

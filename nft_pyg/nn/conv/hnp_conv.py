@@ -10,7 +10,7 @@ from torch_geometric.nn import MessagePassing
 from ...tensor.hnp_dense import HNPWeights, hnp_layer_dense, hnp_num_types
 from ...tensor.weight_space import WeightSpace
 from ..structure import WeightGraphIndex, operator_inputs
-from ..summaries import check_hnp, hnp_summary
+from ..summaries import check_hnp, hnp_summary, layer_grid
 
 
 class HNPConv(MessagePassing):
@@ -175,11 +175,22 @@ class HNPConv(MessagePassing):
                                     self.in_channels, L)
         typing = check_hnp("HNPConv", structure, L, n_in, n_out)
         num_nodes = structure.num_nodes
-        if L > 1:
+        grid = layer_grid(structure) if L > 1 else None
+        fixed: dict[str, Tensor] = {}
+        if grid is not None:
+            # complete networks of one architecture: every read of edge_attr is a view
+            # of one split (one gradient for it, no scatter / gather)
+            views = grid.weight_views(edge_attr)
+            in_mean, out_mean = grid.neuron_means(views)
+            fixed = {"first": views[0].reshape(-1, n_in * self.in_channels),
+                     "last": views[-1].transpose(1, 2).reshape(-1, n_out * self.in_channels)}
+            layer_rows = {l: views[l - 1].reshape(-1, self.in_channels) for l in range(2, L)}
+        elif L > 1:
             in_mean = self.propagate(edge_index, edge_attr=edge_attr,
                                      size=(num_nodes, num_nodes))
             out_mean = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
                                       size=(num_nodes, num_nodes))
+        if L > 1:
             summary = hnp_summary(x, edge_attr, structure, typing, in_mean, out_mean)
         else:
             summary = hnp_summary(x, edge_attr, structure, typing)         # [B, G, C]
@@ -190,7 +201,7 @@ class HNPConv(MessagePassing):
 
         index = structure.part("hnp_conv", _conv_index)
         plan = structure.edge_plan
-        hidden = {h: self._hidden_layer_terms(h, x, edge_attr, in_mean, out_mean, index)
+        hidden = {h: self._hidden_layer_terms(h, x, edge_attr, in_mean, out_mean, index, fixed)
                   for h in index.layer_nodes}
         for h, nodes in index.layer_nodes.items():
             node_out.index_add_(0, nodes, hidden[h]["node"])
@@ -206,7 +217,8 @@ class HNPConv(MessagePassing):
             return by_position.view(-1, d).index_select(0, end.cell)
 
         rows = [fixed_end_rows(index.first, hidden[1]["first"], slice(0, n_in))]
-        layer_rows = _hidden_layer_rows(edge_attr, plan, index, L)
+        if grid is None:
+            layer_rows = _hidden_layer_rows(edge_attr, plan, index, L)
         for layer in range(2, L):
             k = layer - 2
             from_src = hidden[layer - 1]["src"]
@@ -234,7 +246,8 @@ class HNPConv(MessagePassing):
         return node_out, edge_out
 
     def _hidden_layer_terms(self, h: int, x: Tensor, edge_attr: Tensor, in_mean: Tensor,
-                            out_mean: Tensor, index: _ConvIndex) -> dict[str, Tensor]:
+                            out_mean: Tensor, index: _ConvIndex,
+                            fixed: dict[str, Tensor]) -> dict[str, Tensor]:
         r"""Every linear map of :math:`s(v)` for the neurons :math:`v` of hidden layer
         ``h``: ``"node"`` (:math:`\mathbf{E}_h`), ``"src"`` / ``"dst"`` (the
         :math:`\mathbf{B}` / :math:`\mathbf{C}` of the hidden weight layer after /
@@ -270,7 +283,10 @@ class HNPConv(MessagePassing):
                 return columns, mean.index_select(0, nodes), None
             if end.sparse:
                 return columns, None, end
-            return columns, end.dense_features(edge_attr, nodes.numel()), None
+            name = "first" if end is index.first else "last"
+            features = fixed[name] if name in fixed else \
+                end.dense_features(edge_attr, nodes.numel())
+            return columns, features, None
 
         # (columns of s(v), dense features [n_h, .] or the fixed end to read by edge)
         parts = [part(index.first if h == 1 else None, in_mean, slice(bounds[0], bounds[1])),

@@ -10,7 +10,7 @@ from torch_geometric.nn import MessagePassing
 from ...tensor.np_dense import NPWeights, np_layer_dense
 from ...tensor.weight_space import WeightSpace
 from ..structure import TypePlan, WeightGraphIndex, operator_inputs
-from ..summaries import np_summary
+from ..summaries import LayerGrid, layer_grid, np_summary
 from .pointwise_conv import layer_linear, uniform_
 
 #: variance gains of the initialisation (see ``NPConv.reset_parameters``)
@@ -192,7 +192,7 @@ class NPConv(MessagePassing):
                                 self.num_layers)
         if self.io_embedding:
             x, edge_attr = self._embed_io(x, edge_attr, index)
-        grid = index.part("np_grid", _np_grid)
+        grid = layer_grid(index)
         if grid is not None:
             return self._grid_path(x, edge_attr, grid, index)
         num_nodes = index.num_nodes
@@ -232,7 +232,7 @@ class NPConv(MessagePassing):
                           torch.cat([zero, self.edge_dst]),
                           torch.cat([zero, self.node_self])], dim=-1)
 
-    def _grid_path(self, x: Tensor, edge_attr: Tensor, grid: _NPGrid,
+    def _grid_path(self, x: Tensor, edge_attr: Tensor, grid: LayerGrid,
                    index: WeightGraphIndex) -> tuple[Tensor, Tensor]:
         r"""The same map on a batch of complete networks of one architecture, whose
         edges are every graph's :math:`W_l` row-major: each weight layer is a view
@@ -240,8 +240,7 @@ class NPConv(MessagePassing):
         axes and the gathers are broadcasts (``benchmarks/bench_operators.py``:
         faster than the reference on such batches, see ``docs/performance.md``)."""
         B, C, L_g = index.num_graphs, self.in_channels, index.num_layers
-        weights = [piece.view(B, rows, cols, C) for piece, (rows, cols) in zip(
-            edge_attr.view(B, -1, C).split(grid.edge_counts, 1), grid.shapes)]
+        weights = grid.weight_views(edge_attr)
         nodes = list(x.view(B, -1, C).split(grid.node_counts, 1))
         into = [None] + [w.mean(2) for w in weights]                      # [B, n_k, C]
         out_of = [w.mean(1) for w in weights] + [None]
@@ -310,46 +309,6 @@ class NPConv(MessagePassing):
               f"num_outputs={self.num_outputs}") if self.io_embedding else ""
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}{io}, bias={self.edge_bias is not None})")
-
-
-@dataclass
-class _NPGrid:
-    """The ``"np_grid"`` part: a batch of ``B`` complete networks of one architecture,
-    each graph's nodes by layer (``node_counts``) and edges by weight layer, row-major
-    (``edge_counts``, ``shapes`` ``(n_l, n_{l-1})``)."""
-
-    node_counts: list[int]
-    edge_counts: list[int]
-    shapes: list[tuple[int, int]]
-
-
-def _np_grid(index: WeightGraphIndex) -> _NPGrid | None:
-    """The grid of ``index``, or ``None`` if its batch is not one (mixed, pruned, ...)."""
-    B, L = index.num_graphs, index.num_layers
-    if B == 0 or L == 0 or index.num_nodes % B or index.num_edges % B:
-        return None
-    node_layer = index.node_layer.view(B, -1)
-    counts = torch.bincount(node_layer[0], minlength=L + 1)
-    first = torch.repeat_interleave(torch.arange(L + 1, device=counts.device), counts)
-    if first.numel() != node_layer.size(1) or not torch.equal(node_layer, first.expand_as(
-            node_layer)):
-        return None
-    node_counts = counts.tolist()
-    shapes = [(node_counts[l], node_counts[l - 1]) for l in range(1, L + 1)]
-    if index.num_edges // B != sum(rows * cols for rows, cols in shapes):
-        return None
-    offsets = [0]
-    for count in node_counts:
-        offsets.append(offsets[-1] + count)
-    dst, src = [], []
-    for l, (rows, cols) in enumerate(shapes, start=1):
-        dst.append((offsets[l] + torch.arange(rows)).repeat_interleave(cols))
-        src.append((offsets[l - 1] + torch.arange(cols)).repeat(rows))
-    shift = (torch.arange(B) * node_layer.size(1)).view(-1, 1)
-    expected = torch.stack([(torch.cat(src) + shift).view(-1), (torch.cat(dst) + shift).view(-1)])
-    if not torch.equal(index.edge_index.cpu(), expected):
-        return None
-    return _NPGrid(node_counts, [rows * cols for rows, cols in shapes], shapes)
 
 
 @dataclass
