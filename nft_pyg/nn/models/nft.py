@@ -151,7 +151,8 @@ class NFTEncoder(nn.Module):
             if module is not None:
                 module.reset_parameters()
 
-    def _input(self, graph, x: Tensor | None, edge_attr: Tensor | None):
+    def _input(self, graph, x: Tensor | None, edge_attr: Tensor | None,
+               index: WeightGraphIndex):
         where = type(self).__name__
         x = graph.x if x is None else x
         edge_attr = graph.edge_attr if edge_attr is None else edge_attr
@@ -167,7 +168,7 @@ class NFTEncoder(nn.Module):
         elif x.size(-1) != self.in_channels or edge_attr.size(-1) != self.in_channels:
             raise ValueError(f"{where}: built for in_channels={self.in_channels}, got x "
                              f"{tuple(x.shape)} and edge_attr {tuple(edge_attr.shape)}")
-        layers = int(graph.edge_layer.max()) if graph.edge_layer.numel() else 0
+        layers = index.num_layers
         if layers > self.num_layers:
             raise ValueError(f"{where}: built for num_layers={self.num_layers}, the graph has "
                              f"a network with {layers} weight layers")
@@ -175,9 +176,9 @@ class NFTEncoder(nn.Module):
 
     def forward(self, graph, x: Tensor | None = None, edge_attr: Tensor | None = None,
                 index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
-        x, edge_attr = self._input(graph, x, edge_attr)
         if index is None:
             index = WeightGraphIndex.from_data(graph, type(self).__name__)
+        x, edge_attr = self._input(graph, x, edge_attr, index)
         # the encodings read the graph itself (layouts, kernel widths); they write nothing
         x, edge_attr = self.embed(x, edge_attr, graph)
         if self.layer_encoding is not None:
