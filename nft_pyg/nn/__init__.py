@@ -15,5 +15,6 @@ __all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "NPSt
            "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
            "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm", "PoolNorm",
            "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
-           "WeightSpaceSequential", "WeightGraphIndex", "LayerStructure", "NFTBlock", "LatentCrossAttention",
+           "WeightSpaceSequential", "WeightGraphIndex", "LayerStructure", "NFTBlock",
+           "LatentCrossAttention",
            "NodeEdgeAdapter", "EndpointEdgeUpdate"]

@@ -55,9 +55,11 @@ the fields above derives it from them once per index with
 host syncs allowed) and its result is kept in ``index.parts[name]`` (on the
 index, never on the data); later calls return it. ``.to(device)`` moves the
 parts too (dataclasses, dicts, lists and tuples of tensors). Names in use:
-``"grid"`` (:class:`~nft_pyg.nn.summaries.LayerGrid`), ``"np_io"``, ``"hnp"`` (HNP typing, shared by ``HNPConv`` / ``HNPPool``),
-``"hnp_conv"``; NFT attention may add its own. A part may depend only on
-the index (use the batch's own ``num_layers``, never an operator's).
+``"grid"`` (:class:`~nft_pyg.nn.summaries.LayerGrid`: a batch of complete
+networks of one architecture, or ``None``), ``"np_io"``, ``"hnp"`` (HNP
+typing, shared by ``HNPConv`` / ``HNPPool``), ``"hnp_conv"``; NFT attention
+adds its own. A part may depend only on the index (use the batch's own
+``num_layers``, never an operator's).
 
 torch.compile: once the index and the parts an operator uses exist (one
 eager forward builds them, or ``WeightGraphIndex.from_data(...)`` followed

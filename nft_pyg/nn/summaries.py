@@ -302,4 +302,5 @@ def hnp_summary(x: Tensor, edge_attr: Tensor, index: WeightGraphIndex, typing: H
     return (summary / typing.summary_count).view(num_graphs, num_types, -1)
 
 
-__all__ = ["np_summary", "LayerGrid", "layer_grid", "HNPTyping", "hnp_typing", "check_hnp", "hnp_summary"]
+__all__ = ["np_summary", "LayerGrid", "layer_grid", "HNPTyping", "hnp_typing", "check_hnp",
+           "hnp_summary"]

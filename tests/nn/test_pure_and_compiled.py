@@ -9,9 +9,8 @@ import torch
 from helpers import cnns, mlp, mlps, random_features, structure_batch
 from torch import nn
 
-import nft_pyg
 from nft_pyg.nn import (GaussianFourierFeatures, HNPConv, HNPPool, IOPositionEncoding,
-                        KernelProjection, LayerEncoding, NPConv, NPPool, NPStatPool,
+                        LayerEncoding, NPConv, NPPool, NPStatPool,
                         PointwiseConv, WeightGraphIndex, WeightSpaceActivation,
                         WeightSpaceLayerNorm, WeightSpaceLinear, WeightSpaceSequential)
 from nft_pyg.nn.mixing import EndpointEdgeUpdate, NodeEdgeAdapter
