@@ -79,10 +79,15 @@ class NPConv(MessagePassing):
 
     On a pruned network (missing edges) the means run over the edges that
     exist (a missing edge is absent, not a zero); the dense twin computes the
-    same map given the presence mask (``forward_dense(ws, mask)``). The
-    neuron terms are computed only where they are used: :math:`\mathbf{B}_l
-    \mathbf{s}_u` for neurons with an out-edge, :math:`\mathbf{C}_l
-    \mathbf{s}_v` for neurons with an in-edge.
+    same map given the presence mask (``forward_dense(ws, mask)``).
+
+    Computation: :math:`\mathrm{in}, \mathrm{out}` by ``propagate`` (mean
+    aggregation over the edges and the reversed edges); :math:`\mathbf{B}
+    \mathbf{s}_u, \mathbf{C} \mathbf{s}_v, \mathbf{E} \mathbf{s}_v` once
+    per neuron, gathered onto the edges by ``edge_updater``. On a batch of
+    complete networks of one architecture (the index's ``"grid"`` part) the
+    same map runs on views ``[B, n_l, n_{l-1}, C]`` of the edge features
+    (means over axes, broadcasts instead of gathers), which is faster there.
 
     With ``io_embedding=True`` (the paper's "NP + IO encoding") learned
     vectors are added to the input features before the layer, which breaks
