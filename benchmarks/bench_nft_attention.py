@@ -1,7 +1,8 @@
 """Forward + backward of ``NFTAttention``: graph path vs dense twin vs ``nfn``'s ``NPAttention``.
 
-Cases: 32 SIRENs ``2-32-32-1`` with 64 channels and 32 Digits-zoo CNNs
-(3x3 kernels folded into 72 channels), 8 heads; and the SIREN batch with
+Cases: 32 SIRENs ``2-32-32-1`` with 64 channels, 32 Digits-zoo CNNs
+(3x3 kernels folded into 72 channels) and 8 MLPs ``2-128-128-1`` with 16
+channels, 8 heads; and the SIREN batch with
 50 / 75 / 85 / 90 % of each layer's edges pruned, once with the dense blocks and once
 with message passing forced (``NFTAttention(block_density=...)``),
 which is what the default ``block_density`` is chosen from. All variants of
@@ -24,6 +25,7 @@ from common import (
     interleaved,
     machine,
     markdown_table,
+    mlp,
     reference_step,
     requires_grad,
     save,
@@ -63,7 +65,9 @@ def run(quick: bool) -> dict:
     repeats = 5 if quick else 11
     rows, records = [], []
     for case in (Case("SIREN 2-32-32-1, B=32, C=64", [siren() for _ in range(32)], 64),
-                 Case("CNN zoo, B=32, C=8x9", [small_cnn() for _ in range(32)], 72)):
+                 Case("CNN zoo, B=32, C=8x9", [small_cnn() for _ in range(32)], 72),
+                 Case("MLP 2-128-128-1, B=8, C=16", [mlp((2, 128, 128, 1)) for _ in range(8)],
+                      16)):
         op = NFTAttention(case.channels, heads=HEADS)
         ref = build_reference("NFT", case.channels, case.sizes)
         variants = {"graph": nft_attention_step(op, case), "dense twin": dense_step(op, case),

@@ -32,7 +32,7 @@ Dense blocks cost :math:`D = \sum_i B\, T_i^2 m_i` per channel; they are
 used when :math:`P \ge` ``block_density`` :math:`\cdot D`. The default 0.05
 is about where the two cost the same (``benchmarks/bench_nft_attention.py``,
 32 SIRENs ``2-32-32-1``, 64 channels, 8 heads, forward + backward: at 75 %
-of the edges pruned, :math:`P / D = 0.08`, the blocks were 2.8x faster, at
+of the edges pruned, :math:`P / D = 0.08`, the blocks were 2.5x faster, at
 85 %, :math:`P / D \approx 0.03`, message passing 1.5x faster).
 """
 from __future__ import annotations
