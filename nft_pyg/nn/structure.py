@@ -17,7 +17,8 @@ happen here, never in an operator's forward)::
 
 ``from_data`` reads ``edge_index``, ``node_layer``, ``edge_layer``,
 ``node_role``, ``node_pos`` and ``batch`` (optional for one graph) and
-rejects reverse edges (``edge_dir != 0``) and edge layers outside ``1..L``.
+rejects reverse edges (``edge_dir != 0``), edge layers outside ``1..L`` and
+neuron layers past ``L``.
 
 Fields (plain tensors and ints; see the class docstring for shapes):
 ``num_graphs``, ``num_layers`` (``L``, the largest ``edge_layer``),
@@ -164,6 +165,9 @@ class WeightGraphIndex:
             batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
         num_graphs = int(batch.max()) + 1 if num_nodes else 0
         num_layers = int(edge_layer.max()) if edge_layer.numel() else 0
+        if node_layer.numel() and int(node_layer.max()) > num_layers:
+            raise ValueError(f"{where}: node_layer goes up to {int(node_layer.max())} but "
+                             f"edge_layer only to {num_layers}")
         src, dst = edge_index
         edge_batch = batch[src]
         return cls(

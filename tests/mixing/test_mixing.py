@@ -3,6 +3,7 @@ symmetry each mix keeps (checked with nft_pyg.symmetry.check_equivariance)."""
 from __future__ import annotations
 
 import pickle
+import random
 
 import pytest
 import torch
@@ -192,6 +193,10 @@ def test_adapter_edge_modes(graphs):
 
 def pyg_sequential() -> Sequential:
     """Our operators beside GATConv / GINEConv / TransformerConv, no adapter."""
+    # PyG names the generated forward of a Sequential with Python's `random`, which
+    # the test fixture seeds alike for every test: another test's Sequential built
+    # earlier in the same process would lend this one its (wrong) forward
+    random.seed("tests/mixing/test_mixing.py::pyg_sequential")
     return Sequential("x, edge_index, edge_attr, index", [
         (NPConv(1, C, num_layers=3), "x, edge_index, edge_attr, index -> x, edge_attr"),
         (GATConv(C, C, edge_dim=C), "x, edge_index, edge_attr -> x"),
