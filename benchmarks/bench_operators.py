@@ -5,7 +5,7 @@ the same batches with 50 / 90 / 99 % of their edges pruned (graph path only;
 the dense paths keep computing on full tensors with zeros). All variants of
 one operator are timed interleaved in one process; ratios are medians.
 
-    python benchmarks/bench_operators.py [--quick]
+    python benchmarks/bench_operators.py [--quick] [--operators NP HNP] [--cases 0 1]
 """
 from __future__ import annotations
 
@@ -61,11 +61,13 @@ def _works(step) -> str | None:
         return f"error: {type(err).__name__}: {err}"[:160]
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, operators=OPERATORS, case_numbers=None) -> dict:
     repeats = 5 if quick else 11
     rows, pruned_rows, records = [], [], []
-    for case in cases(quick):
-        for kind in OPERATORS:
+    for number, case in enumerate(cases(quick)):
+        if case_numbers is not None and number not in case_numbers:
+            continue
+        for kind in operators:
             if not available(kind):
                 rows.append([case.name, kind, "not implemented", "", "", "", ""])
                 continue
@@ -119,9 +121,13 @@ def run(quick: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--operators", nargs="+", default=list(OPERATORS),
+                        choices=list(OPERATORS), help="operators to time (default: all)")
+    parser.add_argument("--cases", nargs="+", type=int, default=None,
+                        help="case numbers to time (0 SIRENs, 1 CNN zoo, 2 wide MLPs)")
     args = parser.parse_args()
     single_thread()
-    result = run(args.quick)
+    result = run(args.quick, args.operators, args.cases)
     path = save("operators", result, args.quick)
     print(result["table"])
     print()

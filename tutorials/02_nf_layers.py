@@ -35,7 +35,7 @@ from torch import nn
 import nft_pyg
 from nft_pyg import WeightSpace
 from nft_pyg.graph.convert import from_modules
-from nft_pyg.nn import HNPConv, HNPPool, NFTAttention, NPConv, NPPool
+from nft_pyg.nn import HNPConv, HNPPool, NFTAttention, NPConv, NPPool, WeightGraphIndex
 from nft_pyg.symmetry import check_equivariance, permute, random_permutation
 
 parser = argparse.ArgumentParser(description="Tutorial 2: NF-Layers and their dense twins")
@@ -78,10 +78,17 @@ assert torch.equal(ws.weights[0][:, 0], torch.stack([m[0].weight.detach() for m 
 # `[in-mean, bias, out-mean]` of its two endpoint neurons and per-layer means
 # of the whole graph (see {class}`~nft_pyg.nn.conv.NPConv` for the formula).
 # `forward_dense` computes the same thing on the `WeightSpace`.
+#
+# The operators are called as PyG convs are:
+# `conv(x, edge_index, edge_attr, index) -> (x, edge_attr)`. `index` is the
+# batch's {class}`~nft_pyg.nn.structure.WeightGraphIndex`: the layer ids of
+# every node and edge, built once per batch and shared by every layer (the
+# operators never write anything onto the batch).
 
 # %%
+index = WeightGraphIndex.from_data(batch)
 np_conv = NPConv(1, channels, num_layers)
-x_graph, edge_graph = np_conv(batch.x, batch.edge_attr, batch)
+x_graph, edge_graph = np_conv(batch.x, batch.edge_index, batch.edge_attr, index)
 dense = np_conv.forward_dense(ws)
 x_dense, edge_dense = dense.graph_features()  # dense tensors back in graph order
 error_np = max((x_graph - x_dense.reshape(x_graph.shape)).abs().max().item(),
@@ -98,7 +105,7 @@ assert error_np < 1e-10
 
 # %%
 hnp_conv = HNPConv(1, channels, num_layers, num_inputs=2, num_outputs=3)
-x_graph, edge_graph = hnp_conv(batch.x, batch.edge_attr, batch)
+x_graph, edge_graph = hnp_conv(batch.x, batch.edge_index, batch.edge_attr, index)
 x_dense, edge_dense = hnp_conv.forward_dense(ws).graph_features()
 error_hnp = max((x_graph - x_dense.reshape(x_graph.shape)).abs().max().item(),
                 (edge_graph - edge_dense.reshape(edge_graph.shape)).abs().max().item())
@@ -114,9 +121,9 @@ assert error_hnp < 1e-10
 
 # %%
 attention = NFTAttention(channels, heads=2, num_layers=num_layers)
-hidden_x, hidden_edges = np_conv(batch.x, batch.edge_attr, batch)
+hidden_x, hidden_edges = np_conv(batch.x, batch.edge_index, batch.edge_attr, index)
 hidden_x, hidden_edges = hidden_x.relu(), hidden_edges.relu()
-x_graph, edge_graph = attention(hidden_x, hidden_edges, batch)
+x_graph, edge_graph = attention(hidden_x, batch.edge_index, hidden_edges, index)
 hidden_ws = WeightSpace.from_features(batch, hidden_x, hidden_edges)
 x_dense, edge_dense = attention.forward_dense(hidden_ws).graph_features()
 error_nft = max((x_graph - x_dense.reshape(x_graph.shape)).abs().max().item(),
@@ -140,7 +147,8 @@ cnn_ws = WeightSpace.from_modules(cnns).fold_kernels()   # [B, 9, n_l, n_{l-1}]
 cnn_batch = cnn_ws.to_graph()
 print("folded CNN features:", cnn_batch.x.shape, cnn_batch.edge_attr.shape)
 cnn_conv = NPConv(cnn_batch.x.size(1), channels, cnn_batch.num_weight_layers)
-x_graph, edge_graph = cnn_conv(cnn_batch.x, cnn_batch.edge_attr, cnn_batch)
+x_graph, edge_graph = cnn_conv(cnn_batch.x, cnn_batch.edge_index, cnn_batch.edge_attr,
+                               WeightGraphIndex.from_data(cnn_batch))
 x_dense, edge_dense = cnn_conv.forward_dense(cnn_ws).graph_features()
 error_cnn = (edge_graph - edge_dense.reshape(edge_graph.shape)).abs().max().item()
 print(f"NPConv on CNNs, graph vs dense: max |difference| = {error_cnn:.2e}")
@@ -173,7 +181,8 @@ report = {
     "NPConv": check_equivariance(np_conv, graph, permute_io=True),
     "HNPConv": check_equivariance(hnp_conv, graph),
     "NFTAttention": check_equivariance(
-        attention, graph, *np_conv(graph.x, graph.edge_attr, graph)),
+        attention, graph, *np_conv(graph.x, graph.edge_index, graph.edge_attr,
+                                   WeightGraphIndex.from_data(graph))),
     "NPPool (invariant)": check_equivariance(NPPool(1, num_layers), graph, permute_io=True),
     "HNPPool (invariant)": check_equivariance(HNPPool(1, num_layers, 2, 3), graph),
 }
@@ -203,7 +212,7 @@ def best_time(fn, repeats=3):
 
 
 timings = {
-    "graph": best_time(lambda: np_conv(batch.x, batch.edge_attr, batch)),
+    "graph": best_time(lambda: np_conv(batch.x, batch.edge_index, batch.edge_attr, index)),
     "dense": best_time(lambda: np_conv.forward_dense(ws)),
 }
 print({name: f"{seconds * 1e3:.2f} ms" for name, seconds in timings.items()})

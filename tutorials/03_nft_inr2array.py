@@ -38,7 +38,14 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from nft_pyg.datasets import DigitsINR
-from nft_pyg.nn.models import NFT, Inr2Array, LatentClassifier, load_latents, save_latents
+from nft_pyg.nn import NFTAttention, WeightGraphIndex
+from nft_pyg.nn.models import (
+    NFT,
+    Inr2Array,
+    LatentClassifier,
+    load_latents,
+    save_latents,
+)
 from nft_pyg.symmetry import permute, random_permutation
 
 parser = argparse.ArgumentParser(description="Tutorial 3: NFT and Inr2Array on DigitsINR")
@@ -88,6 +95,24 @@ train_loader = DataLoader(splits["train"], batch_size=16, shuffle=True)
 test_loader = DataLoader(splits["test"], batch_size=64)
 
 # %% [markdown]
+# ## The attention layer on its own
+#
+# The NFT's core is `NFTAttention`, a PyG operator: it takes the node and edge
+# features, `edge_index`, and the batch's `WeightGraphIndex` (typed layer ids
+# and group ids, built once per batch; nothing is written onto the batch) and
+# returns new node and edge features, like `GINEConv` would. Here on 4-channel
+# features of the raw weights (input neurons carry no parameters: zero out).
+
+# %%
+batch = next(iter(train_loader))
+index = WeightGraphIndex.from_data(batch)
+x, edge_attr = batch.x.repeat(1, 4), batch.edge_attr.repeat(1, 4)
+attention = NFTAttention(4, heads=2)
+x_out, edge_out = attention(x, batch.edge_index, edge_attr, index)
+print("NFTAttention:", tuple(x.shape), tuple(edge_attr.shape), "->", tuple(x_out.shape),
+      tuple(edge_out.shape))
+
+# %% [markdown]
 # ## 1. Classify SIRENs with the NFT
 #
 # `NFT.for_layout` reads the depth, the biases and the input / output sizes
@@ -114,6 +139,8 @@ def accuracy(model, loader):
 for epoch in range(epochs):
     nft.train()
     for batch in train_loader:
+        # the model builds the batch's index itself; a loop that reuses a batch
+        # can build it once and pass it: nft(batch, index=index)
         loss = torch.nn.functional.cross_entropy(nft(batch), batch.y)
         optimizer.zero_grad()
         loss.backward()

@@ -11,14 +11,15 @@
 # # 4. Mixing weight-space operators with GNN layers
 #
 # Our operators are ordinary PyG modules, so they combine with any PyG layer.
-# Their signature is `op(x, edge_attr, graph) -> (x, edge_attr)` (nodes *and*
-# edges are updated); PyG convolutions such as `GATv2Conv` have
-# `conv(x, edge_index, edge_attr) -> x`. `nft_pyg.nn.mixing.NodeEdgeAdapter`
-# gives a PyG conv our signature. We build three models that predict a
+# They are called as PyG convs are, `op(x, edge_index, edge_attr, index) ->
+# (x, edge_attr)` (nodes *and* edges are updated; `index` is the batch's
+# `WeightGraphIndex`, its layer ids); PyG convolutions such as `GATv2Conv` are
+# `conv(x, edge_index, edge_attr) -> x`. Both go into one
+# `torch_geometric.nn.Sequential`. We build three models that predict a
 # property of a network from its weights and train them briefly:
 #
-# - an NFN: `NPConv -> NPConv -> NPPool`;
-# - a mix: `NPConv -> GATv2Conv (adapted) -> NPConv -> NPPool`;
+# - an NFN: `NPConv -> NPConv -> NPConv -> NPPool`;
+# - a mix: `NPConv -> GATv2Conv -> NPConv -> NPPool`;
 # - a plain GNN: `GATv2Conv` layers and a mean pool, on graphs with reverse
 #   edges and one-hot layer encodings (`nft_pyg.transforms`).
 #
@@ -39,11 +40,11 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
-from torch_geometric.nn import GATv2Conv, global_mean_pool
+from torch_geometric.nn import GATv2Conv, Sequential, global_mean_pool
 
 import nft_pyg
-from nft_pyg.nn import NPConv, NPPool
-from nft_pyg.nn.mixing import EndpointEdgeUpdate, NodeEdgeAdapter
+from nft_pyg.nn import NPConv, NPPool, WeightGraphIndex, WeightSpaceActivation
+from nft_pyg.nn.mixing import EndpointEdgeUpdate
 from nft_pyg.symmetry import check_equivariance, permute, random_permutation
 from nft_pyg.transforms.encodings import AddLayerEncoding
 from nft_pyg.transforms.reverse_edges import AddReverseEdges
@@ -102,31 +103,33 @@ print(f"{len(train_graphs)} train / {len(test_graphs)} test networks, L = {num_l
 # ## The models
 #
 # The mixed model runs `GATv2Conv` between two NP layers. `GATv2Conv` updates
-# the neurons only; the adapter updates each edge from its own features and
-# its two end neurons (`EndpointEdgeUpdate`, the edge block of a graph
-# network), so the next NP layer sees new edge features too. Every piece is
-# equivariant to neuron permutations, so the model is invariant after the
-# pool.
+# the neurons only; `EndpointEdgeUpdate` then updates each edge from its own
+# features and its two end neurons (the edge block of a graph network), so
+# the next NP layer sees new edge features too. Every piece is equivariant to
+# neuron permutations, so the model is invariant after the pool.
 
 # %%
-class NFN(nn.Module):
-    def __init__(self, gat: bool):
-        super().__init__()
-        self.first = NPConv(1, channels, num_layers)
-        self.middle = (NodeEdgeAdapter(GATv2Conv(channels, channels, heads=1,
-                                                 edge_dim=channels),
-                                       EndpointEdgeUpdate(channels, channels, channels))
-                       if gat else NPConv(channels, channels, num_layers))
-        self.last = NPConv(channels, channels, num_layers)
-        self.pool = NPPool(channels, num_layers)
-        self.head = nn.Sequential(nn.Linear(self.pool.out_channels, 64), nn.ReLU(),
-                                  nn.Linear(64, len(points)))
+OPERATOR = "x, edge_index, edge_attr, index -> x, edge_attr"
+POINTWISE = "x, edge_attr, index -> x, edge_attr"
 
-    def forward(self, x, edge_attr, graph):
-        x, edge_attr = self.first(x, edge_attr, graph)
-        x, edge_attr = self.middle(x.relu(), edge_attr.relu(), graph)
-        x, edge_attr = self.last(x.relu(), edge_attr.relu(), graph)
-        return self.head(self.pool(x, edge_attr, graph))
+
+def nfn_model(gat: bool) -> Sequential:
+    middle = ([(GATv2Conv(channels, channels, heads=1, edge_dim=channels),
+                "x, edge_index, edge_attr -> x"),
+               (EndpointEdgeUpdate(channels, channels, channels),
+                "x, edge_attr, index -> edge_attr")]
+              if gat else [(NPConv(channels, channels, num_layers), OPERATOR)])
+    pool = NPPool(channels, num_layers)
+    return Sequential("x, edge_index, edge_attr, index", [
+        (NPConv(1, channels, num_layers), OPERATOR),
+        (WeightSpaceActivation("relu"), POINTWISE),
+        *middle,
+        (WeightSpaceActivation("relu"), POINTWISE),
+        (NPConv(channels, channels, num_layers), OPERATOR),
+        (pool, "x, edge_attr, index -> x"),
+        (nn.Sequential(nn.Linear(pool.out_channels, 64), nn.ReLU(),
+                       nn.Linear(64, len(points))), "x -> x"),
+    ])
 
 
 class PlainGNN(nn.Module):
@@ -139,11 +142,11 @@ class PlainGNN(nn.Module):
                                    for _ in range(3))
         self.head = nn.Sequential(nn.Linear(channels, 64), nn.ReLU(), nn.Linear(64, len(points)))
 
-    def forward(self, x, edge_attr, graph):
+    def forward(self, x, edge_index, edge_attr, batch):
         x = self.node_in(x)
         for conv in self.convs:
-            x = conv(x, graph.edge_index, edge_attr=edge_attr).relu()
-        return self.head(global_mean_pool(x, graph.batch))
+            x = conv(x, edge_index, edge_attr=edge_attr).relu()
+        return self.head(global_mean_pool(x, batch))
 
 
 # the plain GNN sees messages in both directions and knows each weight's layer
@@ -160,8 +163,8 @@ def gnn_graph(graph):
 gnn_train = [gnn_graph(g) for g in train_graphs]
 gnn_test = [gnn_graph(g) for g in test_graphs]
 models = {
-    "NFN (NPConv x3)": (NFN(gat=False), train_graphs, test_graphs),
-    "mixed (NPConv + GATv2Conv)": (NFN(gat=True), train_graphs, test_graphs),
+    "NFN (NPConv x3)": (nfn_model(gat=False), train_graphs, test_graphs),
+    "mixed (NPConv + GATv2Conv)": (nfn_model(gat=True), train_graphs, test_graphs),
     "plain GNN (GATv2Conv x3)": (PlainGNN(gnn_train[0].x.size(1),
                                           gnn_train[0].edge_attr.size(1)), gnn_train, gnn_test),
 }
@@ -175,13 +178,19 @@ for name, (model, _, _) in models.items():
 # neurons of the input network are permuted.
 
 # %%
+def run(model, batch):
+    """The model on a batch: our models get its WeightGraphIndex, the plain GNN
+    its batch vector."""
+    last = batch.batch if isinstance(model, PlainGNN) else WeightGraphIndex.from_data(batch)
+    return model(batch.x, batch.edge_index, batch.edge_attr, last)
+
+
 def predict(model, graph):
     """The model's prediction for one neuron graph (transformed for the plain GNN)."""
     if isinstance(model, PlainGNN):
         graph = gnn_graph(graph)
-    batch = Batch.from_data_list([graph])
     with torch.no_grad():
-        return model(batch.x, batch.edge_attr, batch)
+        return run(model, Batch.from_data_list([graph]))
 
 
 graph = test_graphs[0]
@@ -206,7 +215,7 @@ def evaluate(model, dataset):
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in loader:
-            prediction = model(batch.x, batch.edge_attr, batch)
+            prediction = run(model, batch)
             total += float(((prediction - batch.y) ** 2).sum())
             count += batch.y.numel()
     return total / count
@@ -220,7 +229,7 @@ for name, (model, train_set, test_set) in models.items():
     for epoch in range(epochs):
         model.train()
         for batch in loader:
-            loss = ((model(batch.x, batch.edge_attr, batch) - batch.y) ** 2).mean()
+            loss = ((run(model, batch) - batch.y) ** 2).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

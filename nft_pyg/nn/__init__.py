@@ -8,12 +8,13 @@ from .norm import PoolNorm, WeightSpaceLayerNorm
 from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
                         WeightSpaceSequential)
 from .pool import HNPPool, NPPool, NPStatPool
-from .structure import LayerStructure
+from .structure import LayerStructure, WeightGraphIndex
 
 __all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "NPStatPool",
            "HNPPool",
            "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
            "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm", "PoolNorm",
            "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
-           "WeightSpaceSequential", "LayerStructure", "NFTBlock", "LatentCrossAttention",
+           "WeightSpaceSequential", "WeightGraphIndex", "LayerStructure", "NFTBlock",
+           "LatentCrossAttention",
            "NodeEdgeAdapter", "EndpointEdgeUpdate"]

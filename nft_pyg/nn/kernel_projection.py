@@ -19,6 +19,7 @@ from ..graph.layout import Layout
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
 from .pointwise import graph_attr, zero_input_nodes
+from .structure import WeightGraphIndex
 
 
 def _kernel_sizes(where: str, kernel_sizes: Sequence[int] | int, kernel_width: int) -> list[int]:
@@ -52,7 +53,12 @@ def _layer_ids(where: str, x: Tensor, edge_attr: Tensor, graph,
     if edge_attr.size(0) != edge_layer.numel() or x.size(0) != node_layer.numel():
         raise ValueError(f"{where}: features of {x.size(0)} nodes / {edge_attr.size(0)} "
                          f"edges for a graph of {node_layer.numel()} / {edge_layer.numel()}")
-    _check_layers(where, edge_layer, node_layer, num_layers)
+    if isinstance(graph, WeightGraphIndex):   # checked when the index was built: no sync
+        if graph.num_layers > num_layers:
+            raise ValueError(f"{where}: built for {num_layers} weight layers, the graph has "
+                             f"{graph.num_layers}")
+    else:
+        _check_layers(where, edge_layer, node_layer, num_layers)
     return edge_layer, node_layer
 
 

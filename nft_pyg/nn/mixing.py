@@ -1,15 +1,14 @@
-r"""Adapters to mix our weight-space operators with PyG layers in one model.
+r"""Edge updates and an adapter for mixing our operators with PyG layers.
 
-Our operators have the signature ``op(x, edge_attr, graph) -> (x, edge_attr)``
-and update nodes *and* edges. PyG convolutions that read edge features
-(``GATv2Conv(edge_dim=...)``, ``TransformerConv(edge_dim=...)``,
-``GINEConv``, ``PNAConv``) have the signature ``conv(x, edge_index,
-edge_attr) -> x`` and update nodes only. :class:`NodeEdgeAdapter` gives a
-PyG conv our signature; the edge features either pass through unchanged
-(the standard trick: the edges keep the features our last operator gave
-them), or are updated per edge by a module of the edge's own features
-(e.g. ``nn.Linear``), or from the edge and its two end neurons with
-:class:`EndpointEdgeUpdate`. Every one of these keeps permutation
+Our operators are called as PyG convs are, ``conv(x, edge_index, edge_attr,
+index) -> (x, edge_attr)``, so they sit in ``torch_geometric.nn.Sequential``
+beside ``GATConv`` / ``GINEConv`` / ``TransformerConv`` with no adapter; a
+PyG conv updates the nodes only and the edges keep the features our last
+operator gave them. :class:`EndpointEdgeUpdate` updates each edge from its
+own features and its two end neurons. :class:`NodeEdgeAdapter` wraps a PyG
+conv (and an edge update) into one module with the pointwise modules'
+``(x, edge_attr, index)`` signature, for chains built with
+``WeightSpaceSequential``. Every one of these keeps permutation
 equivariance. See ``docs/mixing.md`` for which mixes keep which symmetry.
 """
 from __future__ import annotations
@@ -39,7 +38,7 @@ class EndpointEdgeUpdate(nn.Module):
 
     Shapes:
         - **input:** node features :math:`(N, C_x)`, edge features
-          :math:`(E, C_e)`, the graph (its ``edge_index``).
+          :math:`(E, C_e)`, the index (or graph; its ``edge_index``).
         - **output:** :math:`(E, C')`.
     """
 
@@ -68,7 +67,7 @@ class EndpointEdgeUpdate(nn.Module):
 
 
 class NodeEdgeAdapter(nn.Module):
-    r"""Run a PyG node-update conv as a weight-space operator ``(x, edge_attr, graph)``.
+    r"""Run a PyG node-update conv as a weight-space module ``(x, edge_attr, index)``.
 
     .. math::
         \mathbf{x}' = \mathrm{conv}(\mathbf{x}, \mathrm{edge\_index},
@@ -96,19 +95,17 @@ class NodeEdgeAdapter(nn.Module):
 
     Shapes:
         - **input:** node features :math:`(N, C)`, edge features
-          :math:`(E, C_e)`, the graph (``edge_index``, ``node_role``).
+          :math:`(E, C_e)`, the batch's ``WeightGraphIndex`` (or the batch).
         - **output:** :math:`(N, C')`, :math:`(E, C_e')`.
 
     Example::
 
-        model = torch_geometric.nn.Sequential("x, edge_attr, graph, batch", [
-            (NPConv(1, 16, num_layers=3), "x, edge_attr, graph -> x, edge_attr"),
-            (NodeEdgeAdapter(GATv2Conv(16, 16, edge_dim=16)),
-             "x, edge_attr, graph -> x, edge_attr"),
-            (NPConv(16, 16, num_layers=3), "x, edge_attr, graph -> x, edge_attr"),
-            (global_mean_pool, "x, batch -> x"),
-        ])
-        out = model(graph.x, graph.edge_attr, graph, graph.batch)
+        model = WeightSpaceSequential(
+            NPConv(1, 16, num_layers=3), WeightSpaceActivation("relu"),
+            NodeEdgeAdapter(GATv2Conv(16, 16, edge_dim=16),
+                            EndpointEdgeUpdate(16, 16, 16)),
+            NPConv(16, 16, num_layers=3))
+        x, edge_attr = model(batch.x, batch.edge_attr, WeightGraphIndex.from_data(batch))
     """
 
     def __init__(self, conv: nn.Module, edge_module: nn.Module | None = None,

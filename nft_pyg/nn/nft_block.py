@@ -3,18 +3,22 @@ latent cross-attention that pools a weight space into a fixed-size array."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.utils import scatter, softmax
 
-from ..graph.types import NodeRole
 from ..tensor.weight_space import WeightSpace
 from .conv.nft_attention import NFTAttention
 from .norm import WeightSpaceLayerNorm
-from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
-                        WeightSpaceSequential, check_features, zero_input_nodes)
+from .pointwise import (
+    WeightSpaceActivation,
+    WeightSpaceDropout,
+    WeightSpaceLinear,
+    WeightSpaceSequential,
+)
+from .structure import WeightGraphIndex, check_features, operator_inputs
 
 
 class NFTBlock(nn.Module):
@@ -57,21 +61,22 @@ class NFTBlock(nn.Module):
             (default: :obj:`None`)
         global_term (bool, optional): attention global term. (default: :obj:`True`)
         cross_term (bool, optional): attention cross term. (default: :obj:`True`)
-        dense_blocks (bool, optional): see
-            :class:`~nft_pyg.nn.conv.nft_attention.NFTAttention`.
-            (default: :obj:`True`)
+
+    Called like the operators, ``block(x, edge_index, edge_attr, index)``
+    with ``index`` the batch's :class:`~nft_pyg.nn.structure.WeightGraphIndex`
+    (or the batch itself), so it fits ``torch_geometric.nn.Sequential``.
 
     Shapes:
-        - **input:** node features :math:`(N, C)`, edge features
-          :math:`(E, C)`, the graph (a :class:`~nft_pyg.NeuronGraph` or a
-          batch, mixed architectures allowed).
+        - **input:** node features :math:`(N, C)`, edge indices :math:`(2, E)`,
+          edge features :math:`(E, C)`, the index (mixed architectures
+          allowed).
         - **output:** :math:`(N, C)` (zero on input neurons), :math:`(E, C)`.
     """
 
     def __init__(self, channels: int, heads: int = 1, ff_channels: int | None = None,
                  dropout: float = 0.0, act: str | nn.Module = "gelu",
                  num_layers: int | None = None, global_term: bool = True,
-                 cross_term: bool = True, dense_blocks: bool = True):
+                 cross_term: bool = True):
         super().__init__()
         if int(channels) < 1:
             raise ValueError(f"NFTBlock: channels must be positive, got {channels}")
@@ -83,7 +88,7 @@ class NFTBlock(nn.Module):
         self.attn_norm = WeightSpaceLayerNorm(self.channels)
         self.attn = NFTAttention(self.channels, heads=heads, dropout=dropout,
                                  num_layers=num_layers, global_term=global_term,
-                                 cross_term=cross_term, dense_blocks=dense_blocks)
+                                 cross_term=cross_term)
         self.attn_dropout = WeightSpaceDropout(dropout)
         self.ff_norm = WeightSpaceLayerNorm(self.channels)
         self.ff = WeightSpaceSequential(
@@ -101,14 +106,16 @@ class NFTBlock(nn.Module):
         for module in (self.attn_norm, self.attn, self.ff_norm, self.ff):
             module.reset_parameters()
 
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
-        check_features("NFTBlock", x, edge_attr, graph, self.channels)
-        x = zero_input_nodes(x, graph, "NFTBlock")
-        h_x, h_e = self.attn_norm(x, edge_attr, graph)
-        h_x, h_e = self.attn(h_x, h_e, graph)
-        h_x, h_e = self.attn_dropout(h_x, h_e, graph)
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        index = operator_inputs("NFTBlock", x, edge_index, edge_attr, index, self.channels,
+                                math.inf)
+        x = x.masked_fill(index.is_input.unsqueeze(-1), 0.0)
+        h_x, h_e = self.attn_norm(x, edge_attr, index)
+        h_x, h_e = self.attn(h_x, edge_index, h_e, index)
+        h_x, h_e = self.attn_dropout(h_x, h_e, index)
         x, edge_attr = x + h_x, edge_attr + h_e
-        h_x, h_e = self.ff(*self.ff_norm(x, edge_attr, graph), graph)
+        h_x, h_e = self.ff(*self.ff_norm(x, edge_attr, index), index)
         return x + h_x, edge_attr + h_e
 
     def forward_dense(self, ws: WeightSpace) -> WeightSpace:
@@ -149,8 +156,8 @@ class LatentCrossAttention(nn.Module):
     then :math:`\mathbf{l}_m = \mathbf{q}_m + \mathbf{a}_m` and
     :math:`\mathbf{l}_m \leftarrow \mathbf{l}_m +
     \mathrm{MLP}(\mathrm{LN}(\mathbf{l}_m))`. The softmax runs over each
-    graph's own tokens (``torch_geometric.utils.softmax`` grouped by graph),
-    so any relabelling of neurons (which only reorders the tokens) leaves
+    graph's own tokens (computed on one padded ``[B, T_max]`` block of each
+    graph's tokens, padding masked, :class:`GraphTokens`), so any relabelling of neurons (which only reorders the tokens) leaves
     the latent array unchanged: it is invariant by construction. The order
     of the :math:`M` latents is that of the queries, the same for every
     network.
@@ -166,10 +173,11 @@ class LatentCrossAttention(nn.Module):
 
     Shapes:
         - **input:** node features :math:`(N, d)`, edge features
-          :math:`(E, d)`, the graph (``batch`` for a batch).
+          :math:`(E, d)`, the batch's :class:`~nft_pyg.nn.structure.WeightGraphIndex`
+          (or the batch).
         - **output:** :math:`(B, M, d)`; with ``return_attention_weights``
-          also ``(token_graph [T], alpha [T, M, H])``, tokens = the edges,
-          then the non-input nodes, in graph order.
+          also ``(token_graph [E + N], alpha [E + N, M, H])``, tokens = the
+          edges, then the nodes (input nodes with weight zero).
     """
 
     def __init__(self, channels: int, num_latents: int, heads: int = 1,
@@ -206,32 +214,34 @@ class LatentCrossAttention(nn.Module):
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
 
-    def forward(self, x: Tensor, edge_attr: Tensor, graph,
+    def forward(self, x: Tensor, edge_attr: Tensor, index: WeightGraphIndex,
                 return_attention_weights: bool = False):
         where = type(self).__name__
-        check_features(where, x, edge_attr, graph, self.channels)
-        batch = getattr(graph, "batch", None)
-        if batch is None:
-            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        parameter_nodes = graph.node_role != int(NodeRole.INPUT)
-        tokens = self.token_norm(torch.cat([edge_attr, x[parameter_nodes]]))
-        token_graph = torch.cat([batch[graph.edge_index[0]], batch[parameter_nodes]])
-        heads, dim = self.heads, self.head_channels
+        index = WeightGraphIndex.coerce(index, where)
+        check_features(where, x, edge_attr, index, self.channels)
+        tokens = index.part("graph_tokens", GraphTokens.build)
+        B, size, heads, dim = index.num_graphs, tokens.size, self.heads, self.head_channels
+        # every graph's edges and nodes as one padded row block [B, size, C]
+        rows = torch.cat([edge_attr, x])
+        padded = rows.new_zeros(B * size, self.channels).index_copy(0, tokens.slot, rows)
+        padded = self.token_norm(padded).view(B, size, self.channels)
         query = self.query(self.queries).view(self.num_latents, heads, dim)
-        key = self.key(tokens).view(-1, heads, dim)
-        value = self.value(tokens).view(-1, heads, dim)
-        logits = torch.einsum("mhd,thd->tmh", query, key) / math.sqrt(dim)
-        alpha = softmax(logits, token_graph, num_nodes=num_graphs, dim=0)  # [T, M, H]
+        key = self.key(padded).view(B, size, heads, dim)
+        value = self.value(padded).view(B, size, heads, dim)
+        logits = torch.einsum("mhd,bthd->bhmt", query, key) / math.sqrt(dim)
+        # padding and input neurons (no parameters) get no weight
+        logits = logits.masked_fill(~tokens.valid[:, None, None, :], float("-inf"))
+        alpha = logits.softmax(dim=-1)                                     # [B, H, M, size]
         dropped = F.dropout(alpha, p=self.dropout, training=self.training)
-        messages = torch.einsum("tmh,thd->tmhd", dropped, value).reshape(
-            -1, self.num_latents, self.channels)
-        attended = scatter(messages, token_graph, 0, dim_size=num_graphs, reduce="sum")
+        attended = torch.einsum("bhmt,bthd->bmhd", dropped, value).reshape(
+            B, self.num_latents, self.channels)
         latents = self.queries + self.out(attended)
         if self.ff is not None:
             latents = latents + self.ff(latents)
         if return_attention_weights:
-            return latents, (token_graph, alpha)
+            token_graph = torch.cat([index.edge_batch, index.node_batch])
+            per_token = alpha.permute(0, 3, 2, 1).reshape(B * size, self.num_latents, heads)
+            return latents, (token_graph, per_token.index_select(0, tokens.slot))
         return latents
 
     def __repr__(self) -> str:
@@ -239,4 +249,44 @@ class LatentCrossAttention(nn.Module):
                 f"heads={self.heads})")
 
 
-__all__ = ["NFTBlock", "LatentCrossAttention"]
+@dataclass
+class GraphTokens:
+    """The tokens of :class:`LatentCrossAttention`, graph by graph: the part
+    ``"graph_tokens"`` of a :class:`~nft_pyg.nn.structure.WeightGraphIndex`.
+
+    Attributes:
+        size (int): rows per graph (its edges and nodes; the largest graph's).
+        slot (Tensor): ``[E + N]`` row of each edge, then each node, in the
+            padded ``[B * size]`` block (a graph's edges, then its nodes).
+        valid (Tensor): ``[B, size]`` rows that hold a parameter (an edge or a
+            non-input node).
+    """
+
+    size: int
+    slot: Tensor
+    valid: Tensor
+
+    @classmethod
+    def build(cls, index: WeightGraphIndex) -> GraphTokens:
+        B = index.num_graphs
+        edge_count = torch.bincount(index.edge_batch, minlength=B)
+        node_count = torch.bincount(index.node_batch, minlength=B)
+        size = int((edge_count + node_count).max())
+
+        def rank(group: Tensor, count: Tensor) -> Tensor:   # position inside its graph
+            order = torch.sort(group, stable=True).indices
+            ranks = torch.empty_like(order)
+            ranks[order] = torch.arange(order.numel(), device=order.device)
+            return ranks - (count.cumsum(0) - count)[group]
+
+        slot = torch.cat([index.edge_batch * size + rank(index.edge_batch, edge_count),
+                          index.node_batch * size + edge_count[index.node_batch] +
+                          rank(index.node_batch, node_count)])
+        parameter = torch.cat([torch.ones_like(index.edge_batch, dtype=torch.bool),
+                               ~index.is_input])
+        valid = torch.zeros(B * size, dtype=torch.bool, device=slot.device)
+        valid[slot] = parameter
+        return cls(size, slot, valid.view(B, size))
+
+
+__all__ = ["GraphTokens", "LatentCrossAttention", "NFTBlock"]

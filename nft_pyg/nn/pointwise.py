@@ -11,9 +11,10 @@ from collections import OrderedDict
 from typing import Callable
 
 from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
 
 from ..graph.types import NodeRole
-from .structure import check_features
+from .structure import WeightGraphIndex, check_features
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
 
@@ -29,7 +30,10 @@ def graph_attr(graph, key: str, where: str) -> Tensor:
 
 
 def input_node_mask(graph, where: str) -> Tensor:
-    """``[N, 1]`` bool: which nodes are input neurons (to be zeroed)."""
+    """``[N, 1]`` bool: which nodes are input neurons (to be zeroed); ``graph`` is a
+    :class:`~nft_pyg.nn.structure.WeightGraphIndex` or a ``Data`` / ``Batch``."""
+    if isinstance(graph, WeightGraphIndex):
+        return graph.is_input.unsqueeze(-1)
     return (graph_attr(graph, "node_role", where) == int(NodeRole.INPUT)).unsqueeze(-1)
 
 
@@ -193,21 +197,26 @@ class WeightSpaceLinear(nn.Module):
 
 
 class WeightSpaceSequential(nn.Sequential):
-    r"""Chain weight-space modules with the ``(x, edge_attr, graph)`` signature.
+    r"""Chain weight-space modules: ``seq(x, edge_attr, index) -> (x, edge_attr)``.
 
     .. math::
         (\mathbf{X}, \mathbf{H}) \mapsto f_k(\cdots f_1(\mathbf{X}, \mathbf{H},
         \mathcal{G}) \cdots, \mathcal{G})
 
+    Operators (``MessagePassing`` modules: ``NPConv``, ``HNPConv``, ...) are
+    called PyG-style, ``conv(x, index.edge_index, edge_attr, index)``; every
+    other module as ``module(x, edge_attr, index)``. ``index`` is a
+    :class:`~nft_pyg.nn.structure.WeightGraphIndex` (given a ``Data`` /
+    ``Batch``, a chain with operators builds the index once for the call).
     Indexing, ``len`` and ``append`` work as for ``torch.nn.Sequential``.
     :meth:`forward_dense` chains the modules' own dense twins.
 
     Args:
-        *modules (torch.nn.Module): each with ``forward(x, edge_attr, graph)
-            -> (x, edge_attr)``.
+        *modules (torch.nn.Module): operators, or modules with
+            ``forward(x, edge_attr, index) -> (x, edge_attr)``.
 
     Shapes:
-        - **input:** :math:`(N, C)`, :math:`(E, C)`, the graph.
+        - **input:** :math:`(N, C)`, :math:`(E, C)`, the index.
         - **output:** :math:`(N, C')`, :math:`(E, C')`.
     """
 
@@ -226,11 +235,16 @@ class WeightSpaceSequential(nn.Sequential):
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
-        for index, module in enumerate(self):
-            result = module(x, edge_attr, graph)
+    def forward(self, x: Tensor, edge_attr: Tensor, index) -> tuple[Tensor, Tensor]:
+        if any(isinstance(module, MessagePassing) for module in self):
+            index = WeightGraphIndex.coerce(index, "WeightSpaceSequential")
+        for position, module in enumerate(self):
+            if isinstance(module, MessagePassing):
+                result = module(x, index.edge_index, edge_attr, index)
+            else:
+                result = module(x, edge_attr, index)
             if not (isinstance(result, tuple) and len(result) == 2):
-                raise TypeError(f"WeightSpaceSequential: module {index} "
+                raise TypeError(f"WeightSpaceSequential: module {position} "
                                 f"({type(module).__name__}) must return (x, edge_attr)")
             x, edge_attr = result
         return x, edge_attr

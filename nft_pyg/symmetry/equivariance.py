@@ -22,7 +22,7 @@ from torch_geometric.data import Data
 
 from .permutation import NeuronPermutation, permute, permute_features, random_permutation
 
-FEATURES, GRAPH = "features", "graph"
+FEATURES, GRAPH, PYG = "features", "graph", "pyg"
 
 
 @dataclass
@@ -52,26 +52,58 @@ class EquivarianceReport:
 
 
 def _call_mode(module: Callable) -> str:
-    """``"features"`` if ``module(x, edge_attr, graph)`` binds, else ``"graph"``."""
+    """``"pyg"`` for ``module(x, edge_index, edge_attr, index)`` (our operators, a
+    ``torch_geometric.nn.Sequential`` of them), ``"features"`` if
+    ``module(x, edge_attr, graph)`` binds, else ``"graph"``."""
     target = module.forward if isinstance(module, nn.Module) else module
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # builtins without a signature: try the operator form
         return FEATURES
-    for args, mode in (((0, 0, 0), FEATURES), ((0,), GRAPH)):
+    names = list(signature.parameters)
+    # torch_geometric.nn.Sequential's forward takes *args: its inputs are in .signature
+    declared = getattr(getattr(module, "signature", None), "param_dict", None)
+    if isinstance(declared, dict):
+        names = list(declared)
+        if len(names) == 4 and names[1] == "edge_index":
+            return PYG
+        if len(names) == 3:
+            return FEATURES
+    if len(names) >= 4 and names[1] == "edge_index":
+        return PYG
+
+    def binds(*args) -> bool:
         try:
             signature.bind(*args)
-            return mode
+            return True
         except TypeError:
-            continue
+            return False
+    if binds(0, 0, 0):
+        return FEATURES
+    if binds(0, 0, 0, 0):
+        return PYG
+    if binds(0):
+        return GRAPH
     raise TypeError(f"check_equivariance: {type(module).__name__} must be callable as "
-                    "module(x, edge_attr, graph) or module(graph); its signature is "
-                    f"{signature}")
+                    "module(x, edge_index, edge_attr, index), module(x, edge_attr, graph) or "
+                    f"module(graph); its signature is {signature}")
+
+
+def call_module(module: Callable, x: Tensor, edge_attr: Tensor, graph: Data,
+                mode: str | None = None) -> Any:
+    """Run ``module`` on features of ``graph`` in its calling convention (see
+    :func:`check_equivariance`)."""
+    mode = _call_mode(module) if mode is None else mode
+    if mode == PYG:
+        from ..nn.structure import WeightGraphIndex  # the nn layer sits above this one
+        return module(x, graph.edge_index, edge_attr, WeightGraphIndex.from_data(graph))
+    if mode == FEATURES:
+        return module(x, edge_attr, graph)
+    return module(_with_features(graph, x, edge_attr))
 
 
 def _with_features(graph: Data, x: Tensor, edge_attr: Tensor) -> Data:
     carried = copy.copy(graph)
-    carried.__dict__.pop("_nft_structure", None)
     carried.x, carried.edge_attr = x, edge_attr
     return carried
 
@@ -119,10 +151,16 @@ def check_equivariance(module: Callable, graph: Data, x: Tensor | None = None,
 
     The module's calling convention is read from its signature:
 
-    - ``module(x, edge_attr, graph)`` (every weight-space operator) when
-      three positional arguments bind; ``x`` / ``edge_attr`` default to
-      ``graph.x`` / ``graph.edge_attr``. On the permuted side it gets the
-      permuted features and the permuted graph.
+    - ``module(x, edge_index, edge_attr, index)`` (the operators ``NPConv``,
+      ``HNPConv``, ..., and a ``torch_geometric.nn.Sequential`` with the
+      signature ``'x, edge_index, edge_attr, index'``) when its second
+      parameter is ``edge_index`` or only four positional arguments bind;
+      ``index`` is the :class:`~nft_pyg.nn.structure.WeightGraphIndex` of
+      the (permuted) graph.
+    - ``module(x, edge_attr, graph)`` (pointwise modules, norms, pools) when
+      three positional arguments bind. ``x`` / ``edge_attr`` default to
+      ``graph.x`` / ``graph.edge_attr``; on the permuted side the module gets
+      the permuted features and the permuted graph.
     - ``module(graph)`` otherwise; the graph it gets carries ``x`` and
       ``edge_attr`` when they are given.
 
@@ -163,9 +201,10 @@ def check_equivariance(module: Callable, graph: Data, x: Tensor | None = None,
     carried = _with_features(graph, x, edge_attr)
 
     def run(features_graph: Data) -> Any:
-        if mode == FEATURES:
-            return module(features_graph.x, features_graph.edge_attr, features_graph)
-        return module(features_graph)
+        if mode == GRAPH:
+            return module(features_graph)
+        return call_module(module, features_graph.x, features_graph.edge_attr, features_graph,
+                           mode)
 
     if perm is not None:
         perms = [perm]

@@ -40,6 +40,7 @@ from torch_geometric.data import Data
 from ..graph.convert import layout_of
 from ..graph.layout import NORM_KINDS, WEIGHT_KINDS, Layout
 from ..graph.types import Activation
+from .equivariance import call_module
 from .permutation import graph_layer_sizes
 
 #: activations with sigma(-z) = -sigma(z)
@@ -236,7 +237,8 @@ def check_sign_flip_equivariance(module: Callable, graph: Data, x: Tensor | None
     """Check numerically ``f(s . u) == s . f(u)`` (or ``f(s . u) == f(u)`` for a
     tensor output) over random sign flips of all hidden neurons.
 
-    ``module(x, edge_attr, graph)`` returns ``(x_out, edge_out)`` (equivariance)
+    ``module(x, edge_attr, graph)`` (or an operator's ``module(x, edge_index,
+    edge_attr, index)``) returns ``(x_out, edge_out)`` (equivariance)
     or a tensor (invariance). Every hidden neuron is flipped at random,
     whatever the network's activations: the check is about the operator,
     not about which flips keep a network's function.
@@ -245,14 +247,14 @@ def check_sign_flip_equivariance(module: Callable, graph: Data, x: Tensor | None
     edge_attr = graph.edge_attr if edge_attr is None else edge_attr
     max_error, kind = 0.0, "equivariance"
     with torch.no_grad():
-        reference = module(x, edge_attr, graph)
+        reference = call_module(module, x, edge_attr, graph)
         for _ in range(trials):
             flips = [SignFlip([1 - 2 * torch.randint(0, 2, (n,), generator=generator)
                                if 0 < l < len(sizes) - 1 else torch.ones(n, dtype=torch.long)
                                for l, n in enumerate(sizes)])
                      for sizes in graph_layer_sizes(graph)]
             fx, fe = flip_features(graph, x, edge_attr, flips)
-            out = module(fx, fe, graph)
+            out = call_module(module, fx, fe, graph)
             if isinstance(out, Tensor):
                 kind = "invariance"
                 error = (out - reference).abs().max()

@@ -6,12 +6,15 @@ moved into channels by :meth:`WeightSpace.fold_kernels`) with einsums and
 means over tensor dimensions only: no scatter, no graph. The graph operators
 :class:`~nft_pyg.nn.conv.hnp_conv.HNPConv` and
 :class:`~nft_pyg.nn.pool.hnp_pool.HNPPool` must agree with these functions;
-see :class:`HNPConv` for the term list.
+see :class:`HNPConv` for the term list. The operators hand their parameters
+over explicitly (:class:`HNPWeights`): this module knows nothing of them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .weight_space import WeightSpace, require_folded
 
@@ -73,10 +76,10 @@ def hnp_summary_dense(ws: WeightSpace, mask: list[Tensor] | None = None) -> Tens
     return torch.cat(parts, dim=1)
 
 
-def hnp_pool_dense(pool, ws: WeightSpace) -> Tensor:
+def hnp_pool_dense(ws: WeightSpace, channels: int, num_layers: int, num_inputs: int,
+                   num_outputs: int, where: str = "HNPPool") -> Tensor:
     """Dense twin of ``HNPPool``: ``[B, G C]``."""
-    check_hnp_folded(ws, pool.channels, pool.num_layers, pool.num_inputs, pool.num_outputs,
-                     "HNPPool")
+    check_hnp_folded(ws, channels, num_layers, num_inputs, num_outputs, where)
     return hnp_summary_dense(ws).flatten(1)
 
 
@@ -102,23 +105,52 @@ def hidden_summary_dense(ws: WeightSpace, layer: int,
     return torch.cat([incoming, bias.transpose(1, 2), outgoing], dim=2)
 
 
-def _linear(module: nn.Linear, features: Tensor) -> Tensor:
-    out = torch.einsum("...i,oi->...o", features, module.weight)
-    return out if module.bias is None else out + module.bias
+@dataclass
+class HNPWeights:
+    """The parameters of an HNP layer, as the dense twin reads them: the sizes it
+    is typed by and one ``[out, in]`` matrix per map (see ``HNPConv``).
+
+    ``global_weight`` ``[G C', G C]`` / ``global_bias`` ``[G C']`` or ``None``;
+    ``node_maps[h - 1]`` (:math:`E_h`, hidden layers ``h = 1..L-1``);
+    ``pointwise[l - 2]``, ``src_maps[l - 2]``, ``dst_maps[l - 2]``
+    (:math:`A_l, B_l, C_l`, hidden weight layers ``l = 2..L-1``); ``first_edge``
+    ``[n_0 C', .]`` / ``last_edge`` ``[n_L C', .]`` (``None`` for ``L = 1``).
+    """
+
+    in_channels: int
+    out_channels: int
+    num_layers: int
+    num_inputs: int
+    num_outputs: int
+    global_weight: Tensor
+    global_bias: Tensor | None
+    node_maps: list[Tensor]
+    pointwise: list[Tensor]
+    src_maps: list[Tensor]
+    dst_maps: list[Tensor]
+    first_edge: Tensor | None
+    last_edge: Tensor | None
 
 
-def hnp_layer_dense(conv, ws: WeightSpace, mask: list[Tensor] | None = None) -> WeightSpace:
-    """Dense twin of ``HNPConv``: the same map with the same parameters.
+def _linear(weight: Tensor, features: Tensor, bias: Tensor | None = None) -> Tensor:
+    out = torch.einsum("...i,oi->...o", features, weight)
+    return out if bias is None else out + bias
+
+
+def hnp_layer_dense(params: HNPWeights, ws: WeightSpace, mask: list[Tensor] | None = None,
+                    where: str = "HNPConv") -> WeightSpace:
+    """Dense twin of ``HNPConv``: the same map with the parameters ``params``.
 
     ``mask`` (per weight layer ``[B, n_l, n_{l-1}]``, true where the weight
     exists) makes it the twin of ``HNPConv`` on a pruned graph: absent weights
     are absent from every mean (as missing edges on the graph) and get a zero
     output."""
-    L, n_in = conv.num_layers, conv.num_inputs
-    check_hnp_folded(ws, conv.in_channels, L, n_in, conv.num_outputs, "HNPConv")
-    batch, d = ws.batch_size, conv.out_channels
-    num_edge_types, _ = hnp_num_types(L, n_in, conv.num_outputs)
-    glob = _linear(conv.global_map, hnp_summary_dense(ws, mask).flatten(1)).view(batch, -1, d)
+    L, n_in = params.num_layers, params.num_inputs
+    check_hnp_folded(ws, params.in_channels, L, n_in, params.num_outputs, where)
+    batch, d = ws.batch_size, params.out_channels
+    num_edge_types, _ = hnp_num_types(L, n_in, params.num_outputs)
+    glob = _linear(params.global_weight, hnp_summary_dense(ws, mask).flatten(1),
+                   params.global_bias).view(batch, -1, d)
     glob = glob.transpose(1, 2)                                           # [B, d, G]
     weight_glob, bias_glob = glob[:, :, :num_edge_types], glob[:, :, num_edge_types:]
     sizes = ws.neuron_layer_sizes
@@ -128,21 +160,21 @@ def hnp_layer_dense(conv, ws: WeightSpace, mask: list[Tensor] | None = None) -> 
 
     summaries = {h: hidden_summary_dense(ws, h, mask) for h in range(1, L)}
     # W_1: the map from s(v) of the row's hidden neuron, typed by the input column
-    first = _linear(conv.first_edge, summaries[1]).view(batch, sizes[1], n_in, d)
+    first = _linear(params.first_edge, summaries[1]).view(batch, sizes[1], n_in, d)
     weights = [first.permute(0, 3, 1, 2) + weight_glob[:, :, None, :n_in]]
     for layer in range(2, L):
         w = ws.weights[layer - 1] if mask is None else _masked(ws.weights, mask)[layer - 1]
         k = layer - 2
-        from_weight = torch.einsum("bcij,dc->bdij", w, conv.pointwise[k].weight)
-        from_src = _linear(conv.src_maps[k], summaries[layer - 1]).transpose(1, 2)
-        from_dst = _linear(conv.dst_maps[k], summaries[layer]).transpose(1, 2)
+        from_weight = torch.einsum("bcij,dc->bdij", w, params.pointwise[k])
+        from_src = _linear(params.src_maps[k], summaries[layer - 1]).transpose(1, 2)
+        from_dst = _linear(params.dst_maps[k], summaries[layer]).transpose(1, 2)
         weights.append(from_weight + from_src[:, :, None, :] + from_dst[:, :, :, None]
                        + weight_glob[:, :, n_in + k, None, None])
     # W_L: the map from s(u) of the column's hidden neuron, typed by the output row
-    last = _linear(conv.last_edge, summaries[L - 1]).view(batch, sizes[L - 1], -1, d)
+    last = _linear(params.last_edge, summaries[L - 1]).view(batch, sizes[L - 1], -1, d)
     weights.append(last.permute(0, 3, 2, 1) + weight_glob[:, :, n_in + L - 2:, None])
 
-    biases = [_linear(conv.node_maps[h - 1], summaries[h]).transpose(1, 2)
+    biases = [_linear(params.node_maps[h - 1], summaries[h]).transpose(1, 2)
               + bias_glob[:, :, h - 1, None] for h in range(1, L)]
     biases.append(bias_glob[:, :, L - 1:])
     return WeightSpace(_masked(weights, mask), biases, ws.layout)

@@ -5,9 +5,13 @@ Written on a *folded* :class:`~nft_pyg.tensor.WeightSpace` (``weights[l-1]``
 moved into channels by :meth:`WeightSpace.fold_kernels`) with einsums and
 means over tensor dimensions only: no scatter, no graph. The graph
 operators :class:`~nft_pyg.nn.conv.np_conv.NPConv` and
-:class:`~nft_pyg.nn.pool.np_pool.NPPool` must agree with these functions.
+:class:`~nft_pyg.nn.pool.np_pool.NPPool` must agree with these functions;
+they hand their parameters over explicitly (:class:`NPWeights`), so this
+module knows nothing of the operators.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -79,19 +83,45 @@ def np_stat_pool_dense(ws: WeightSpace, num_layers: int, quantiles, channels: in
     return out.reshape(ws.batch_size, -1)
 
 
-def embed_io_dense(conv, ws: WeightSpace) -> WeightSpace:
-    """Add ``conv``'s learned input / output position embeddings (see NPConv)."""
+@dataclass
+class NPWeights:
+    """The parameters of an NP layer, as the dense twin reads them.
+
+    ``edge_self`` ``[L, C, C']`` (:math:`A`), ``edge_src`` / ``edge_dst`` /
+    ``node_self`` ``[L, 3C, C']`` (:math:`B, C, E`, rows ``[in, x, out]``),
+    ``edge_global`` / ``node_global`` ``[L, 2LC, C']`` (:math:`D, F`),
+    ``edge_bias`` / ``node_bias`` ``[L, C']`` or ``None``; with IO embeddings
+    ``input_embedding`` ``[n_in, C]``, ``output_embedding`` /
+    ``output_bias_embedding`` ``[n_out, C]``.
+    """
+
+    edge_self: Tensor
+    edge_src: Tensor
+    edge_dst: Tensor
+    edge_global: Tensor
+    node_self: Tensor
+    node_global: Tensor
+    edge_bias: Tensor | None = None
+    node_bias: Tensor | None = None
+    input_embedding: Tensor | None = None
+    output_embedding: Tensor | None = None
+    output_bias_embedding: Tensor | None = None
+
+
+def embed_io_dense(weights_: NPWeights, ws: WeightSpace, where: str) -> WeightSpace:
+    """Add the learned input / output position embeddings (see NPConv)."""
     weights, biases = list(ws.weights), list(ws.biases)
     n_in, n_out = ws.neuron_layer_sizes[0], ws.neuron_layer_sizes[-1]
-    for name, n, limit in (("input", n_in, conv.num_inputs), ("output", n_out, conv.num_outputs)):
+    for name, n, limit in (("input", n_in, weights_.input_embedding.size(0)),
+                           ("output", n_out, weights_.output_embedding.size(0))):
         if n > limit:
-            raise ValueError(f"{type(conv).__name__}.forward_dense: the weight space has {n} "
+            raise ValueError(f"{where}.forward_dense: the weight space has {n} "
                              f"{name} neurons but the IO embedding was built for "
                              f"num_{name}s={limit}")
     # [n, C] -> channels first, broadcast over the other neuron axis
-    weights[0] = weights[0] + conv.input_embedding[:n_in].t()[None, :, None, :]
-    weights[-1] = weights[-1] + conv.output_embedding[:n_out].t()[None, :, :, None]
-    biases[-1] = biases[-1] + conv.output_bias_embedding[:n_out].t()[None]
+    weights[0] = weights[0] + weights_.input_embedding[:n_in].t()[None, :, None, :]
+    weights[-1] = weights[-1] + weights_.output_embedding[:n_out].t()[None, :, :, None]
+    biases[-1] = biases[-1] + weights_.output_bias_embedding[:n_out].t()[None]
     return WeightSpace(weights, biases, ws.layout)
 
 
@@ -114,8 +144,9 @@ def neuron_summaries(ws: WeightSpace, mask: list[Tensor] | None = None) -> list[
     return summaries
 
 
-def np_layer_dense(conv, ws: WeightSpace, mask: list[Tensor] | None = None) -> WeightSpace:
-    r"""The NP layer of ``conv`` (an :class:`NPConv`) on a folded weight space.
+def np_layer_dense(params: NPWeights, ws: WeightSpace, mask: list[Tensor] | None = None,
+                   where: str = "NPConv") -> WeightSpace:
+    r"""The NP layer with parameters ``params`` on a folded weight space.
 
     For weight layer ``l`` (parameters at index ``l - 1``):
 
@@ -129,25 +160,25 @@ def np_layer_dense(conv, ws: WeightSpace, mask: list[Tensor] | None = None) -> W
     ``NPConv`` on the pruned graph: absent weights are absent from every mean
     (as missing edges are on the graph) and get a zero output.
     """
-    where = type(conv).__name__
-    check_folded(ws, conv.in_channels, conv.num_layers, where)
-    if conv.io_embedding:
-        ws = embed_io_dense(conv, ws)
+    num_layers, channels = params.edge_self.size(0), params.edge_self.size(1)
+    check_folded(ws, channels, num_layers, where)
+    if params.input_embedding is not None:
+        ws = embed_io_dense(params, ws, where)
     ws = WeightSpace(_masked(ws.weights, mask), ws.biases, ws.layout)
     summaries = neuron_summaries(ws, mask)
-    glob = np_pool_dense(ws, conv.num_layers, mask=mask)                  # [B, 2LC]
-    edge_glob = torch.einsum("bf,lfo->blo", glob, conv.edge_global)       # [B, L, C']
-    node_glob = torch.einsum("bf,lfo->blo", glob, conv.node_global)
-    if conv.edge_bias is not None:
-        edge_glob = edge_glob + conv.edge_bias
-        node_glob = node_glob + conv.node_bias
+    glob = np_pool_dense(ws, num_layers, mask=mask)                       # [B, 2LC]
+    edge_glob = torch.einsum("bf,lfo->blo", glob, params.edge_global)     # [B, L, C']
+    node_glob = torch.einsum("bf,lfo->blo", glob, params.node_global)
+    if params.edge_bias is not None:
+        edge_glob = edge_glob + params.edge_bias
+        node_glob = node_glob + params.node_bias
     weights, biases = [], []
     for i, w in enumerate(ws.weights):          # weight layer l = i + 1
         src, dst = summaries[i], summaries[i + 1]
-        weight = torch.einsum("bcij,co->boij", w, conv.edge_self[i])
-        weight = weight + torch.einsum("bcj,co->boj", src, conv.edge_src[i])[:, :, None, :]
-        weight = weight + torch.einsum("bci,co->boi", dst, conv.edge_dst[i])[:, :, :, None]
+        weight = torch.einsum("bcij,co->boij", w, params.edge_self[i])
+        weight = weight + torch.einsum("bcj,co->boj", src, params.edge_src[i])[:, :, None, :]
+        weight = weight + torch.einsum("bci,co->boi", dst, params.edge_dst[i])[:, :, :, None]
         weights.append(weight + edge_glob[:, i, :, None, None])
-        bias = torch.einsum("bci,co->boi", dst, conv.node_self[i])
+        bias = torch.einsum("bci,co->boi", dst, params.node_self[i])
         biases.append(bias + node_glob[:, i, :, None])
     return WeightSpace(_masked(weights, mask), biases, ws.layout)

@@ -7,22 +7,26 @@ only; :class:`~nft_pyg.nn.conv.pointwise_conv.PointwiseConv` must agree.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from .np_dense import check_folded
 from .weight_space import WeightSpace
 
 
-def pointwise_layer_dense(conv, ws: WeightSpace) -> WeightSpace:
-    r""":math:`W'_l = A_l W_l + a_l`, :math:`b'_l = E_l b_l + e_l`, the
-    matrices of ``conv`` (a :class:`PointwiseConv`) acting on channels."""
-    check_folded(ws, conv.in_channels, conv.num_layers, type(conv).__name__)
+def pointwise_layer_dense(ws: WeightSpace, edge_weight: Tensor, node_weight: Tensor,
+                          edge_bias: Tensor | None = None, node_bias: Tensor | None = None,
+                          where: str = "PointwiseConv") -> WeightSpace:
+    r""":math:`W'_l = A_l W_l + a_l`, :math:`b'_l = E_l b_l + e_l`: ``edge_weight`` /
+    ``node_weight`` ``[L, C, C']`` (:math:`A, E`) and the biases ``[L, C']``
+    (:math:`a, e`) acting on channels."""
+    check_folded(ws, edge_weight.size(1), edge_weight.size(0), where)
     weights, biases = [], []
     for i, (w, b) in enumerate(zip(ws.weights, ws.biases)):
-        weight = torch.einsum("bcij,co->boij", w, conv.edge_weight[i])
-        bias = torch.einsum("bci,co->boi", b, conv.node_weight[i])
-        if conv.edge_bias is not None:
-            weight = weight + conv.edge_bias[i][None, :, None, None]
-            bias = bias + conv.node_bias[i][None, :, None]
+        weight = torch.einsum("bcij,co->boij", w, edge_weight[i])
+        bias = torch.einsum("bci,co->boi", b, node_weight[i])
+        if edge_bias is not None:
+            weight = weight + edge_bias[i][None, :, None, None]
+            bias = bias + node_bias[i][None, :, None]
         weights.append(weight)
         biases.append(bias)
     return WeightSpace(weights, biases, ws.layout)

@@ -19,6 +19,7 @@ from nft_pyg.graph.escnn import (
     from_escnn,
     is_escnn_module,
 )
+from nft_pyg.symmetry.equivariance import call_module
 from nft_pyg.graph.types import Activation
 from nft_pyg.nn.conv.hnp_conv import HNPConv
 from nft_pyg.nn.conv.nft_attention import NFTAttention
@@ -240,7 +241,7 @@ def test_operators_are_equivariant_to_field_permutations(pooled_net, kind):
           "pointwise": lambda: PointwiseConv(C, C, 3)}[kind]().eval()
 
     def model(x, edge_attr, graph):
-        return op(node_in(x), edge_in(edge_attr), graph)
+        return call_module(op, node_in(x), edge_in(edge_attr), graph)
 
     generator = torch.Generator().manual_seed(6)
     perms = [random_field_permutation(graph, generator) for _ in range(3)]

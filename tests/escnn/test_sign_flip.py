@@ -13,7 +13,7 @@ from nft_pyg.nn.conv.np_conv import NPConv
 from nft_pyg.nn.conv.pointwise_conv import PointwiseConv
 from nft_pyg.nn.encodings import IOPositionEncoding, LayerEncoding
 from nft_pyg.nn.norm import WeightSpaceLayerNorm
-from nft_pyg.nn.pointwise import WeightSpaceActivation, WeightSpaceLinear
+from nft_pyg.nn.pointwise import WeightSpaceActivation, WeightSpaceLinear, WeightSpaceSequential
 from nft_pyg.nn.pool.hnp_pool import HNPPool
 from nft_pyg.nn.pool.np_pool import NPPool
 from nft_pyg.symmetry.sign_flip import (
@@ -175,8 +175,7 @@ def test_a_sign_flip_equivariant_stack(features):
     act = WeightSpaceActivation("tanh")
     second = _randomised(PointwiseConv(C, 2, 3, bias=False))
 
-    def stack(x, edge_attr, graph):
-        return second(*act(*first(x, edge_attr, graph), graph), graph)
+    stack = WeightSpaceSequential(first, act, second)
 
     assert check_sign_flip_equivariance(stack, graph, x, edge_attr, atol=1e-9,
                                         generator=torch.Generator().manual_seed(10))

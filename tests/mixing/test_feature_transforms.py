@@ -194,14 +194,14 @@ def test_reverse_edges_batch_and_operators(graph):
     assert set(batch.edge_dir.tolist()) == {0, 1}
     assert batch.edge_index.max() == batch.num_nodes - 1
     conv = NPConv(1, 2, num_layers=2).double()
-    x, edges = conv(graph.x, graph.edge_attr, graph)
+    x, edges = conv(graph.x, graph.edge_index, graph.edge_attr, graph)
     fwd = forward_edges(reverse(graph.clone()))
-    x2, edges2 = conv(fwd.x, fwd.edge_attr, fwd)
+    x2, edges2 = conv(fwd.x, fwd.edge_index, fwd.edge_attr, fwd)
     torch.testing.assert_close(x2, x)
     torch.testing.assert_close(edges2, edges)
     doubled = reverse(graph.clone())
     with pytest.raises(ValueError, match="reverse edges"):  # they would corrupt in/out means
-        conv(doubled.x, doubled.edge_attr, doubled)
+        conv(doubled.x, doubled.edge_index, doubled.edge_attr, doubled)
 
 
 def test_compose_in_loader(graph):

@@ -11,6 +11,8 @@ is an independent, hand-written module permutation to check them against.
 from __future__ import annotations
 
 import copy
+import inspect
+import pickle
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -198,11 +200,21 @@ def dense_of(graph, x: Tensor, edge_attr: Tensor) -> WeightSpace:
     return WeightSpace.from_features(graph, x, edge_attr)
 
 
+def call_op(op, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+    """``op`` on a graph / batch (or its index): PyG-style operators
+    (``forward(x, edge_index, edge_attr, index)``) get the graph's ``edge_index``."""
+    if len(inspect.signature(op.forward).parameters) == 4:
+        return op(x, graph.edge_index, edge_attr, graph)
+    return op(x, edge_attr, graph)
+
+
 def assert_matches_dense(op, batch: Batch, atol: float = 1e-10, rtol: float = 0
                          ) -> tuple[Tensor, Tensor]:
     """Run ``op`` on the whole (possibly mixed) batch and compare each
     architecture's slice with ``op.forward_dense`` on that architecture."""
-    x_out, edge_out = op(batch.x, batch.edge_attr, batch)
+    pickled = pickle.dumps(batch)
+    x_out, edge_out = call_op(op, batch.x, batch.edge_attr, batch)
+    assert pickle.dumps(batch) == pickled, f"{type(op).__name__} wrote onto its input"
     for sub, x_in, e_in, nodes, edges in split_by_architecture(batch, batch.x, batch.edge_attr):
         dense = op.forward_dense(WeightSpace.from_features(sub, x_in, e_in))
         x_dense, e_dense = dense.graph_features()
@@ -372,8 +384,8 @@ def assert_equivariant(module, network, channels=4, seed=0):
     """``module`` commutes with a random hidden-neuron permutation of ``network``."""
     graph, graph_p, node_map, edge_map = permuted_pair(network, seed)
     x, edge_attr = random_features(graph, channels)
-    out_x, out_e = module(x, edge_attr, graph)
-    perm_x, perm_e = module(x[node_map], edge_attr[edge_map], graph_p)
+    out_x, out_e = call_op(module, x, edge_attr, graph)
+    perm_x, perm_e = call_op(module, x[node_map], edge_attr[edge_map], graph_p)
     assert torch.allclose(perm_x, out_x[node_map], atol=1e-12)
     assert torch.allclose(perm_e, out_e[edge_map], atol=1e-12)
     return out_x, out_e

@@ -22,10 +22,16 @@ from helpers import (
 
 import nft_pyg
 from nft_pyg.nn.conv.hnp_conv import HNPConv
+from nft_pyg.nn.structure import WeightGraphIndex
 from nft_pyg.symmetry import NeuronPermutation
 from nft_pyg.tensor.weight_space import WeightSpace
 
 torch.set_num_threads(1)
+
+
+def _pyg_args(features, graph):
+    x, edge_attr = features
+    return x, graph.edge_index, edge_attr, graph
 
 
 def make_conv(in_channels, out_channels, widths, dtype=torch.float64, bias=True):
@@ -46,7 +52,7 @@ def assert_close_ws(a: WeightSpace, b: WeightSpace, atol):
 
 def check_against_dense(conv, batch, x, edge_attr, atol=1e-10):
     """Run the graph op on the whole batch; compare each graph with the dense twin."""
-    x_out, e_out = conv(x, edge_attr, batch)
+    x_out, e_out = conv(x, batch.edge_index, edge_attr, batch)
     is_input = batch.node_role == int(nft_pyg.graph.types.NodeRole.INPUT)
     assert torch.all(x_out[is_input] == 0)
     pieces = split_graphs(batch, x, edge_attr)
@@ -87,7 +93,7 @@ def test_graph_matches_dense_cnn_folded(modules):
     widths = layer_sizes(batch.to_data_list()[0])
     width = int(batch.kernel_width[0])
     conv = make_conv(width, 2, widths)
-    x_out, e_out = conv(x, edge_attr, batch)
+    x_out, e_out = conv(x, batch.edge_index, edge_attr, batch)
     folded = WeightSpace.from_graph(batch).map(torch.Tensor.double).fold_kernels(width)
     assert folded.allclose(dense_of(batch, x, edge_attr), atol=0)  # the folding convention
     assert_close_ws(dense_of(batch, x_out, e_out), conv.forward_dense(folded), 1e-10)
@@ -113,7 +119,7 @@ def test_batch_mixing_hidden_widths(hidden):
     x_out, e_out = check_against_dense(conv, batch, x, edge_attr)
     for (graph, xi, ei), (_, xo, eo) in zip(split_graphs(batch, x, edge_attr),
                                             split_graphs(batch, x_out, e_out)):
-        alone = conv(xi, ei, graph)
+        alone = conv(xi, graph.edge_index, ei, graph)
         assert torch.allclose(alone[0], xo, atol=1e-12) and torch.allclose(alone[1], eo,
                                                                             atol=1e-12)
 
@@ -133,8 +139,8 @@ def test_equivariant_to_hidden_permutations(modules):
     conv = make_conv(channels, 3, widths)
     node_map, edge_map = random_neuron_permutation(batch, "hidden")
     assert not torch.equal(node_map, torch.arange(node_map.numel()))
-    x_out, e_out = conv(x, edge_attr, batch)
-    x_perm, e_perm = conv(x[node_map], edge_attr[edge_map], batch)
+    x_out, e_out = conv(x, batch.edge_index, edge_attr, batch)
+    x_perm, e_perm = conv(x[node_map], batch.edge_index, edge_attr[edge_map], batch)
     assert torch.allclose(x_perm, x_out[node_map], atol=1e-10)
     assert torch.allclose(e_perm, e_out[edge_map], atol=1e-10)
 
@@ -151,8 +157,8 @@ def test_not_equivariant_to_input_or_output_permutations(widths, which):
     layer = 0 if which == "input" else len(widths) - 1
     perms[layer] = torch.roll(torch.arange(widths[layer]), 1)  # surely not the identity
     node_map, edge_map = index_maps(batch, NeuronPermutation(perms))
-    x_out, e_out = conv(x, edge_attr, batch)
-    x_perm, e_perm = conv(x[node_map], edge_attr[edge_map], batch)
+    x_out, e_out = conv(x, batch.edge_index, edge_attr, batch)
+    x_perm, e_perm = conv(x[node_map], batch.edge_index, edge_attr[edge_map], batch)
     error = max((x_perm - x_out[node_map]).abs().max(), (e_perm - e_out[edge_map]).abs().max())
     assert error > 1e-3
 
@@ -182,13 +188,13 @@ def test_every_term_is_used(widths):
         covered[by_id[id(weight)]][..., columns] += 1
     assert all(torch.all(c == 1) for c in covered.values())
 
-    x_out, e_out = conv(x, edge_attr, batch)
+    x_out, e_out = conv(x, batch.edge_index, edge_attr, batch)
     for name, (weight, columns) in terms.items():
         ablated = copy.deepcopy(conv)
         ablated_weight = dict(ablated.named_parameters())[by_id[id(weight)]]
         with torch.no_grad():
             ablated_weight[..., columns] = 0
-        x_abl, e_abl = ablated(x, edge_attr, batch)
+        x_abl, e_abl = ablated(x, batch.edge_index, edge_attr, batch)
         change = max((x_abl - x_out).abs().max(), (e_abl - e_out).abs().max())
         assert change > 1e-6, name
         dense = ablated.forward_dense(dense_of(batch, x, edge_attr))
@@ -213,7 +219,7 @@ def test_last_bias_to_last_weight_term(widths):
     only = hidden[1]
     x_one = torch.zeros_like(x)
     x_one[only] = x[only]
-    x_out, e_out = conv(x_one, edge_attr, batch)
+    x_out, e_out = conv(x_one, batch.edge_index, edge_attr, batch)
     assert torch.all(x_out == 0)
     src, dst = batch.edge_index
     from_only = (batch.edge_layer == L) & (src == only)
@@ -254,7 +260,7 @@ def test_forward_backward_and_reset():
     batch = structure_batch([mlp(widths)])
     x, edge_attr = random_features(batch, 2)
     conv = make_conv(2, 3, widths)
-    x_out, e_out = conv(x.requires_grad_(), edge_attr, batch)
+    x_out, e_out = conv(x.requires_grad_(), batch.edge_index, edge_attr, batch)
     (x_out.sum() + e_out.sum()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in conv.parameters())
     before = conv.first_edge.weight.clone()
@@ -269,32 +275,33 @@ def test_bad_inputs():
     x, edge_attr = random_features(batch, 2)
     conv = make_conv(2, 2, widths)
     with pytest.raises(ValueError, match="HNPConv: expected x with 2 channels"):
-        conv(x[:, :1], edge_attr, batch)
+        conv(x[:, :1], batch.edge_index, edge_attr, batch)
     with pytest.raises(ValueError, match="HNPConv: expected edge_attr with 2 channels"):
-        conv(x, edge_attr[:, :1], batch)
+        conv(x, batch.edge_index, edge_attr[:, :1], batch)
     with pytest.raises(ValueError, match="HNPConv: x has 8 rows"):
-        conv(x[:8], edge_attr, batch)
+        conv(x[:8], batch.edge_index, edge_attr, batch)
     with pytest.raises(ValueError, match="num_layers=2"):
         deeper = structure_batch([mlp([3, 4, 4, 2])])
-        conv(*random_features(deeper, 2), deeper)
+        conv(*_pyg_args(random_features(deeper, 2), deeper))
     with pytest.raises(ValueError, match="num_layers=2"):
         shallower = structure_batch([mlp([3, 2])])
-        conv(*random_features(shallower, 2), shallower)
+        conv(*_pyg_args(random_features(shallower, 2), shallower))
     with pytest.raises(ValueError, match=r"depths \[2, 3\]"):
         mixed = structure_batch([mlp([3, 4, 2]), mlp([3, 4, 4, 2])])
-        make_conv(2, 2, [3, 4, 4, 2])(*random_features(mixed, 2), mixed)
+        make_conv(2, 2, [3, 4, 4, 2])(*_pyg_args(random_features(mixed, 2), mixed))
     with pytest.raises(ValueError, match="num_inputs=3"):
         other = structure_batch([mlp([2, 4, 2])])
-        conv(*random_features(other, 2), other)
+        conv(*_pyg_args(random_features(other, 2), other))
     with pytest.raises(ValueError, match="num_outputs=2"):
         other = structure_batch([mlp([3, 4, 5])])
-        conv(*random_features(other, 2), other)
+        conv(*_pyg_args(random_features(other, 2), other))
     with pytest.raises(ValueError, match="HNPConv: the graph has no node_pos"):
         broken = batch.clone()
         del broken.node_pos
-        conv(x, edge_attr, broken)
-    with pytest.raises(ValueError, match="HNPConv: needs the graph"):
-        conv(x, edge_attr, None)
+        conv(x, broken.edge_index, edge_attr, broken)
+    with pytest.raises(TypeError, match=r"HNPConv: the fourth argument .*HNPConv\(x \[N, C\], "
+                                        r"edge_index \[2, E\], edge_attr \[E, C\], index\)"):
+        conv(x, batch.edge_index, edge_attr, None)
     ws = dense_of(batch, x, edge_attr)
     with pytest.raises(ValueError,
                        match="HNPConv.forward_dense: expected num_layers=3, the weight space has 2"):
@@ -377,7 +384,7 @@ def presence_mask(graph) -> list[torch.Tensor]:
 
 
 def check_pruned_against_dense(conv, batch, x, edge_attr, atol=1e-10):
-    x_out, e_out = conv(x, edge_attr, batch)
+    x_out, e_out = conv(x, batch.edge_index, edge_attr, batch)
     for (graph, xi, ei), (_, xo, eo) in zip(split_graphs(batch, x, edge_attr),
                                             split_graphs(batch, x_out, e_out)):
         expected = conv.forward_dense(dense_of(graph, xi, ei), presence_mask(graph))
@@ -428,8 +435,6 @@ def test_pruned_fixed_ends_use_the_per_edge_path(prune_first, prune_last, widths
     neuron keeps an edge there."""
     from torch_geometric.data import Batch
 
-    from nft_pyg.nn.conv.hnp_conv import _conv_index
-    from nft_pyg.nn.structure import LayerStructure
     graphs = []
     for _ in range(2):
         graph = nft_pyg.from_module(mlp(widths))
@@ -448,7 +453,9 @@ def test_pruned_fixed_ends_use_the_per_edge_path(prune_first, prune_last, widths
     x, edge_attr = random_features(batch, 2)
     conv = make_conv(2, 3, widths)
     check_pruned_against_dense(conv, batch, x, edge_attr)
-    index = _conv_index(LayerStructure.of(batch), len(widths) - 1, 3, 3)
+    index = WeightGraphIndex.from_data(batch)
+    conv(x, batch.edge_index, edge_attr, index)
+    index = index.parts["hnp_conv"]
     assert (index.first.sparse, index.last.sparse) == (prune_first, prune_last)
 
 
@@ -456,16 +463,16 @@ def test_pruned_fixed_ends_use_the_per_edge_path(prune_first, prune_last, widths
 def test_pruned_graph_equivariance_and_absent_is_not_zero(widths):
     batch, x, edge_attr = pruned_batch([mlp(widths) for _ in range(2)], 0.4, 2, seed=2)
     conv = make_conv(2, 2, widths)
-    x_out, e_out = conv(x, edge_attr, batch)
+    x_out, e_out = conv(x, batch.edge_index, edge_attr, batch)
     batch.x, batch.edge_attr = x, edge_attr
     permuted, node_map, edge_map, _ = permuted_graph(batch)
-    x_perm, e_perm = conv(permuted.x, permuted.edge_attr, permuted)
+    x_perm, e_perm = conv(permuted.x, permuted.edge_index, permuted.edge_attr, permuted)
     assert torch.allclose(x_perm, x_out[node_map], atol=1e-10)
     assert torch.allclose(e_perm, e_out[edge_map], atol=1e-10)
     # the same weights with the missing ones present as zeros: a different map
     full = structure_batch([mlp(widths) for _ in range(2)])
     ws = dense_of(batch, x, edge_attr)
-    x_full, e_full = conv(*_features_of(ws, full), full)
+    x_full, e_full = conv(*_pyg_args(_features_of(ws, full), full))
     present = presence_mask(batch)[-1].unsqueeze(1)
     on_zeros = dense_of(full, x_full, e_full).weights[-1] * present
     assert (on_zeros - dense_of(batch, x_out, e_out).weights[-1]).abs().max() > 1e-6

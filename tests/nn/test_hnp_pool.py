@@ -106,10 +106,10 @@ def test_bad_inputs_and_repr():
     assert repr(pool) == "HNPPool(2, num_layers=2, num_inputs=3, num_outputs=2)"
     with pytest.raises(ValueError, match="HNPPool: expected x with 2 channels"):
         pool(x[:, :1], edge_attr, batch)
-    with pytest.raises(ValueError, match="HNPPool: every graph must have edge_layer up to "
-                                         "num_layers=3"):
+    with pytest.raises(ValueError, match="HNPPool: every graph of the batch has "
+                                         "num_layers=2 but the module was built for num_layers=3"):
         make_pool(2, [3, 4, 4, 2])(x, edge_attr, batch)
-    with pytest.raises(ValueError, match="HNPPool: expected num_outputs=3"):
+    with pytest.raises(ValueError, match="HNPPool: .* has num_outputs=2 but the module was built for num_outputs=3"):
         make_pool(2, [3, 4, 3])(x, edge_attr, batch)
     with pytest.raises(ValueError, match="HNPPool.forward_dense: expected num_inputs=2"):
         make_pool(2, [2, 4, 2]).forward_dense(dense_of(batch, x, edge_attr))

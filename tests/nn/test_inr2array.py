@@ -1,10 +1,12 @@
 """Inr2Array: invariant latents, decoders (global and spatial), objective,
 overfitting a handful of INRs, LatentClassifier, saving latents."""
+import pickle
 import time
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import mlp, random_neuron_permutation
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
@@ -12,10 +14,14 @@ import nft_pyg
 from nft_pyg.utils.io import CorruptFileError, atomic_save
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import fit_sirens, render_module, siren, to_modules
-from nft_pyg.nn.models import (Inr2Array, LatentClassifier, SpatialSirenHypernetwork,
-                               load_latents, save_latents)
-
-from helpers import mlp, random_neuron_permutation
+from nft_pyg.nn.models import (
+    Inr2Array,
+    LatentClassifier,
+    SpatialSirenHypernetwork,
+    load_latents,
+    save_latents,
+)
+from nft_pyg.nn.structure import WeightGraphIndex
 
 torch.set_num_threads(1)
 
@@ -81,7 +87,8 @@ def test_global_decoder_renders_its_weights():
         torch.testing.assert_close(image[b], render_module(module, 6), atol=1e-12, rtol=0)
     loss, pred, target = model.loss(batch, 6, return_images=True)
     torch.testing.assert_close(pred, image)
-    torch.testing.assert_close(loss, F.mse_loss(image, model.target(batch, 6)))
+    torch.testing.assert_close(target, model.target(batch, 6))
+    torch.testing.assert_close(loss, F.mse_loss(image, target))
 
 
 def test_spatial_decoder_each_latent_renders_its_own_cell():
@@ -218,3 +225,23 @@ def test_errors():
         model.target(other, 4)
     with pytest.raises(ValueError, match="LatentClassifier"):
         LatentClassifier(16, 3, heads=2)(torch.zeros(2, 4, 8))
+
+
+def test_forward_writes_nothing_onto_the_batch():
+    batch, _ = siren_batch()
+    before = pickle.dumps(batch)
+    model = make_model(batch)
+    model.loss(batch, 8)
+    model(batch, index=WeightGraphIndex.from_data(batch))
+    assert pickle.dumps(batch) == before
+
+
+def test_compiles_and_matches_eager(device):
+    batch, _ = siren_batch()
+    batch = batch.to(device)
+    model = make_model(batch).to(device)
+    index = WeightGraphIndex.from_data(batch)
+    eager = model.loss(batch, 8, index=index)
+    torch._dynamo.reset()
+    compiled = torch.compile(model.loss)(batch, 8, index=index)
+    torch.testing.assert_close(compiled, eager, atol=1e-10, rtol=1e-10)

@@ -1,23 +1,37 @@
-"""NFTBlock (graph == dense twin, equivariance, every part used, errors) and
-LatentCrossAttention (per-graph reference, softmax per graph, invariance)."""
+"""NFTBlock (graph == dense twin, equivariance, every part used, pure forward,
+errors) and LatentCrossAttention (per-graph reference, softmax per graph,
+invariance)."""
 import math
+import pickle
 
 import pytest
 import torch
+from helpers import (
+    assert_matches_dense,
+    cnn,
+    feature_batch,
+    mlp,
+    random_neuron_permutation,
+)
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 from nft_pyg import WeightSpace
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.nn.nft_block import LatentCrossAttention, NFTBlock
-
-from helpers import assert_matches_dense, cnn, feature_batch, mlp, random_neuron_permutation
+from nft_pyg.nn.structure import WeightGraphIndex
 
 torch.set_num_threads(1)
 
 
 def make_block(channels=8, heads=2, dtype=torch.float64, **kwargs):
     return NFTBlock(channels, heads=heads, **kwargs).to(dtype).eval()
+
+
+def run(block, batch, x=None, edge_attr=None):
+    x = batch.x if x is None else x
+    edge_attr = batch.edge_attr if edge_attr is None else edge_attr
+    return block(x, batch.edge_index, edge_attr, WeightGraphIndex.from_data(batch))
 
 
 def randomize_norms(block):
@@ -65,10 +79,10 @@ def test_equivariance(roles):
     batch = feature_batch([mlp([3, 5, 4, 2]), cnn([2, 3, 4], [3, 3])], channels=2)
     block = make_block(18, heads=3)
     randomize_norms(block)
-    x_out, edge_out = block(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = run(block, batch)
     node_map, edge_map = random_neuron_permutation(batch, roles)
     assert not torch.equal(node_map, torch.arange(node_map.numel()))
-    x_perm, edge_perm = block(batch.x[node_map], batch.edge_attr[edge_map], batch)
+    x_perm, edge_perm = run(block, batch, batch.x[node_map], batch.edge_attr[edge_map])
     torch.testing.assert_close(x_perm, x_out[node_map], atol=1e-12, rtol=0)
     torch.testing.assert_close(edge_perm, edge_out[edge_map], atol=1e-12, rtol=0)
 
@@ -82,7 +96,7 @@ def test_zero_branches_give_identity():
         for linear in (block.attn.out, block.ff[2].lin):
             linear.weight.zero_()
             linear.bias.zero_()
-    x_out, edge_out = block(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = run(block, batch)
     torch.testing.assert_close(x_out, batch.x, atol=0, rtol=0)
     torch.testing.assert_close(edge_out, batch.edge_attr, atol=0, rtol=0)
 
@@ -91,30 +105,41 @@ def test_zero_branches_give_identity():
 def test_every_part_is_used(part):
     batch = feature_batch([mlp([3, 5, 4, 2]) for _ in range(2)], channels=8)
     block = make_block(8)
-    x_ref, edge_ref = block(batch.x, batch.edge_attr, batch)
+    x_ref, edge_ref = run(block, batch)
     with torch.no_grad():
         for param in getattr(block, part).parameters():
             param.add_(torch.randn_like(param))
-    x_out, edge_out = block(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = run(block, batch)
     assert not torch.allclose(edge_out, edge_ref, atol=1e-6)
     assert not torch.allclose(x_out, x_ref, atol=1e-6)
+
+
+def test_forward_writes_nothing_onto_the_batch():
+    batch = feature_batch([mlp([3, 5, 4, 2]) for _ in range(2)], channels=8)
+    before = pickle.dumps(batch)
+    block = make_block(8)
+    block(batch.x, batch.edge_index, batch.edge_attr, batch)
+    run(block, batch)
+    assert pickle.dumps(batch) == before
 
 
 def test_dropout_only_in_training():
     batch = feature_batch([mlp([3, 5, 2])], channels=8)
     block = make_block(8, dropout=0.5)
-    eval_out = block(batch.x, batch.edge_attr, batch)[1]
-    assert torch.equal(eval_out, block(batch.x, batch.edge_attr, batch)[1])
+    eval_out = run(block, batch)[1]
+    assert torch.equal(eval_out, run(block, batch)[1])
     block.train()
-    assert not torch.allclose(block(batch.x, batch.edge_attr, batch)[1], eval_out)
+    assert not torch.allclose(run(block, batch)[1], eval_out)
 
 
 def test_errors():
     batch = feature_batch([mlp([3, 5, 4, 2])], channels=8)
     with pytest.raises(ValueError, match="NFTBlock.*channels"):
-        make_block(4, heads=2)(batch.x, batch.edge_attr, batch)
-    with pytest.raises(ValueError, match="NFTAttention.*weight layers"):
-        make_block(8, num_layers=2)(batch.x, batch.edge_attr, batch)
+        run(make_block(4, heads=2), batch)
+    with pytest.raises(ValueError, match="NFTAttention.*num_layers=2"):
+        run(make_block(8, num_layers=2), batch)
+    with pytest.raises(TypeError, match=r"NFTBlock.*edge_index \[2, E\]"):
+        make_block(8)(batch.x, batch.edge_attr, batch)
     with pytest.raises(ValueError, match="NFTAttention.*heads"):
         NFTBlock(8, heads=3)
     with pytest.raises(ValueError, match="NFTBlock.*channels"):
@@ -184,3 +209,23 @@ def test_latent_pool_single_graph_without_batch_vector():
     batched = Batch.from_data_list([graph])
     torch.testing.assert_close(pool(graph.x, graph.edge_attr, graph),
                                pool(batched.x, batched.edge_attr, batched), atol=0, rtol=0)
+
+
+def test_block_and_latent_pool_trace_without_graph_breaks(device):
+    """Once the index (and its parts) exist, neither forward breaks the graph."""
+    batch = feature_batch([mlp([3, 5, 4, 2]) for _ in range(2)], channels=8,
+                          dtype=torch.float32).to(device)
+    index = WeightGraphIndex.from_data(batch)
+    block = NFTBlock(8, heads=2).to(device).eval()
+    pool = LatentCrossAttention(8, num_latents=3, heads=2).to(device).eval()
+    calls = {block: (batch.x, batch.edge_index, batch.edge_attr, index),
+             pool: (batch.x, batch.edge_attr, index)}
+    for module, args in calls.items():
+        eager = module(*args)   # builds the index parts
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(module)(*args)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        compiled = torch.compile(module)(*args)
+        for a, b in zip(*((out,) if isinstance(out, torch.Tensor) else out
+                          for out in (compiled, eager))):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

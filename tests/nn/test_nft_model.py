@@ -1,7 +1,11 @@
 """NFT: hidden-neuron invariance / equivariance on raw MLP and CNN graphs,
-IO encodings seeing input order, editing round trip, mixed batches, errors."""
+IO encodings seeing input order, editing round trip, mixed batches, errors,
+pure forward, torch.compile."""
+import pickle
+
 import pytest
 import torch
+from helpers import cnn, drop_edges, mlp, permuted_graph, random_neuron_permutation
 from torch import nn
 from torch_geometric.data import Batch
 
@@ -10,8 +14,7 @@ from nft_pyg import WeightSpace
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import siren
 from nft_pyg.nn.models import NFT
-
-from helpers import cnn, drop_edges, mlp, permuted_graph, random_neuron_permutation
+from nft_pyg.nn.structure import WeightGraphIndex
 
 torch.set_num_threads(1)
 
@@ -75,7 +78,7 @@ def test_io_encoding_sees_input_order(task):
     without them the model is invariant / equivariant to that too."""
     batch = mlp_batch()
     layout = batch.get_example(0).layout
-    permuted, node_map, edge_map = permuted_copy(batch, (NodeRole.INPUT,))
+    permuted, _, edge_map = permuted_copy(batch, (NodeRole.INPUT,))
     with_io = make_nft(layout, task)
     without_io = make_nft(layout, task, io_encoding=False)
     if task == "invariant":
@@ -96,7 +99,7 @@ def test_edit_round_trips_through_to_module():
                for _ in range(2)]
     batch = raw_batch(modules)
     model = make_nft(batch.get_example(0).layout, task="equivariant")
-    x_delta, edge_delta = model(batch)
+    x_delta, _ = model(batch)
     edited = model.edit(batch)
     assert torch.equal(edited.x, batch.x + x_delta)
     layers = batch.get_example(0).layout_obj.weight_layers()
@@ -221,3 +224,25 @@ def test_pruned_graphs():
     x_perm, edge_perm = equivariant(permuted)
     torch.testing.assert_close(x_perm, x_delta[node_map], atol=1e-10, rtol=0)
     torch.testing.assert_close(edge_perm, edge_delta[edge_map], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("task", ["invariant", "equivariant"])
+def test_forward_writes_nothing_onto_the_batch(task):
+    batch = mlp_batch()
+    before = pickle.dumps(batch)
+    model = make_nft(batch.get_example(0).layout, task)
+    model(batch)
+    model(batch, index=WeightGraphIndex.from_data(batch))
+    assert pickle.dumps(batch) == before
+
+
+@pytest.mark.parametrize("task", ["invariant", "equivariant"])
+def test_compiles_and_matches_eager(task, device):
+    batch = raw_batch([mlp([3, 5, 4, 2]) for _ in range(3)]).to(device)
+    model = make_nft(batch.get_example(0).layout, task).to(device)
+    index = WeightGraphIndex.from_data(batch)
+    eager = model(batch, index=index)
+    torch._dynamo.reset()
+    compiled = torch.compile(model)(batch, index=index)
+    for a, b in zip(*(out if isinstance(out, tuple) else (out,) for out in (compiled, eager))):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)

@@ -20,6 +20,7 @@ import nft_pyg
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.nn.conv.np_conv import NPConv
 from nft_pyg.nn.conv.pointwise_conv import PointwiseConv
+from nft_pyg.nn.structure import WeightGraphIndex
 from nft_pyg.tensor.weight_space import WeightSpace
 
 torch.set_num_threads(1)
@@ -88,7 +89,7 @@ def test_raw_graph_with_folded_bias_is_an_input():
     width = int(graph.kernel_width[0])
     x = torch.nn.functional.pad(graph.x, (0, width - 1))
     conv = make_conv(width, 2, 2)
-    x_out, edge_out = conv(x, graph.edge_attr, graph)
+    x_out, edge_out = conv(x, graph.edge_index, graph.edge_attr, graph)
     dense = conv.forward_dense(WeightSpace.from_modules([module]).fold_kernels(width))
     x_dense, e_dense = dense.graph_features()
     torch.testing.assert_close(x_out, x_dense[0], atol=1e-10, rtol=0)
@@ -99,8 +100,8 @@ def test_raw_graph_with_folded_bias_is_an_input():
 def permuted_outputs(conv, batch, roles, seed=1):
     node_map, edge_map = random_neuron_permutation(
         batch, roles, torch.Generator().manual_seed(seed))
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
-    x_perm, edge_perm = conv(batch.x[node_map], batch.edge_attr[edge_map], batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
+    x_perm, edge_perm = conv(batch.x[node_map], batch.edge_index, batch.edge_attr[edge_map], batch)
     return (x_out, edge_out), (x_perm, edge_perm), (node_map, edge_map)
 
 
@@ -175,9 +176,9 @@ for _name, _short in (("edge_src", "B"), ("edge_dst", "C"), ("node_self", "E")):
 def test_each_term_is_used(term):
     batch = feature_batch([mlp([3, 4, 5, 2]).double()], channels=2)
     conv = make_conv(2, 2, 3)
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
     TERMS[term](conv)
-    x_cut, edge_cut = conv(batch.x, batch.edge_attr, batch)
+    x_cut, edge_cut = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
     changed = (x_cut - x_out).abs().max() + (edge_cut - edge_out).abs().max()
     assert changed > 1e-3
     assert_matches_dense(conv, batch)  # the dense twin uses the same term
@@ -197,8 +198,8 @@ def test_self_terms_alone_give_the_pointwise_layer():
         pointwise.node_weight.copy_(conv.node_self[:, channels:2 * channels])
         pointwise.edge_bias.copy_(conv.edge_bias)
         pointwise.node_bias.copy_(conv.node_bias)
-    for got, want in zip(conv(batch.x, batch.edge_attr, batch),
-                         pointwise(batch.x, batch.edge_attr, batch)):
+    for got, want in zip(conv(batch.x, batch.edge_index, batch.edge_attr, batch),
+                         pointwise(batch.x, batch.edge_index, batch.edge_attr, batch)):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
@@ -220,7 +221,7 @@ def test_initialisation_keeps_the_scale_through_depth():
     x, edge_attr = batch.x, batch.edge_attr
     hidden = batch.node_layer > 0
     for _ in range(12):
-        x, edge_attr = NPConv(8, 8, 3)(x, edge_attr, batch)
+        x, edge_attr = NPConv(8, 8, 3)(x, batch.edge_index, edge_attr, batch)
         for features in (edge_attr, x[hidden]):
             assert 0.3 < float(features.std()) < 3.0
 
@@ -237,27 +238,27 @@ def test_errors():
     batch = feature_batch([mlp([3, 4, 4, 2]).double()], channels=2)
     x, e = batch.x, batch.edge_attr
     with pytest.raises(ValueError, match=r"NPConv: the graph has 3 weight layers .*num_layers=2"):
-        make_conv(2, 2, 2)(x, e, batch)
+        make_conv(2, 2, 2)(x, batch.edge_index, e, batch)
     conv = make_conv(2, 2, 3)
     with pytest.raises(ValueError, match=r"NPConv: expected x with 2 channels, got 3"):
-        conv(torch.zeros(x.size(0), 3, dtype=x.dtype), e, batch)
+        conv(torch.zeros(x.size(0), 3, dtype=x.dtype), batch.edge_index, e, batch)
     with pytest.raises(ValueError, match=r"NPConv: expected edge_attr with 2 channels"):
-        conv(x, e[:, :1], batch)
+        conv(x, batch.edge_index, e[:, :1], batch)
     with pytest.raises(ValueError, match=r"NPConv: edge_attr has 5 rows"):
-        conv(x, e[:5], batch)
+        conv(x, batch.edge_index, e[:5], batch)
     broken = copy.copy(batch)
     del broken.node_pos
     with pytest.raises(ValueError, match=r"NPConv: the graph has no node_pos"):
-        conv(x, e, broken)
+        conv(x, broken.edge_index, e, broken)
     zero_layer = copy.copy(batch)
     zero_layer.edge_layer = batch.edge_layer - 1
     with pytest.raises(ValueError, match=r"NPConv: edge_layer must be 1..L, got 0"):
-        conv(x, e, zero_layer)
+        conv(x, zero_layer.edge_index, e, zero_layer)
     with pytest.raises(ValueError, match=r"NPConv: io_embedding=True needs num_inputs"):
         NPConv(2, 2, 3, io_embedding=True)
     small_io = make_conv(2, 2, 3, io_embedding=True, num_inputs=2, num_outputs=2)
     with pytest.raises(ValueError, match=r"NPConv: a graph has 3 input neurons .*num_inputs=2"):
-        small_io(x, e, batch)
+        small_io(x, batch.edge_index, e, batch)
     ws = WeightSpace.from_features(batch, x, e)
     with pytest.raises(ValueError, match=r"NPConv.forward_dense: .*num_inputs=2"):
         small_io.forward_dense(ws)
@@ -273,7 +274,7 @@ def test_errors():
 def test_gradients_reach_every_parameter():
     batch = feature_batch([mlp([3, 4, 5, 2]).double()], channels=2)
     conv = make_conv(2, 2, 3, io_embedding=True, num_inputs=3, num_outputs=2)
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
     (x_out.square().sum() + edge_out.square().sum()).backward()
     for name, param in conv.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
@@ -305,7 +306,7 @@ def presence_mask(graph) -> list[torch.Tensor]:
 def assert_pruned_matches_dense(conv, batch, atol=1e-10):
     """Each graph of a pruned batch against the dense twin with its presence
     mask (absent weights: absent from every mean, zero output)."""
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
     edge_graph = batch.batch[batch.edge_index[0]]
     for b in range(batch.num_graphs):
         graph = batch.get_example(b)
@@ -345,7 +346,7 @@ def test_pruned_cnn_zoo_shape():
 def test_each_term_is_used_on_pruned_graphs(term):
     batch = pruned(feature_batch([mlp([3, 6, 5, 2]).double()] * 2, channels=2), 0.5, seed=2)
     conv = make_conv(2, 2, 3)
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
     TERMS[term](conv)
     x_cut, edge_cut = assert_pruned_matches_dense(conv, batch)
     assert (x_cut - x_out).abs().max() + (edge_cut - edge_out).abs().max() > 1e-3
@@ -355,20 +356,21 @@ def test_pruned_equivariance_and_io_embedding():
     batch = pruned(feature_batch([mlp([4, 6, 5, 3]).double()] * 2, channels=2), 0.4, seed=3)
     conv = make_conv(2, 3, 3, io_embedding=True, num_inputs=4, num_outputs=3)
     assert_pruned_matches_dense(conv, batch)
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
     permuted, node_map, edge_map, _ = permuted_graph(batch)
-    x_perm, edge_perm = conv(permuted.x, permuted.edge_attr, permuted)
+    x_perm, edge_perm = conv(permuted.x, permuted.edge_index, permuted.edge_attr, permuted)
     torch.testing.assert_close(x_perm, x_out[node_map], atol=1e-10, rtol=0)
     torch.testing.assert_close(edge_perm, edge_out[edge_map], atol=1e-10, rtol=0)
 
 
-def test_repeated_calls_reuse_the_cached_index():
-    from nft_pyg.nn.conv.np_conv import _np_index
-    from nft_pyg.nn.structure import LayerStructure
-    batch = pruned(feature_batch([mlp([3, 5, 2]).double()] * 2, channels=2), 0.5)
-    conv = make_conv(2, 2, 2)
-    first = conv(batch.x, batch.edge_attr, batch)
-    index = _np_index(LayerStructure.of(batch), 2)
-    second = conv(batch.x, batch.edge_attr, batch)
-    assert _np_index(LayerStructure.of(batch), 2) is index
-    torch.testing.assert_close(first, second, atol=0, rtol=0)
+def test_repeated_calls_reuse_the_index_parts():
+    for batch in (feature_batch([mlp([3, 8, 8, 2]).double()] * 2, channels=2),
+                  pruned(feature_batch([mlp([3, 8, 8, 2]).double()] * 2, channels=2), 0.5)):
+        index = WeightGraphIndex.from_data(batch)
+        conv = make_conv(2, 2, 3)
+        first = conv(batch.x, batch.edge_index, batch.edge_attr, index)
+        grid = index.parts["grid"]
+        assert (grid is None) == (batch.num_edges < 2 * (24 + 64 + 16))   # pruned: no grid
+        second = conv(batch.x, batch.edge_index, batch.edge_attr, index)
+        assert index.parts["grid"] is grid
+        torch.testing.assert_close(first, second, atol=0, rtol=0)

@@ -46,10 +46,10 @@ def test_is_a_map_of_each_entry_alone():
     """Changing one weight changes only that edge's output."""
     batch = feature_batch([mlp([3, 4, 2]).double()], channels=2)
     conv = make_conv(2, 2, 2)
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
     edge_attr = batch.edge_attr.clone()
     edge_attr[5] += 1.0
-    x_new, edge_new = conv(batch.x, edge_attr, batch)
+    x_new, edge_new = conv(batch.x, batch.edge_index, edge_attr, batch)
     changed = (edge_new - edge_out).abs().sum(-1) > 0
     assert changed.nonzero().view(-1).tolist() == [5]
     assert torch.equal(x_new, x_out)
@@ -62,8 +62,8 @@ def test_equivariant_to_all_neuron_permutations():
     node_map, edge_map = random_neuron_permutation(
         batch, (NodeRole.INPUT, NodeRole.HIDDEN, NodeRole.OUTPUT),
         torch.Generator().manual_seed(2))
-    x_out, edge_out = conv(batch.x, batch.edge_attr, batch)
-    x_perm, edge_perm = conv(batch.x[node_map], batch.edge_attr[edge_map], batch)
+    x_out, edge_out = conv(batch.x, batch.edge_index, batch.edge_attr, batch)
+    x_perm, edge_perm = conv(batch.x[node_map], batch.edge_index, batch.edge_attr[edge_map], batch)
     torch.testing.assert_close(x_perm, x_out[node_map], atol=1e-12, rtol=0)
     torch.testing.assert_close(edge_perm, edge_out[edge_map], atol=1e-12, rtol=0)
 
@@ -72,10 +72,10 @@ def test_equivariant_to_all_neuron_permutations():
 def test_each_term_is_used(name):
     batch = feature_batch([mlp([3, 4, 2]).double()], channels=2)
     conv = make_conv(2, 2, 2)
-    before = torch.cat(conv(batch.x, batch.edge_attr, batch))
+    before = torch.cat(conv(batch.x, batch.edge_index, batch.edge_attr, batch))
     with torch.no_grad():
         getattr(conv, name)[1].zero_()  # layer 2 only: the layers are typed
-    after = torch.cat(conv(batch.x, batch.edge_attr, batch))
+    after = torch.cat(conv(batch.x, batch.edge_index, batch.edge_attr, batch))
     assert (after - before).abs().max() > 1e-3
 
 
@@ -97,13 +97,13 @@ def test_errors_and_repr():
     batch = feature_batch([mlp([3, 4, 4, 2]).double()], channels=2)
     x, e = batch.x, batch.edge_attr
     with pytest.raises(ValueError, match=r"PointwiseConv: the graph has 3 weight layers"):
-        make_conv(2, 2, 2)(x, e, batch)
+        make_conv(2, 2, 2)(x, batch.edge_index, e, batch)
     with pytest.raises(ValueError, match=r"PointwiseConv: expected x with 3 channels"):
-        make_conv(3, 2, 3)(x, e, batch)
+        make_conv(3, 2, 3)(x, batch.edge_index, e, batch)
     broken = copy.copy(batch)
     del broken.edge_layer
     with pytest.raises(ValueError, match=r"PointwiseConv: the graph has no edge_layer"):
-        make_conv(2, 2, 3)(x, e, broken)
+        make_conv(2, 2, 3)(x, broken.edge_index, e, broken)
     with pytest.raises(ValueError, match=r"PointwiseConv.forward_dense: the weight space has 3"):
         make_conv(2, 2, 2).forward_dense(WeightSpace.from_features(batch, x, e))
     assert repr(PointwiseConv(2, 3, 4)) == "PointwiseConv(2, 3, num_layers=4, bias=True)"

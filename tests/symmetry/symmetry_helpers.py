@@ -7,7 +7,7 @@ from torch_geometric.utils import scatter
 
 from nft_pyg.graph.modules import Sine
 from nft_pyg.graph.types import NodeRole
-from nft_pyg.nn.structure import LayerStructure
+from nft_pyg.nn.structure import WeightGraphIndex
 
 DOUBLE = torch.float64
 
@@ -52,6 +52,11 @@ def norm_cnn(seed: int) -> tuple[nn.Module, Tensor]:
 
 
 # --- toy operators -----------------------------------------------------------
+def _mean(edge_attr: Tensor, node: Tensor, x: Tensor) -> Tensor:
+    """``[N, C]``: mean of the edge features at each node (``node`` per edge)."""
+    return scatter(edge_attr, node, 0, dim_size=x.size(0), reduce="mean")
+
+
 class ToyEquivariant(nn.Module):
     """Per-node / per-edge maps plus neighbour and layer means: NP-equivariant."""
 
@@ -62,9 +67,9 @@ class ToyEquivariant(nn.Module):
         self.message = nn.Linear(channels, out, bias=False).to(DOUBLE)
 
     def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
-        structure = LayerStructure.of(graph)
-        x_out = torch.tanh(self.node(x) + self.message(structure.in_mean(edge_attr)
-                                                       + structure.out_mean(edge_attr)))
+        structure = WeightGraphIndex.from_data(graph)
+        x_out = torch.tanh(self.node(x) + self.message(_mean(edge_attr, structure.dst, x)
+                                                       + _mean(edge_attr, structure.src, x)))
         layer_mean = structure.node_layer_mean(x)
         x_out = x_out + self.message(layer_mean[structure.node_batch, structure.node_layer])
         edge_out = self.edge(edge_attr) * (x_out[structure.src] - x_out[structure.dst])
@@ -94,7 +99,7 @@ class ToyReadout(nn.Module):
     """Mean of edge features and of hidden node features per graph: invariant."""
 
     def forward(self, x: Tensor, edge_attr: Tensor, graph) -> Tensor:
-        structure = LayerStructure.of(graph)
+        structure = WeightGraphIndex.from_data(graph)
         edges = scatter(edge_attr, structure.edge_batch, 0, dim_size=structure.num_graphs,
                         reduce="mean")
         nodes = scatter(x, structure.node_batch, 0, dim_size=structure.num_graphs,
@@ -119,7 +124,7 @@ class ToyGraphModule(nn.Module):
 
     def forward(self, graph):
         out = graph.clone()
-        out.x = torch.sin(graph.x) * 2 + LayerStructure.of(graph).in_mean(graph.edge_attr)[
+        out.x = torch.sin(graph.x) * 2 + _mean(graph.edge_attr, graph.edge_index[1], graph.x)[
             :, : graph.x.size(1)]
         if self.shift:
             out.x = out.x + (graph.node_layer == 1).unsqueeze(-1) * graph.node_pos.unsqueeze(-1)

@@ -7,9 +7,10 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ...tensor.hnp_dense import hnp_layer_dense, hnp_num_types
+from ...tensor.hnp_dense import HNPWeights, hnp_layer_dense, hnp_num_types
 from ...tensor.weight_space import WeightSpace
-from ..pool.hnp_pool import check_hnp_graph, hnp_summary, hnp_typing
+from ..structure import WeightGraphIndex, operator_inputs
+from ..summaries import check_hnp, hnp_summary, layer_grid
 
 
 class HNPConv(MessagePassing):
@@ -124,9 +125,10 @@ class HNPConv(MessagePassing):
             (one vector per type). (default: :obj:`True`)
 
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, C_{in})`, edge
-          features :math:`(|\mathcal{E}|, C_{in})`, the graph (batch)
-          structure
+        - **input:** node features :math:`(|\mathcal{V}|, C_{in})`, ``edge_index``
+          :math:`(2, |\mathcal{E}|)`, edge features :math:`(|\mathcal{E}|, C_{in})`,
+          the batch's :class:`~nft_pyg.nn.structure.WeightGraphIndex`:
+          ``conv(x, edge_index, edge_attr, index)``
         - **output:** node features :math:`(|\mathcal{V}|, C_{out})` (zero on
           input neurons), edge features :math:`(|\mathcal{E}|, C_{out})`
     """
@@ -164,18 +166,31 @@ class HNPConv(MessagePassing):
                 module.reset_parameters()
 
     # --- graph form ----------------------------------------------------------
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        """``(x', edge_attr')`` of a batch; ``index = WeightGraphIndex.from_data(batch)``."""
         L, n_in, n_out, d = self.num_layers, self.num_inputs, self.num_outputs, \
             self.out_channels
-        structure = check_hnp_graph("HNPConv", x, edge_attr, graph, self.in_channels, L,
-                                    n_in, n_out)
-        typing = hnp_typing(structure, L, n_in, n_out)
+        structure = operator_inputs("HNPConv", x, edge_index, edge_attr, index,
+                                    self.in_channels, L)
+        typing = check_hnp("HNPConv", structure, L, n_in, n_out)
         num_nodes = structure.num_nodes
-        if L > 1:
-            in_mean = self.propagate(structure.edge_index, edge_attr=edge_attr,
+        grid = layer_grid(structure) if L > 1 else None
+        fixed: dict[str, Tensor] = {}
+        if grid is not None:
+            # complete networks of one architecture: every read of edge_attr is a view
+            # of one split (one gradient for it, no scatter / gather)
+            views = grid.weight_views(edge_attr)
+            in_mean, out_mean = grid.neuron_means(views)
+            fixed = {"first": views[0].reshape(-1, n_in * self.in_channels),
+                     "last": views[-1].transpose(1, 2).reshape(-1, n_out * self.in_channels)}
+            layer_rows = {l: views[l - 1].reshape(-1, self.in_channels) for l in range(2, L)}
+        elif L > 1:
+            in_mean = self.propagate(edge_index, edge_attr=edge_attr,
                                      size=(num_nodes, num_nodes))
             out_mean = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
                                       size=(num_nodes, num_nodes))
+        if L > 1:
             summary = hnp_summary(x, edge_attr, structure, typing, in_mean, out_mean)
         else:
             summary = hnp_summary(x, edge_attr, structure, typing)         # [B, G, C]
@@ -184,9 +199,9 @@ class HNPConv(MessagePassing):
         if L == 1:
             return node_out, glob.view(-1, d).index_select(0, typing.edge_glob_id)
 
-        index = _conv_index(structure, L, n_in, n_out)
-        plan = structure.edge_layer_plan(L)
-        hidden = {h: self._hidden_layer_terms(h, x, edge_attr, in_mean, out_mean, index)
+        index = structure.part("hnp_conv", _conv_index)
+        plan = structure.edge_plan
+        hidden = {h: self._hidden_layer_terms(h, x, edge_attr, in_mean, out_mean, index, fixed)
                   for h in index.layer_nodes}
         for h, nodes in index.layer_nodes.items():
             node_out.index_add_(0, nodes, hidden[h]["node"])
@@ -202,7 +217,8 @@ class HNPConv(MessagePassing):
             return by_position.view(-1, d).index_select(0, end.cell)
 
         rows = [fixed_end_rows(index.first, hidden[1]["first"], slice(0, n_in))]
-        layer_rows = _hidden_layer_rows(edge_attr, plan, index, L)
+        if grid is None:
+            layer_rows = _hidden_layer_rows(edge_attr, plan, index, L)
         for layer in range(2, L):
             k = layer - 2
             from_src = hidden[layer - 1]["src"]
@@ -230,7 +246,8 @@ class HNPConv(MessagePassing):
         return node_out, edge_out
 
     def _hidden_layer_terms(self, h: int, x: Tensor, edge_attr: Tensor, in_mean: Tensor,
-                            out_mean: Tensor, index: _ConvIndex) -> dict[str, Tensor]:
+                            out_mean: Tensor, index: _ConvIndex,
+                            fixed: dict[str, Tensor]) -> dict[str, Tensor]:
         r"""Every linear map of :math:`s(v)` for the neurons :math:`v` of hidden layer
         ``h``: ``"node"`` (:math:`\mathbf{E}_h`), ``"src"`` / ``"dst"`` (the
         :math:`\mathbf{B}` / :math:`\mathbf{C}` of the hidden weight layer after /
@@ -266,7 +283,10 @@ class HNPConv(MessagePassing):
                 return columns, mean.index_select(0, nodes), None
             if end.sparse:
                 return columns, None, end
-            return columns, end.dense_features(edge_attr, nodes.numel()), None
+            name = "first" if end is index.first else "last"
+            features = fixed[name] if name in fixed else \
+                end.dense_features(edge_attr, nodes.numel())
+            return columns, features, None
 
         # (columns of s(v), dense features [n_h, .] or the fixed end to read by edge)
         parts = [part(index.first if h == 1 else None, in_mean, slice(bounds[0], bounds[1])),
@@ -317,7 +337,14 @@ class HNPConv(MessagePassing):
         :func:`~nft_pyg.tensor.hnp_dense.hnp_layer_dense`); ``mask`` (per weight
         layer ``[B, n_l, n_{l-1}]``, true where the weight exists) gives the map
         of the pruned graph."""
-        return hnp_layer_dense(self, ws, mask)
+        params = HNPWeights(
+            self.in_channels, self.out_channels, self.num_layers, self.num_inputs,
+            self.num_outputs, self.global_map.weight, self.global_map.bias,
+            [m.weight for m in self.node_maps], [m.weight for m in self.pointwise],
+            [m.weight for m in self.src_maps], [m.weight for m in self.dst_maps],
+            None if self.first_edge is None else self.first_edge.weight,
+            None if self.last_edge is None else self.last_edge.weight)
+        return hnp_layer_dense(params, ws, mask, type(self).__name__)
 
     # --- introspection -----------------------------------------------------------
     def terms(self) -> dict[str, tuple[Tensor, slice]]:
@@ -461,7 +488,12 @@ def _hidden_layer_rows(edge_attr: Tensor, plan, index: _ConvIndex,
     return {l: edge_attr.index_select(0, index.layer_edges[l]) for l in hidden}
 
 
-def _conv_index(structure, num_layers: int, num_inputs: int, num_outputs: int) -> _ConvIndex:
+def _conv_index(structure: WeightGraphIndex) -> _ConvIndex:
+    """The ``"hnp_conv"`` part of an index whose ``"hnp"`` typing fits (built once)."""
+    typing = structure.parts["hnp"]
+    num_layers, num_inputs, num_outputs = typing.num_layers, typing.num_inputs, \
+        typing.num_outputs
+
     def build() -> _ConvIndex:
         L, src, dst, pos = num_layers, structure.src, structure.dst, structure.node_pos
         layer_nodes = {h: (structure.node_layer == h).nonzero().view(-1) for h in range(1, L)}
@@ -484,7 +516,7 @@ def _conv_index(structure, num_layers: int, num_inputs: int, num_outputs: int) -
                 for l in range(2, L)}
         return _ConvIndex(layer_nodes, layer_edges, first_end, last_end, src_rank, dst_rank,
                           layer_batch, grid)
-    return structure._cached(("hnp_conv_index", num_layers, num_inputs, num_outputs), build)
+    return build()
 
 
 def _grid(num_graphs: int, num_targets: int, num_sources: int, src_rank: Tensor,

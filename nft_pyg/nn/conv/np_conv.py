@@ -7,11 +7,10 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ...graph.types import NodeRole
-from ...tensor.np_dense import np_layer_dense
+from ...tensor.np_dense import NPWeights, np_layer_dense
 from ...tensor.weight_space import WeightSpace
-from ..pool.np_pool import check_graph_features, np_summary
-from ..structure import LayerStructure
+from ..structure import TypePlan, WeightGraphIndex, operator_inputs
+from ..summaries import LayerGrid, layer_grid, np_summary
 from .pointwise_conv import layer_linear, uniform_
 
 #: variance gains of the initialisation (see ``NPConv.reset_parameters``)
@@ -80,10 +79,15 @@ class NPConv(MessagePassing):
 
     On a pruned network (missing edges) the means run over the edges that
     exist (a missing edge is absent, not a zero); the dense twin computes the
-    same map given the presence mask (``forward_dense(ws, mask)``). The
-    neuron terms are computed only where they are used: :math:`\mathbf{B}_l
-    \mathbf{s}_u` for neurons with an out-edge, :math:`\mathbf{C}_l
-    \mathbf{s}_v` for neurons with an in-edge.
+    same map given the presence mask (``forward_dense(ws, mask)``).
+
+    Computation: :math:`\mathrm{in}, \mathrm{out}` by ``propagate`` (mean
+    aggregation over the edges and the reversed edges); :math:`\mathbf{B}
+    \mathbf{s}_u, \mathbf{C} \mathbf{s}_v, \mathbf{E} \mathbf{s}_v` once
+    per neuron, gathered onto the edges by ``edge_updater``. On a batch of
+    complete networks of one architecture (the index's ``"grid"`` part) the
+    same map runs on views ``[B, n_l, n_{l-1}, C]`` of the edge features
+    (means over axes, broadcasts instead of gathers), which is faster there.
 
     With ``io_embedding=True`` (the paper's "NP + IO encoding") learned
     vectors are added to the input features before the layer, which breaks
@@ -116,8 +120,9 @@ class NPConv(MessagePassing):
 
     Shapes:
         - **input:** node features :math:`(N, C)`, edge features
-          :math:`(E, C)`, the graph (``edge_index``, ``node_layer``,
-          ``edge_layer``, ``node_role``, ``node_pos``, ``batch``).
+          :math:`(E, C)`, ``edge_index`` :math:`(2, E)` and the batch's
+          :class:`~nft_pyg.nn.structure.WeightGraphIndex`:
+          ``conv(x, edge_index, edge_attr, index)``.
         - **output:** :math:`(N, C')`, :math:`(E, C')`.
     """
 
@@ -185,103 +190,112 @@ class NPConv(MessagePassing):
                 nn.init.normal_(param)
 
     # --- graph path ---------------------------------------------------------
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
-        structure = check_graph_features("NPConv", x, edge_attr, graph, self.in_channels,
-                                         self.num_layers)
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        """``(x', edge_attr')`` of a batch; ``index = WeightGraphIndex.from_data(batch)``."""
+        index = operator_inputs("NPConv", x, edge_index, edge_attr, index, self.in_channels,
+                                self.num_layers)
         if self.io_embedding:
-            x, edge_attr = self._embed_io(x, edge_attr, structure)
-        num_nodes, L = structure.num_nodes, self.num_layers
-        edge_index = graph.edge_index
+            x, edge_attr = self._embed_io(x, edge_attr, index)
+        grid = layer_grid(index)
+        if grid is not None:
+            return self._grid_path(x, edge_attr, grid, index)
+        num_nodes = index.num_nodes
         into = self.propagate(edge_index, edge_attr=edge_attr, size=(num_nodes, num_nodes))
-        out_of = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
+        out_of = self.propagate(index.reversed_edge_index, edge_attr=edge_attr,
                                 size=(num_nodes, num_nodes))
-        summary = torch.cat([into, x, out_of], dim=-1)                        # [N, 3C]
-        glob = np_summary(x, edge_attr, structure, L, in_mean=into).reshape(
-            structure.num_graphs, -1)
-
-        # B_l, C_l, E_l projected per neuron, then gathered per edge; on a pruned
-        # graph B (C) only for neurons with an out- (in-) edge
-        index = _np_index(structure, L)
-        as_src, as_dst, node_rows = self._neuron_terms(summary, index)
-        edge_glob, node_glob = self._global_terms(glob)                        # [B * L, C']
-        edge_out = layer_linear(edge_attr, self.edge_self, structure.edge_layer - 1,
-                                structure.edge_layer_plan(L))
-        # the (graph, layer) global term of an edge is that of its target neuron:
-        # add it per neuron, then gather once per endpoint
-        as_dst = as_dst + edge_glob.index_select(0, index.dst_group)
-        # in place: edge_out is a fresh [E, C'] tensor, no [E, C'] temporaries
-        edge_out.add_(as_src.index_select(0, index.edge_src_row))
-        edge_out.add_(as_dst.index_select(0, index.edge_dst_row))
-        node_rows = node_rows + node_glob.index_select(0, index.node_group)
-        node_out = node_rows.new_zeros(num_nodes, self.out_channels).index_copy_(
-            0, index.node_rows, node_rows)
-        return node_out, edge_out
-
-    def _neuron_terms(self, summary: Tensor, index: _NPIndex) -> tuple[Tensor, Tensor, Tensor]:
-        r"""``B s_u``, ``C s_v``, ``E s_v`` (terms 0, 1, 2) on the rows of ``index``.
-
-        The neurons of a layer are grouped by which edges they have: a part of
-        :math:`\mathbf{s}_v` that is zero (``in`` without in-edges, ``out``
-        without out-edges) is not read, and a term that no edge uses (``B``
-        without out-edges, ``C`` without in-edges) is not computed; each group
-        is one matmul on its columns of ``summary`` (``[N, 3C]``).
-        """
-        C = self.in_channels
-        blocks = iter(summary.index_select(0, index.gathered).split(index.block_sizes))
-        terms: tuple[list, list, list] = ([], [], [])
-        weights: dict[tuple[int, int], tuple[Tensor, ...]] = {}
-
-        def row_blocks(term: int, k: int) -> tuple[Tensor, ...]:
-            """``(in, x, out)`` rows of B_{k+1}, C_k or E_k ([C, C'] each), as views
-            of one split (its backward: one cat, no zero-filled slices)."""
-            if (term, k) not in weights:
-                param = self.edge_src[k] if term == 0 else \
-                    (self.edge_dst if term == 1 else self.node_self)[k - 1]
-                weights[term, k] = param.split(C, dim=0)
-            return weights[term, k]
-
-        for group in index.groups:
-            first, last = group.parts[0], group.parts[-1] + 1
-            weight = torch.cat([torch.cat(row_blocks(t, group.layer)[first:last], dim=0)
-                                for t in group.terms], dim=1)
-            out = next(blocks)[:, first * C:last * C] @ weight
-            for t, part in zip(group.terms, out.split(self.out_channels, dim=1)):
-                terms[t].append(part)
-        return tuple(torch.cat(parts) if parts else summary.new_zeros(0, self.out_channels)
-                     for parts in terms)
+        glob = np_summary(x, edge_attr, index, self.num_layers, in_mean=into)
+        edge_glob, node_glob = self._global_terms(glob.reshape(index.num_graphs, -1),
+                                                  index.num_layers)   # [B * L_g, C']
+        summary = torch.cat([into, x.masked_fill(index.is_input.unsqueeze(-1), 0.0), out_of], -1)
+        # B s_u, C s_v, E s_v projected once per neuron (typed by its layer), then
+        # gathered per edge by the edge update
+        as_src, as_dst, node_out = layer_linear(summary, self._neuron_weight(), index.node_layer,
+                                                index.neuron_plan).split(self.out_channels, 1)
+        as_dst = as_dst + edge_glob.index_select(0, index.node_weight_group)
+        edge_out = self.edge_updater(edge_index, as_src=as_src, as_dst=as_dst,
+                                     edge_attr=edge_attr, edge_type=index.edge_layer - 1,
+                                     plan=index.edge_plan)
+        node_out = node_out + node_glob.index_select(0, index.node_weight_group)
+        return node_out.masked_fill(index.is_input.unsqueeze(-1), 0.0), edge_out
 
     def message(self, edge_attr: Tensor) -> Tensor:
-        return edge_attr
+        return edge_attr        # aggregated by the mean: in(v) (or out(u), edges reversed)
 
-    def _global_terms(self, glob: Tensor) -> tuple[Tensor, Tensor]:
-        """``D_l g + a_l`` and ``F_l g + e_l`` of every graph and layer, ``[B * L, C']``
-        each (one matmul for both)."""
+    def edge_update(self, as_src_j: Tensor, as_dst_i: Tensor, edge_attr: Tensor,
+                    edge_type: Tensor, plan: TypePlan | None) -> Tensor:
+        r""":math:`\mathbf{A}_l \mathbf{h}_e + \mathbf{B}_l \mathbf{s}_u +
+        (\mathbf{C}_l \mathbf{s}_v + \mathbf{D}_l \mathbf{g} + \mathbf{a}_l)`."""
+        return layer_linear(edge_attr, self.edge_self, edge_type, plan) + as_src_j + as_dst_i
+
+    def _neuron_weight(self) -> Tensor:
+        r"""``[L + 1, 3C, 3C']``: for a neuron of layer :math:`k`, the columns
+        :math:`[\mathbf{B}_{k+1} | \mathbf{C}_k | \mathbf{E}_k]` (zero where the
+        layer has no such term)."""
+        zero = self.edge_src.new_zeros(1, *self.edge_src.shape[1:])
+        return torch.cat([torch.cat([self.edge_src, zero]),
+                          torch.cat([zero, self.edge_dst]),
+                          torch.cat([zero, self.node_self])], dim=-1)
+
+    def _grid_path(self, x: Tensor, edge_attr: Tensor, grid: LayerGrid,
+                   index: WeightGraphIndex) -> tuple[Tensor, Tensor]:
+        r"""The same map on a batch of complete networks of one architecture, whose
+        edges are every graph's :math:`W_l` row-major: each weight layer is a view
+        ``[B, n_l, n_{l-1}, C]`` of ``edge_attr``, the means are means over its
+        axes and the gathers are broadcasts (``benchmarks/bench_operators.py``:
+        faster than the reference on such batches, see ``docs/performance.md``)."""
+        B, C, L_g = index.num_graphs, self.in_channels, index.num_layers
+        weights = grid.weight_views(edge_attr)
+        nodes = list(x.view(B, -1, C).split(grid.node_counts, 1))
+        into = [None] + [w.mean(2) for w in weights]                      # [B, n_k, C]
+        out_of = [w.mean(1) for w in weights] + [None]
+        glob = torch.stack([torch.stack([w.mean((1, 2)) for w in weights], 1),
+                            torch.stack([n.mean(1) for n in nodes[1:]], 1)], 1)
+        glob = torch.nn.functional.pad(glob, (0, 0, 0, self.num_layers - L_g))
+        edge_glob, node_glob = self._global_terms(glob.reshape(B, -1), L_g)
+        edge_glob, node_glob = edge_glob.view(B, L_g, -1), node_glob.view(B, L_g, -1)
+        terms = []   # per neuron layer k: [B s_k | C s_k | E s_k]
+        neuron_weight = self._neuron_weight()
+        for k, n in enumerate(nodes):
+            parts = [into[k] if k > 0 else torch.zeros_like(n),
+                     n if k > 0 else torch.zeros_like(n),
+                     out_of[k] if k < L_g else torch.zeros_like(n)]
+            terms.append(torch.cat(parts, -1) @ neuron_weight[k])
+        edge_out, node_out = [], [terms[0].new_zeros(B, grid.node_counts[0], self.out_channels)]
+        for l, w in enumerate(weights, start=1):
+            as_src = terms[l - 1][..., :self.out_channels]
+            as_dst, node = terms[l][..., self.out_channels:].split(self.out_channels, -1)
+            out = w @ self.edge_self[l - 1]
+            out = out + (as_dst + edge_glob[:, l - 1, None]).unsqueeze(2) + as_src.unsqueeze(1)
+            edge_out.append(out.flatten(1, 2))
+            node_out.append(node + node_glob[:, l - 1, None])
+        return (torch.cat(node_out, 1).view(-1, self.out_channels),
+                torch.cat(edge_out, 1).view(-1, self.out_channels))
+
+    def _global_terms(self, glob: Tensor, graph_layers: int) -> tuple[Tensor, Tensor]:
+        """``D_l g + a_l`` and ``F_l g + e_l`` of every graph and of its layers
+        ``1..graph_layers``, ``[B * graph_layers, C']`` each (one matmul for both)."""
         L, C_out = self.num_layers, self.out_channels
         weight = torch.cat([self.edge_global, self.node_global], dim=-1)    # [L, 2LC, 2C']
         out = (glob @ weight.transpose(0, 1).reshape(glob.size(1), -1)).view(-1, L, 2 * C_out)
         if self.edge_bias is not None:
             out = out + torch.cat([self.edge_bias, self.node_bias], dim=-1)
-        edge_glob, node_glob = out.reshape(-1, 2 * C_out).split(C_out, dim=1)
+        edge_glob, node_glob = out[:, :graph_layers].reshape(-1, 2 * C_out).split(C_out, dim=1)
         return edge_glob, node_glob
 
     def _embed_io(self, x: Tensor, edge_attr: Tensor,
-                  structure: LayerStructure) -> tuple[Tensor, Tensor]:
-        pos = structure.node_pos
-        inputs = (structure.node_role == int(NodeRole.INPUT)).nonzero().view(-1)
-        outputs = (structure.node_role == int(NodeRole.OUTPUT)).nonzero().view(-1)
-        for name, nodes, limit in (("input", inputs, self.num_inputs),
-                                   ("output", outputs, self.num_outputs)):
-            if nodes.numel() and int(pos[nodes].max()) >= limit:
-                raise ValueError(f"NPConv: a graph has {int(pos[nodes].max()) + 1} {name} "
-                                 f"neurons but the IO embedding was built for "
-                                 f"num_{name}s={limit}")
-        first = (structure.edge_layer == 1).nonzero().view(-1)
-        last = (structure.node_role[structure.dst] == int(NodeRole.OUTPUT)).nonzero().view(-1)
-        edge_attr = edge_attr.index_add(
-            0, first, self.input_embedding[pos[structure.src[first]]])
-        edge_attr = edge_attr.index_add(
-            0, last, self.output_embedding[pos[structure.dst[last]]])
-        x = x.index_add(0, outputs, self.output_bias_embedding[pos[outputs]])
+                  index: WeightGraphIndex) -> tuple[Tensor, Tensor]:
+        io = index.part("np_io", _io_rows)
+        for name, count, limit in (("input", io.num_inputs, self.num_inputs),
+                                   ("output", io.num_outputs, self.num_outputs)):
+            if count > limit:
+                raise ValueError(f"NPConv: a graph has {count} {name} neurons but the IO "
+                                 f"embedding was built for num_{name}s={limit}")
+        edge_attr = edge_attr.index_add(0, io.first_edges,
+                                        self.input_embedding[io.first_edge_pos])
+        edge_attr = edge_attr.index_add(0, io.last_edges,
+                                        self.output_embedding[io.last_edge_pos])
+        x = x.index_add(0, io.outputs, self.output_bias_embedding[io.output_pos])
         return x, edge_attr
 
     # --- dense twin ---------------------------------------------------------
@@ -289,7 +303,11 @@ class NPConv(MessagePassing):
         """The same map on a folded :class:`WeightSpace` (see :mod:`nft_pyg.tensor.np_dense`);
         ``mask`` (per weight layer ``[B, n_l, n_{l-1}]``, true where the weight exists)
         gives the map of the pruned graph."""
-        return np_layer_dense(self, ws, mask)
+        io = (self.input_embedding, self.output_embedding, self.output_bias_embedding) \
+            if self.io_embedding else (None, None, None)
+        params = NPWeights(self.edge_self, self.edge_src, self.edge_dst, self.edge_global,
+                           self.node_self, self.node_global, self.edge_bias, self.node_bias, *io)
+        return np_layer_dense(params, ws, mask, type(self).__name__)
 
     def __repr__(self) -> str:
         io = (f", io_embedding=True, num_inputs={self.num_inputs}, "
@@ -299,73 +317,27 @@ class NPConv(MessagePassing):
 
 
 @dataclass
-class _NeuronGroup:
-    """Neurons of one neuron layer with the same kind of edges: ``parts`` the
-    contiguous parts of ``s_v`` they read (0 in, 1 x, 2 out), ``terms`` the
-    terms they need (0 ``B s_u``, 1 ``C s_v``, 2 ``E s_v``)."""
+class _IORows:
+    """The ``"np_io"`` part: where :class:`NPConv`'s IO embeddings are added."""
 
-    layer: int
-    nodes: Tensor
-    parts: tuple[int, ...]
-    terms: tuple[int, ...]
-
-
-@dataclass
-class _NPIndex:
-    """Per-batch row sets of :class:`NPConv` (cached on the structure).
-
-    ``groups``: the :class:`_NeuronGroup` of every (layer, kind of edges);
-    ``gathered``: their nodes in that order (``block_sizes`` rows each). Each
-    term is computed group after group and concatenated; ``edge_src_row`` /
-    ``edge_dst_row`` ``[E]`` are each edge's rows in the concatenated
-    ``B s_u`` / ``C s_v``, ``node_rows`` the node of each ``E s_v`` row,
-    ``dst_group`` / ``node_group`` the (graph, weight layer into it) id of each
-    ``C s_v`` / ``E s_v`` row.
-    """
-
-    groups: list[_NeuronGroup]
-    gathered: Tensor
-    block_sizes: list[int]
-    edge_src_row: Tensor
-    edge_dst_row: Tensor
-    node_rows: Tensor
-    dst_group: Tensor
-    node_group: Tensor
+    num_inputs: int
+    num_outputs: int
+    first_edges: Tensor
+    first_edge_pos: Tensor
+    last_edges: Tensor
+    last_edge_pos: Tensor
+    outputs: Tensor
+    output_pos: Tensor
 
 
-def _np_index(structure: LayerStructure, num_layers: int) -> _NPIndex:
-    def build() -> _NPIndex:
-        num_nodes, device = structure.num_nodes, structure.src.device
-        has_out = torch.zeros(num_nodes, dtype=torch.bool, device=device)
-        has_out[structure.src] = True
-        has_in = torch.zeros(num_nodes, dtype=torch.bool, device=device)
-        has_in[structure.dst] = True
-        groups, order = [], ([], [], [])
-        for k in range(num_layers + 1):
-            in_layer = structure.node_layer == k
-            for into, out_of in ((True, True), (True, False), (False, True), (False, False)):
-                nodes = (in_layer & (has_in == into) & (has_out == out_of)).nonzero().view(-1)
-                if k == 0:  # input neurons: no parameters, only their out-edges count
-                    parts, terms = ((2,), (0,)) if out_of else ((), ())
-                else:
-                    parts = (0,) * into + (1,) + (2,) * out_of
-                    terms = (0,) * out_of + (1,) * into + (2,)
-                if nodes.numel() == 0 or not terms:
-                    continue
-                groups.append(_NeuronGroup(k, nodes, parts, terms))
-                for t in terms:
-                    order[t].append(nodes)
-        empty = structure.src.new_zeros(0)
-        src_rows, dst_rows, node_rows = (torch.cat(o) if o else empty for o in order)
+def _io_rows(index: WeightGraphIndex) -> _IORows:
+    pos = index.node_pos
+    outputs = index.is_output.nonzero().view(-1)
+    first = (index.edge_layer == 1).nonzero().view(-1)
+    last = index.is_output[index.dst].nonzero().view(-1)
 
-        def row_of(rows: Tensor) -> Tensor:
-            row = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
-            row[rows] = torch.arange(rows.numel(), device=device)
-            return row
-
-        group = structure.node_weight_group(num_layers)
-        gathered = torch.cat([g.nodes for g in groups]) if groups else empty
-        return _NPIndex(groups, gathered, [g.nodes.numel() for g in groups],
-                        row_of(src_rows)[structure.src], row_of(dst_rows)[structure.dst],
-                        node_rows, group[dst_rows], group[node_rows])
-    return structure._cached(("np_conv_index", num_layers), build)
+    def count(nodes: Tensor) -> int:
+        return int(pos[nodes].max()) + 1 if nodes.numel() else 0
+    return _IORows(count(index.is_input.nonzero().view(-1)), count(outputs),
+                   first, pos[index.src[first]], last, pos[index.dst[last]],
+                   outputs, pos[outputs])

@@ -9,8 +9,7 @@ from torch_geometric.nn import MessagePassing
 
 from ...tensor.pointwise_dense import pointwise_layer_dense
 from ...tensor.weight_space import WeightSpace
-from ..pool.np_pool import check_graph_features, is_input_node
-from ..structure import TypePlan
+from ..structure import TypePlan, WeightGraphIndex, operator_inputs
 
 
 def layer_linear(features: Tensor, weight: Tensor, layer: Tensor,
@@ -20,7 +19,8 @@ def layer_linear(features: Tensor, weight: Tensor, layer: Tensor,
     One matmul per layer type (as PyG's ``HeteroLinear`` does without
     ``pyg-lib``): gathering one weight matrix per row instead would need
     ``M * C * C'`` memory. With a :class:`~nft_pyg.nn.structure.TypePlan`
-    (cached per graph by :class:`~nft_pyg.nn.structure.LayerStructure`) the
+    (``index.edge_plan`` / ``node_plan`` of a
+    :class:`~nft_pyg.nn.structure.WeightGraphIndex`) the
     rows are grouped by a view (a batch of one layout) or one sort, and the
     results put back by one ``cat`` (and one gather): no zero fill, no
     scatter in the backward pass.
@@ -78,7 +78,8 @@ class PointwiseConv(MessagePassing):
 
     Shapes:
         - **input:** node features :math:`(N, C)`, edge features
-          :math:`(E, C)`, the graph (structure).
+          :math:`(E, C)`; called as ``conv(x, edge_index, edge_attr, index)`` with
+          ``index`` a :class:`~nft_pyg.nn.structure.WeightGraphIndex`.
         - **output:** :math:`(N, C')`, :math:`(E, C')`.
     """
 
@@ -109,23 +110,29 @@ class PointwiseConv(MessagePassing):
             nn.init.zeros_(self.edge_bias)
             nn.init.zeros_(self.node_bias)
 
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
-        structure = check_graph_features("PointwiseConv", x, edge_attr, graph,
-                                         self.in_channels, self.num_layers)
-        edge_type = structure.edge_layer - 1
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        """``(x', edge_attr')`` of a batch; ``index = WeightGraphIndex.from_data(batch)``."""
+        index = operator_inputs("PointwiseConv", x, edge_index, edge_attr, index,
+                                self.in_channels, self.num_layers)
+        edge_type = index.edge_layer - 1
         # input neurons (layer 0) get type 0 here and are zeroed below
-        node_type = (structure.node_layer - 1).clamp(min=0)
-        L = self.num_layers
-        edge_out = layer_linear(edge_attr, self.edge_weight, edge_type,
-                                structure.edge_layer_plan(L))
-        node_out = layer_linear(x, self.node_weight, node_type, structure.node_layer_plan(L))
-        if self.edge_bias is not None:
-            edge_out = edge_out + self.edge_bias[edge_type]
+        node_type = (index.node_layer - 1).clamp(min=0)
+        edge_out = self.edge_updater(edge_index, edge_attr=edge_attr, edge_type=edge_type,
+                                     plan=index.edge_plan)
+        node_out = layer_linear(x, self.node_weight, node_type, index.node_plan)
+        if self.node_bias is not None:
             node_out = node_out + self.node_bias[node_type]
-        return node_out.masked_fill(is_input_node(structure), 0.0), edge_out
+        return node_out.masked_fill(index.is_input.unsqueeze(-1), 0.0), edge_out
+
+    def edge_update(self, edge_attr: Tensor, edge_type: Tensor, plan: TypePlan | None) -> Tensor:
+        r""":math:`\mathbf{A}_l \mathbf{h}_e + \mathbf{a}_l`: each edge alone."""
+        out = layer_linear(edge_attr, self.edge_weight, edge_type, plan)
+        return out if self.edge_bias is None else out + self.edge_bias[edge_type]
 
     def forward_dense(self, ws: WeightSpace) -> WeightSpace:
-        return pointwise_layer_dense(self, ws)
+        return pointwise_layer_dense(ws, self.edge_weight, self.node_weight, self.edge_bias,
+                                     self.node_bias, type(self).__name__)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "

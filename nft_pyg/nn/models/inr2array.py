@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from ...inr.render import make_grid, render_image, render_weights
 from ...inr.siren import init_bounds
 from ...tensor.weight_space import WeightSpace
 from ..nft_block import LatentCrossAttention
+from ..structure import WeightGraphIndex
 from .nft import NFTEncoder, layout_options
 
 DECODERS = ("global", "spatial")
@@ -343,10 +344,13 @@ class Inr2Array(nn.Module):
         for module in (self.encoder, self.latent_pool, self.decoder):
             module.reset_parameters()
 
-    def forward(self, graph) -> Tensor:
-        """``[B, M, d]``: the latent arrays of a batch of SIREN graphs."""
-        x, edge_attr = self.encoder(graph)
-        return self.latent_pool(x, edge_attr, graph)
+    def forward(self, graph, index: WeightGraphIndex | None = None) -> Tensor:
+        """``[B, M, d]``: the latent arrays of a batch of SIREN graphs (``index``:
+        its :class:`~nft_pyg.nn.structure.WeightGraphIndex`, built if not given)."""
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, type(self).__name__)
+        x, edge_attr = self.encoder(graph, index=index)
+        return self.latent_pool(x, edge_attr, index)
 
     encode = forward
 
@@ -369,12 +373,13 @@ class Inr2Array(nn.Module):
         return render_image(ws.weights, ws.biases, resolution, w0=self.w0,
                             w0_first=self.w0_first)
 
-    def loss(self, graph, resolution, return_images: bool = False):
+    def loss(self, graph, resolution, return_images: bool = False,
+             index: WeightGraphIndex | None = None):
         """Reconstruction MSE of :meth:`render` (of the encoded ``graph``)
         against :meth:`target`; with ``return_images`` also ``(pred, target)``."""
         with torch.no_grad():
             target = self.target(graph, resolution)
-        pred = self.render(self(graph), resolution)
+        pred = self.render(self(graph, index=index), resolution)
         loss = F.mse_loss(pred, target)
         return (loss, pred, target) if return_images else loss
 
@@ -512,5 +517,13 @@ def load_latents(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
     return latents, labels
 
 
-__all__ = ["Inr2Array", "SirenHypernetwork", "SpatialSirenHypernetwork", "LatentClassifier",
-           "save_latents", "load_latents", "siren_spec", "default_grid"]
+__all__ = [
+    "Inr2Array",
+    "LatentClassifier",
+    "SirenHypernetwork",
+    "SpatialSirenHypernetwork",
+    "default_grid",
+    "load_latents",
+    "save_latents",
+    "siren_spec",
+]

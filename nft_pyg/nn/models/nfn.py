@@ -20,6 +20,7 @@ from ..pool.hnp_pool import HNPPool
 from ..pool.np_pool import NPPool
 from ..pool.np_stat_pool import NPStatPool
 from ..statistics import NUM_STATS, layer_statistics
+from ..structure import WeightGraphIndex
 
 #: the NF layer of each mode: all neurons permutable, hidden ones only, pointwise ablation
 MODES = ("np", "hnp", "pt")
@@ -118,8 +119,10 @@ class _NFNBody(nn.Module):
                            self.num_outputs)
         return PointwiseConv(in_channels, out_channels, self.num_layers)
 
-    def forward(self, graph) -> tuple[Tensor, Tensor]:
+    def forward(self, graph, index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
         where = self.where
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, where)
         x, edge_attr = graph_attr(graph, "x", where), graph_attr(graph, "edge_attr", where)
         if self.fourier_features is not None:
             # the Fourier map acts per channel: biases get the kernel's S columns
@@ -130,8 +133,8 @@ class _NFNBody(nn.Module):
                                  f"{self.kernel_width}), got x {tuple(x.shape)} and "
                                  f"edge_attr {tuple(edge_attr.shape)}")
             x = fold_bias(x, self.kernel_width)
-        x, edge_attr = self.encoder(x, edge_attr, graph)
-        return self.layers(x, edge_attr, graph)
+        x, edge_attr = self.encoder(x, edge_attr, index)
+        return self.layers(x, edge_attr, index)
 
 
 def layout_kwargs(layout: Layout | str, kwargs: dict) -> dict:
@@ -279,9 +282,13 @@ class NFN(nn.Module):
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def forward(self, graph) -> Tensor:
-        x, edge_attr = self.body(graph)
-        pooled = self.pool(x, edge_attr, graph)
+    def forward(self, graph, index: WeightGraphIndex | None = None) -> Tensor:
+        """``[B, out_channels]``; ``index``: the batch's
+        :class:`~nft_pyg.nn.structure.WeightGraphIndex` (built here if not given)."""
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, "NFN")
+        x, edge_attr = self.body(graph, index)
+        pooled = self.pool(x, edge_attr, index)
         if self.append_stats:
             stats = layer_statistics(graph, self.body.num_layers, "NFN")
             pooled = torch.cat([pooled, stats.flatten(1).to(pooled.dtype)], dim=1)
@@ -383,10 +390,13 @@ class NFNEditor(nn.Module):
                 module.reset_parameters()
         self._scale_readout()
 
-    def forward(self, graph) -> tuple[Tensor, Tensor]:
-        """The raw delta ``(x_delta [N, 1], edge_delta [E, S])`` of ``graph``."""
-        x, edge_attr = self.body(graph)
-        return self.readout(x, edge_attr, graph)
+    def forward(self, graph, index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        """The raw delta ``(x_delta [N, 1], edge_delta [E, S])`` of ``graph`` (``index``:
+        its :class:`~nft_pyg.nn.structure.WeightGraphIndex`, built here if not given)."""
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, "NFNEditor")
+        x, edge_attr = self.body(graph, index)
+        return self.readout(x, edge_attr, graph)   # it checks the graph's layout
 
     def edit(self, graph, scale: float = 1.0):
         """A copy of the raw ``graph`` (or batch) with ``scale`` times the delta added."""

@@ -2,7 +2,7 @@ r"""The Neural Functional Transformer: input encodings, NFT blocks, and an
 invariant or equivariant head, on raw neuron graphs."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -13,6 +13,7 @@ from ..nft_block import LatentCrossAttention, NFTBlock
 from ..norm import PoolNorm, WeightSpaceLayerNorm
 from ..pointwise import WeightSpaceLinear, WeightSpaceSequential
 from ..pool.np_pool import NPPool
+from ..structure import WeightGraphIndex
 
 TASKS = ("invariant", "equivariant")
 POOLS = ("mean", "attention")
@@ -25,9 +26,9 @@ def layout_options(layout: Layout | str) -> dict:
     layout = Layout.coerce(layout)
     layers = layout.weight_layers()
     sizes = layout.neuron_layer_sizes
-    return dict(num_layers=len(layers), kernel_width=layout.kernel_width,
-                kernel_sizes=[layer.positions for layer in layers], num_inputs=sizes[0],
-                num_outputs=sizes[-1], layer_bias=[layer.bias for layer in layers])
+    return {"num_layers": len(layers), "kernel_width": layout.kernel_width,
+            "kernel_sizes": [layer.positions for layer in layers], "num_inputs": sizes[0],
+            "num_outputs": sizes[-1], "layer_bias": [layer.bias for layer in layers]}
 
 
 class NFTEncoder(nn.Module):
@@ -84,7 +85,9 @@ class NFTEncoder(nn.Module):
 
     Shapes:
         - **input:** a :class:`~nft_pyg.NeuronGraph` or a batch of them
-          (features taken from ``graph.x`` / ``graph.edge_attr`` unless given).
+          (features taken from ``graph.x`` / ``graph.edge_attr`` unless given);
+          optionally its :class:`~nft_pyg.nn.structure.WeightGraphIndex`
+          (``index=``; built for the call if not given).
         - **output:** :math:`(N, C)` (zero on input neurons), :math:`(E, C)`.
     """
 
@@ -148,7 +151,8 @@ class NFTEncoder(nn.Module):
             if module is not None:
                 module.reset_parameters()
 
-    def _input(self, graph, x: Tensor | None, edge_attr: Tensor | None):
+    def _input(self, graph, x: Tensor | None, edge_attr: Tensor | None,
+               index: WeightGraphIndex):
         where = type(self).__name__
         x = graph.x if x is None else x
         edge_attr = graph.edge_attr if edge_attr is None else edge_attr
@@ -164,23 +168,26 @@ class NFTEncoder(nn.Module):
         elif x.size(-1) != self.in_channels or edge_attr.size(-1) != self.in_channels:
             raise ValueError(f"{where}: built for in_channels={self.in_channels}, got x "
                              f"{tuple(x.shape)} and edge_attr {tuple(edge_attr.shape)}")
-        layers = int(graph.edge_layer.max()) if graph.edge_layer.numel() else 0
+        layers = index.num_layers
         if layers > self.num_layers:
             raise ValueError(f"{where}: built for num_layers={self.num_layers}, the graph has "
                              f"a network with {layers} weight layers")
         return x, edge_attr
 
-    def forward(self, graph, x: Tensor | None = None,
-                edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, edge_attr = self._input(graph, x, edge_attr)
+    def forward(self, graph, x: Tensor | None = None, edge_attr: Tensor | None = None,
+                index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, type(self).__name__)
+        x, edge_attr = self._input(graph, x, edge_attr, index)
+        # the encodings read the graph itself (layouts, kernel widths); they write nothing
         x, edge_attr = self.embed(x, edge_attr, graph)
         if self.layer_encoding is not None:
             x, edge_attr = self.layer_encoding(x, edge_attr, graph)
         if self.io_encoding is not None:
             x, edge_attr = self.io_encoding(x, edge_attr, graph)
         for block in self.blocks:
-            x, edge_attr = block(x, edge_attr, graph)
-        return self.norm(x, edge_attr, graph)
+            x, edge_attr = block(x, index.edge_index, edge_attr, index)
+        return self.norm(x, edge_attr, index)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, "
@@ -259,7 +266,9 @@ class NFT(nn.Module):
     IO sizes off an architecture.
 
     Shapes:
-        - **input:** a (batched) :class:`~nft_pyg.NeuronGraph`.
+        - **input:** a (batched) :class:`~nft_pyg.NeuronGraph`; optionally
+          its :class:`~nft_pyg.nn.structure.WeightGraphIndex` (``index=``,
+          built for the call if not given; pass it to reuse it across steps).
         - **output:** :math:`(B, C_{out})` (invariant) or
           ``(x_delta (N, 1), edge_delta (E, S))`` (equivariant).
     """
@@ -312,7 +321,7 @@ class NFT(nn.Module):
 
     @classmethod
     def for_layout(cls, layout: Layout | str, hidden_channels: int, out_channels: int = 1,
-                   io_encoding: bool = True, **kwargs) -> "NFT":
+                   io_encoding: bool = True, **kwargs) -> NFT:
         """An NFT for raw graphs of the architecture ``layout`` (kernel sizes,
         biases, depth and, with ``io_encoding``, IO sizes read off it);
         ``kwargs`` go to the constructor."""
@@ -333,11 +342,14 @@ class NFT(nn.Module):
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
 
-    def forward(self, graph, x: Tensor | None = None, edge_attr: Tensor | None = None):
-        x, edge_attr = self.encoder(graph, x, edge_attr)
+    def forward(self, graph, x: Tensor | None = None, edge_attr: Tensor | None = None,
+                index: WeightGraphIndex | None = None):
+        if index is None:
+            index = WeightGraphIndex.from_data(graph, type(self).__name__)
+        x, edge_attr = self.encoder(graph, x, edge_attr, index=index)
         if self.task == "equivariant":
             return self.readout(x, edge_attr, graph)
-        pooled = self.pool(x, edge_attr, graph)
+        pooled = self.pool(x, edge_attr, index)
         return self.head(pooled.flatten(1))
 
     def edit(self, graph):

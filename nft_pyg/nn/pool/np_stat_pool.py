@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ...tensor.np_dense import np_stat_pool_dense
 from ...tensor.weight_space import WeightSpace
 from ..statistics import STAT_QUANTILES, channel_statistics
-from .np_pool import check_graph_features
+from ..structure import WeightGraphIndex, layer_inputs
 
 
 class NPStatPool(nn.Module):
@@ -81,9 +80,9 @@ class NPStatPool(nn.Module):
     def reset_parameters(self) -> None:
         pass
 
-    def forward(self, x: Tensor, edge_attr: Tensor, graph) -> Tensor:
-        structure = check_graph_features("NPStatPool", x, edge_attr, graph, self.channels,
-                                         self.num_layers)
+    def forward(self, x: Tensor, edge_attr: Tensor, index: WeightGraphIndex) -> Tensor:
+        structure = layer_inputs("NPStatPool", x, edge_attr, index, self.channels,
+                                 self.num_layers)
         num_graphs, layers = structure.num_graphs, structure.num_layers
         groups = num_graphs * layers
         out = x.new_zeros(num_graphs, 2, self.num_layers, self.channels, self.num_statistics)
