@@ -16,11 +16,12 @@ from .modules import Sine, UnsupportedModuleError, register_activation
 from .neuron_graph import NeuronGraph
 from .types import Activation, EdgeKind, NodeRole
 from .validate import (
-                      GraphFormatError,
-                      check_no_residual,
-                      check_operator_inputs,
-                      has_residual,
-                      validate,
+    GraphFormatError,
+    check_edge_index,
+    check_no_residual,
+    check_operator_inputs,
+    has_residual,
+    validate,
 )
 
 __all__ = ["from_module", "from_modules", "from_state_dict", "from_state_dicts",
@@ -28,5 +29,5 @@ __all__ = ["from_module", "from_modules", "from_state_dict", "from_state_dicts",
            "GraphCollater", "GraphLoader", "Layout", "WeightLayer", "Sine",
            "UnsupportedModuleError", "register_activation",
            "NeuronGraph", "Activation", "EdgeKind", "NodeRole", "GraphFormatError", "validate",
-           "has_residual", "check_no_residual", "check_operator_inputs",
+           "has_residual", "check_no_residual", "check_edge_index", "check_operator_inputs",
            "from_escnn", "EscnnUnsupportedError"]

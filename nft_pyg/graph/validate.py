@@ -68,6 +68,27 @@ def check_no_residual(edge_kind: Tensor | None, edge_index: Tensor, where: str) 
                      "(see docs/graph_format.md, residual connections)")
 
 
+def check_edge_index(where: str, edge_index: Tensor, num_nodes: int,
+                     nodes: str = "the graph") -> None:
+    """``edge_index`` a ``long`` ``[2, E]`` tensor with every entry in
+    ``[0, num_nodes)``, else a ``ValueError`` naming ``where`` and the first
+    edge outside (``nodes`` says whose nodes). One min / max over ``edge_index``."""
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else \
+            type(edge_index).__name__
+        raise ValueError(f"{where}: expected edge_index as a [2, E] tensor, got {shape}")
+    if edge_index.dtype != torch.long:
+        raise ValueError(f"{where}: expected edge_index of dtype torch.long, got "
+                         f"{edge_index.dtype}")
+    if edge_index.numel():
+        low, high = int(edge_index.min()), int(edge_index.max())
+        if low < 0 or high >= num_nodes:
+            bad = low if low < 0 else high
+            edge = _first((edge_index == bad).any(0))
+            raise ValueError(f"{where}: edge_index[:, {edge}] = {edge_index[:, edge].tolist()} "
+                             f"refers to node {bad}, outside the {num_nodes} nodes of {nodes}")
+
+
 def check_operator_inputs(where: str, x: Tensor, edge_index: Tensor,
                           edge_attr: Tensor | None = None, *, channels: int | None = None,
                           finite: bool = False) -> None:
@@ -86,20 +107,7 @@ def check_operator_inputs(where: str, x: Tensor, edge_index: Tensor,
                          f"{' of ' + str(x.dtype) if isinstance(x, Tensor) else ''}")
     if channels is not None and x.size(1) != channels:
         raise ValueError(f"{where}: expected x with {channels} channels, got {x.size(1)}")
-    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.size(0) != 2:
-        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else \
-            type(edge_index).__name__
-        raise ValueError(f"{where}: expected edge_index as a [2, E] tensor, got {shape}")
-    if edge_index.dtype != torch.long:
-        raise ValueError(f"{where}: expected edge_index of dtype torch.long, got "
-                         f"{edge_index.dtype}")
-    if edge_index.numel():
-        low, high = int(edge_index.min()), int(edge_index.max())
-        if low < 0 or high >= x.size(0):
-            bad = low if low < 0 else high
-            edge = _first((edge_index == bad).any(0))
-            raise ValueError(f"{where}: edge_index[:, {edge}] = {edge_index[:, edge].tolist()} "
-                             f"refers to node {bad}, outside the {x.size(0)} nodes of x")
+    check_edge_index(where, edge_index, x.size(0), "x")
     if edge_attr is not None:
         if not isinstance(edge_attr, Tensor) or edge_attr.dim() < 1 \
                 or edge_attr.size(0) != edge_index.size(1):

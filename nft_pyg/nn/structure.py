@@ -17,8 +17,11 @@ happen here, never in an operator's forward)::
 
 ``from_data`` reads ``edge_index``, ``node_layer``, ``edge_layer``,
 ``node_role``, ``node_pos`` and ``batch`` (optional for one graph) and
-rejects reverse edges (``edge_dir != 0``), edge layers outside ``1..L`` and
-neuron layers past ``L``.
+rejects an ``edge_index`` outside the nodes, residual edges (``edge_kind``
+``RESIDUAL``: the NF operators and NFT attention apply to chains of weight
+layers; residual networks go through generic PyG layers), reverse edges
+(``edge_dir != 0``), edge layers outside ``1..L`` and neuron layers past
+``L``.
 
 Fields (plain tensors and ints; see the class docstring for shapes):
 ``num_graphs``, ``num_layers`` (``L``, the largest ``edge_layer``),
@@ -81,6 +84,7 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 
 from ..graph.types import NodeRole
+from ..graph.validate import check_edge_index, check_no_residual
 
 _REQUIRED = ("edge_index", "node_layer", "edge_layer", "node_role", "node_pos")
 
@@ -155,11 +159,13 @@ class WeightGraphIndex:
             raise ValueError(f"{where}: the graph has reverse edges (edge_dir = 1, from "
                              "AddReverseEdges); weight-space operators need the forward edges "
                              "only: use nft_pyg.transforms.forward_edges(graph)")
+        edge_index, num_nodes = data.edge_index, int(data.num_nodes)
+        check_edge_index(where, edge_index, num_nodes)
+        check_no_residual(getattr(data, "edge_kind", None), edge_index, where)
         edge_layer = data.edge_layer
         if edge_layer.numel() and int(edge_layer.min()) < 1:
             raise ValueError(f"{where}: edge_layer must be 1..L, got {int(edge_layer.min())}")
-        edge_index, node_layer = data.edge_index, data.node_layer
-        num_nodes, device = int(data.num_nodes), edge_index.device
+        node_layer, device = data.node_layer, edge_index.device
         batch = getattr(data, "batch", None)
         if batch is None:
             batch = torch.zeros(num_nodes, dtype=torch.long, device=device)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
+from ..nn.structure import WeightGraphIndex
 from .permutation import NeuronPermutation, permute, permute_features, random_permutation
 
 FEATURES, GRAPH, PYG = "features", "graph", "pyg"
@@ -95,7 +96,6 @@ def call_module(module: Callable, x: Tensor, edge_attr: Tensor, graph: Data,
     :func:`check_equivariance`)."""
     mode = _call_mode(module) if mode is None else mode
     if mode == PYG:
-        from ..nn.structure import WeightGraphIndex  # the nn layer sits above this one
         return module(x, graph.edge_index, edge_attr, WeightGraphIndex.from_data(graph))
     if mode == FEATURES:
         return module(x, edge_attr, graph)

@@ -202,6 +202,11 @@ class GNNBaseline(nn.Module):
     Unlike NFN layers it has no layer-wide terms beyond what ``num_convs``
     hops of messages reach.
 
+    Residual networks: accepted. Residual edges are edges of the graph like
+    any other (their ``edge_attr`` is the identity's weight 1), and a PyG
+    conv is equivariant to every permutation of the graph, the permutation
+    of a whole residual stream included.
+
     Args:
         conv (str): ``"gatv2"``, ``"transformer"`` or ``"gine"``.
         hidden (int): hidden channels (divisible by ``heads`` for the

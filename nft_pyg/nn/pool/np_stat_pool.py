@@ -46,6 +46,13 @@ class NPStatPool(nn.Module):
     layers a graph lacks give zeros. On a pruned graph the statistics run
     over the edges that exist.
 
+    Residual networks: not accepted. Its math is that of a chain of weight
+    layers, so :class:`~nft_pyg.nn.WeightGraphIndex` refuses a graph with
+    residual edges (``edge_kind`` ``RESIDUAL``) and names the first one;
+    residual networks go through generic PyG layers (e.g.
+    :class:`~nft_pyg.nn.models.baselines.GNNBaseline`), see
+    ``docs/graph_format.md``.
+
     Args:
         channels (int): :math:`C`, feature channels of ``x`` and ``edge_attr``.
         num_layers (int): :math:`L`, the most weight layers a graph may have.
