@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

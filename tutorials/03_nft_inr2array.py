@@ -210,7 +210,7 @@ plt.close(figure)
 classifier = LatentClassifier(channels, num_classes=10, depth=1, heads=2,
                               num_latents=train_latents.size(1))
 optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-3)
-for epoch in range(10 * epochs):
+for _ in range(10 * epochs):
     classifier.train()
     order = torch.randperm(train_latents.size(0))
     for chunk in order.split(32):

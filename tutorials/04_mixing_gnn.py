@@ -226,7 +226,7 @@ for name, (model, train_set, test_set) in models.items():
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = DataLoader(train_set, batch_size=32, shuffle=True)
     start = time.perf_counter()
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         for batch in loader:
             loss = ((run(model, batch) - batch.y) ** 2).mean()

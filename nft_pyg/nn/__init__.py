@@ -2,11 +2,15 @@
 from .conv import HNPConv, NFTAttention, NPConv, PointwiseConv
 from .encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncoding
 from .kernel_projection import KernelProjection, KernelReadout
-from .nft_block import LatentCrossAttention, NFTBlock
 from .mixing import EndpointEdgeUpdate, NodeEdgeAdapter
+from .nft_block import LatentCrossAttention, NFTBlock
 from .norm import PoolNorm, WeightSpaceLayerNorm
-from .pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
-                        WeightSpaceSequential)
+from .pointwise import (
+                        WeightSpaceActivation,
+                        WeightSpaceDropout,
+                        WeightSpaceLinear,
+                        WeightSpaceSequential,
+)
 from .pool import HNPPool, NPPool, NPStatPool
 from .structure import LayerStructure, WeightGraphIndex
 

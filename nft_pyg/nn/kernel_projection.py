@@ -10,7 +10,7 @@ weight layer gets its own linear map. The per-layer parameters are stacked
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -131,7 +131,7 @@ class KernelProjection(nn.Module):
 
     @classmethod
     def for_layout(cls, layout: Layout | str, out_channels: int,
-                   kernel_width: int | None = None) -> "KernelProjection":
+                   kernel_width: int | None = None) -> KernelProjection:
         """A projection sized for the weight layers of ``layout``."""
         layout = Layout.coerce(layout)
         sizes = [layer.positions for layer in layout.weight_layers()]
@@ -252,7 +252,7 @@ class KernelReadout(nn.Module):
 
     @classmethod
     def for_layout(cls, layout: Layout | str, in_channels: int,
-                   kernel_width: int | None = None) -> "KernelReadout":
+                   kernel_width: int | None = None) -> KernelReadout:
         """A read-out sized for the weight layers (and biases) of ``layout``."""
         layout = Layout.coerce(layout)
         layers = layout.weight_layers()

@@ -157,8 +157,9 @@ class LatentCrossAttention(nn.Module):
     :math:`\mathbf{l}_m \leftarrow \mathbf{l}_m +
     \mathrm{MLP}(\mathrm{LN}(\mathbf{l}_m))`. The softmax runs over each
     graph's own tokens (computed on one padded ``[B, T_max]`` block of each
-    graph's tokens, padding masked, :class:`GraphTokens`), so any relabelling of neurons (which only reorders the tokens) leaves
-    the latent array unchanged: it is invariant by construction. The order
+    graph's tokens, padding masked, :class:`GraphTokens`), so any
+    relabelling of neurons (which only reorders the tokens) leaves the
+    latent array unchanged: it is invariant by construction. The order
     of the :math:`M` latents is that of the queries, the same for every
     network.
 

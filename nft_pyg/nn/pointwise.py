@@ -8,15 +8,15 @@ zero on the way out.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
 from ..graph.types import NodeRole
-from .structure import WeightGraphIndex, check_features
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
+from .structure import WeightGraphIndex, check_features
 
 
 # --- helpers shared by the pointwise-style modules -------------------------

@@ -5,8 +5,8 @@ Shared by :class:`~nft_pyg.nn.models.baselines.StatNN` and
 :class:`~nft_pyg.nn.pool.np_stat_pool.NPStatPool` (of weight-space features)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -76,8 +76,9 @@ and Python ints from it: no graph breaks, no host syncs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -250,7 +251,7 @@ def _move(obj, device: torch.device, non_blocking: bool):
 
 
 def _is_frozen(obj) -> bool:
-    return getattr(type(obj), "__dataclass_params__").frozen
+    return type(obj).__dataclass_params__.frozen
 
 
 @dataclass(frozen=True)

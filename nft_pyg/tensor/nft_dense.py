@@ -69,7 +69,7 @@ def nft_attention_dense(ws: WeightSpace, query: ChannelMap, key: ChannelMap,
                 parts.append(weights[i - 1].transpose(1, 2))  # columns of W_i [B, n_{i-1}, n_i, C]
                 parts.append(biases[i - 1].unsqueeze(1))       # bias b_i [B, 1, n_i, C]
             if i < num_layers:
-                parts.append(weights[i])                       # rows of W_{i+1} [B, n_{i+1}, n_i, C]
+                parts.append(weights[i])  # rows of W_{i+1} [B, n_{i+1}, n_i, C]
             tokens = torch.cat(parts, dim=1)                   # [B, T, n_i, C]
             q, k, v = qkv(tokens)
             logits = torch.einsum("btvhd,bsvhd->bhts", q, k) / math.sqrt(

@@ -11,7 +11,7 @@ no graph), so the graph code and these functions check each other.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor

@@ -16,16 +16,16 @@ formulation: :meth:`to_graph` gives identity norms.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from ..graph.accessors import batch_vector as _batch_vector
+from ..graph.collate import collate_graphs
 from ..graph.convert import graph_structure, layout_of, to_module
 from ..graph.layout import Layout, state_key
-from ..graph.collate import collate_graphs
 from ..graph.neuron_graph import NeuronGraph
 from ..graph.validate import check_no_residual
 
@@ -85,21 +85,21 @@ class WeightSpace:
         return f"WeightSpace(B={self.batch_size}, C={self.channels}, layers=[{shapes}])"
 
     # --- arithmetic --------------------------------------------------------
-    def map(self, fn: Callable[[Tensor], Tensor]) -> "WeightSpace":
+    def map(self, fn: Callable[[Tensor], Tensor]) -> WeightSpace:
         """Apply ``fn`` to every weight and bias tensor."""
         return WeightSpace([fn(w) for w in self.weights], [fn(b) for b in self.biases],
                            self.layout)
 
-    def __add__(self, other: "WeightSpace") -> "WeightSpace":
+    def __add__(self, other: WeightSpace) -> WeightSpace:
         return WeightSpace([a + b for a, b in zip(self.weights, other.weights)],
                            [a + b for a, b in zip(self.biases, other.biases)], self.layout)
 
-    def allclose(self, other: "WeightSpace", **kwargs) -> bool:
+    def allclose(self, other: WeightSpace, **kwargs) -> bool:
         return all(torch.allclose(a, b, **kwargs) for a, b in
                    zip(self.weights + self.biases, other.weights + other.biases))
 
     # --- kernels as channels ------------------------------------------------
-    def fold_kernels(self, kernel_width: int | None = None) -> "WeightSpace":
+    def fold_kernels(self, kernel_width: int | None = None) -> WeightSpace:
         """Move kernel positions into channels: ``[B, C * S, n_i, n_{i-1}]``.
 
         This is the view the graph operators take of an edge (its ``C * S``
@@ -119,7 +119,7 @@ class WeightSpace:
         return WeightSpace(weights, biases, self.layout)
 
     def unfold_kernels(self, kernel_shapes: Sequence[tuple[int, ...]],
-                       kernel_width: int | None = None) -> "WeightSpace":
+                       kernel_width: int | None = None) -> WeightSpace:
         """Inverse of :meth:`fold_kernels` given each layer's kernel shape and the
         ``kernel_width`` it was folded with (default: the largest kernel)."""
         width = max(_shape_size(k) for k in kernel_shapes) if kernel_width is None \
@@ -134,7 +134,7 @@ class WeightSpace:
 
     # --- graphs ------------------------------------------------------------
     @classmethod
-    def from_graph(cls, graph: NeuronGraph) -> "WeightSpace":
+    def from_graph(cls, graph: NeuronGraph) -> WeightSpace:
         """The raw weights of a graph or a batch of graphs of one architecture.
 
         Gives ``C = 1`` and each layer's kernel dimensions. Missing edges
@@ -149,7 +149,7 @@ class WeightSpace:
         return cls._scatter(graph, graph.x, graph.edge_attr, width, layout, kernels=True)
 
     @classmethod
-    def from_features(cls, graph: NeuronGraph, x: Tensor, edge_attr: Tensor) -> "WeightSpace":
+    def from_features(cls, graph: NeuronGraph, x: Tensor, edge_attr: Tensor) -> WeightSpace:
         """Dense twin of operator features on a graph or batch of one architecture.
 
         Args:
@@ -168,7 +168,7 @@ class WeightSpace:
         return cls._scatter(graph, x, edge_attr, 1, _common_layout(graph), kernels=False)
 
     @classmethod
-    def _scatter(cls, graph, x, edge_attr, width, layout, kernels) -> "WeightSpace":
+    def _scatter(cls, graph, x, edge_attr, width, layout, kernels) -> WeightSpace:
         # the tensor formulation is a chain of weight layers: a residual edge
         # has no place in it and would be dropped silently
         check_no_residual(getattr(graph, "edge_kind", None), graph.edge_index, "WeightSpace")
@@ -232,7 +232,7 @@ class WeightSpace:
 
     # --- modules and state dicts -------------------------------------------
     @classmethod
-    def from_modules(cls, modules: Sequence[nn.Module]) -> "WeightSpace":
+    def from_modules(cls, modules: Sequence[nn.Module]) -> WeightSpace:
         """Stack the weights of networks of one architecture (``C = 1``)."""
         layouts = [layout_of(module) for module in modules]
         if any(layout.signature != layouts[0].signature for layout in layouts):
@@ -240,7 +240,7 @@ class WeightSpace:
         return cls.from_state_dicts([m.state_dict() for m in modules], layouts[0])
 
     @classmethod
-    def from_state_dicts(cls, state_dicts: Sequence[dict], layout: Layout | str) -> "WeightSpace":
+    def from_state_dicts(cls, state_dicts: Sequence[dict], layout: Layout | str) -> WeightSpace:
         layout = Layout.coerce(layout)
         weights, biases = [], []
         for layer in layout.weight_layers():
@@ -278,7 +278,7 @@ class WeightSpace:
         return self.layout
 
 
-def require_folded(ws: "WeightSpace", where: str) -> None:
+def require_folded(ws: WeightSpace, where: str) -> None:
     """Raise a ``ValueError`` naming ``where`` unless ``ws`` is a folded
     :class:`WeightSpace` (weights ``[B, C, n_i, n_{i-1}]``, what dense twins take)."""
     if not isinstance(ws, WeightSpace):

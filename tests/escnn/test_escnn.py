@@ -19,13 +19,13 @@ from nft_pyg.graph.escnn import (
     from_escnn,
     is_escnn_module,
 )
-from nft_pyg.symmetry.equivariance import call_module
 from nft_pyg.graph.types import Activation
 from nft_pyg.nn.conv.hnp_conv import HNPConv
 from nft_pyg.nn.conv.nft_attention import NFTAttention
 from nft_pyg.nn.conv.np_conv import NPConv
 from nft_pyg.nn.conv.pointwise_conv import PointwiseConv
 from nft_pyg.symmetry import check_equivariance, permute
+from nft_pyg.symmetry.equivariance import call_module
 from nft_pyg.symmetry.fields import field_to_channel_permutation, random_field_permutation
 
 with warnings.catch_warnings():

@@ -25,9 +25,9 @@ import nft_pyg
 from nft_pyg.nn.conv.hnp_conv import HNPConv
 from nft_pyg.nn.conv.nft_attention import NFTAttention
 from nft_pyg.nn.conv.np_conv import NPConv
+from nft_pyg.nn.mixing import EndpointEdgeUpdate, NodeEdgeAdapter
 from nft_pyg.nn.pool.np_pool import NPPool
 from nft_pyg.nn.structure import WeightGraphIndex
-from nft_pyg.nn.mixing import EndpointEdgeUpdate, NodeEdgeAdapter
 from nft_pyg.symmetry import check_equivariance, random_permutation
 from nft_pyg.transforms.encodings import AddIOPositions, AddLayerEncoding
 

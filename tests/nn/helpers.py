@@ -14,7 +14,7 @@ import copy
 import inspect
 import pickle
 from collections import defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn

@@ -3,14 +3,20 @@ against torch on the modules' parameters, invariance), GNNBaseline (the
 symmetry it keeps with and without IO positions), training, bad inputs."""
 import pytest
 import torch
+from helpers import cnns, mlp, mlps, permuted_modules, structure_batch, toy_regression
 from torch import nn
 
 import nft_pyg
-from nft_pyg.nn.models.baselines import (GNN_CONVS, STAT_QUANTILES, FlatMLP, GNNBaseline,
-                                         StatNN, flatten_weights, group_quantiles,
-                                         layer_statistics)
-
-from helpers import cnns, mlp, mlps, permuted_modules, structure_batch, toy_regression
+from nft_pyg.nn.models.baselines import (
+    GNN_CONVS,
+    STAT_QUANTILES,
+    FlatMLP,
+    GNNBaseline,
+    StatNN,
+    flatten_weights,
+    group_quantiles,
+    layer_statistics,
+)
 
 torch.set_num_threads(1)
 

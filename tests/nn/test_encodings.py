@@ -4,16 +4,21 @@ import math
 
 import pytest
 import torch
+from helpers import (
+    ARCHITECTURES,
+    assert_equivariant,
+    assert_mixed_batch_matches_dense,
+    mixed_batch,
+    mlp,
+    permuted_pair,
+    random_features,
+)
 
 import nft_pyg
 from nft_pyg import WeightSpace
 from nft_pyg.nn.encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncoding
 
 torch.set_num_threads(1)
-
-
-from helpers import (ARCHITECTURES, assert_equivariant, assert_mixed_batch_matches_dense,
-                     mixed_batch, mlp, permuted_pair, random_features)
 
 
 def randomise(module):

@@ -304,7 +304,8 @@ def test_bad_inputs():
         conv(x, batch.edge_index, edge_attr, None)
     ws = dense_of(batch, x, edge_attr)
     with pytest.raises(ValueError,
-                       match="HNPConv.forward_dense: expected num_layers=3, the weight space has 2"):
+                       match="HNPConv.forward_dense: expected num_layers=3, the weight "
+                             "space has 2"):
         make_conv(2, 2, [3, 4, 4, 2]).forward_dense(ws)
     with pytest.raises(ValueError, match="HNPConv.forward_dense: expected num_inputs=4"):
         make_conv(2, 2, [4, 4, 2]).forward_dense(ws)

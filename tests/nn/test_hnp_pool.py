@@ -2,13 +2,21 @@
 invariance, input/output positions kept, bad inputs."""
 import pytest
 import torch
+from helpers import (
+    cnn,
+    dense_of,
+    folded_raw_features,
+    index_maps,
+    layer_sizes,
+    mlp,
+    random_features,
+    random_neuron_permutation,
+    structure_batch,
+)
 
 from nft_pyg.nn.pool.hnp_pool import HNPPool
 from nft_pyg.symmetry import NeuronPermutation
 from nft_pyg.tensor.weight_space import WeightSpace
-
-from helpers import (cnn, dense_of, folded_raw_features, index_maps, layer_sizes, mlp,
-                     random_features, random_neuron_permutation, structure_batch)
 
 torch.set_num_threads(1)
 
@@ -109,7 +117,8 @@ def test_bad_inputs_and_repr():
     with pytest.raises(ValueError, match="HNPPool: every graph of the batch has "
                                          "num_layers=2 but the module was built for num_layers=3"):
         make_pool(2, [3, 4, 4, 2])(x, edge_attr, batch)
-    with pytest.raises(ValueError, match="HNPPool: .* has num_outputs=2 but the module was built for num_outputs=3"):
+    with pytest.raises(ValueError, match="HNPPool: .* has num_outputs=2 but the module was "
+                                         "built for num_outputs=3"):
         make_pool(2, [3, 4, 3])(x, edge_attr, batch)
     with pytest.raises(ValueError, match="HNPPool.forward_dense: expected num_inputs=2"):
         make_pool(2, [2, 4, 2]).forward_dense(dense_of(batch, x, edge_attr))

@@ -11,7 +11,6 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 import nft_pyg
-from nft_pyg.utils.io import CorruptFileError, atomic_save
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.inr import fit_sirens, render_module, siren, to_modules
 from nft_pyg.nn.models import (
@@ -22,6 +21,7 @@ from nft_pyg.nn.models import (
     save_latents,
 )
 from nft_pyg.nn.structure import WeightGraphIndex
+from nft_pyg.utils.io import CorruptFileError, atomic_save
 
 torch.set_num_threads(1)
 

@@ -3,6 +3,16 @@ round trip of the read-out through nft_pyg.to_module, errors."""
 
 import pytest
 import torch
+from helpers import (
+    ARCHITECTURES,
+    KERNEL_WIDTH,
+    assert_equivariant,
+    mixed_batch,
+    mlp,
+    permuted_pair,
+    random_features,
+    slice_of,
+)
 from torch import nn
 from torch_geometric.data import Batch
 
@@ -11,11 +21,6 @@ from nft_pyg import WeightSpace
 from nft_pyg.nn.kernel_projection import KernelProjection, KernelReadout
 
 torch.set_num_threads(1)
-
-
-from helpers import (ARCHITECTURES, assert_equivariant, KERNEL_WIDTH, mixed_batch, mlp,
-                     permuted_pair, random_features, slice_of)
-
 
 # kernel sizes per layer: cnn = [9, 4, 4]; every MLP layer has 1 position (padded)
 MIXED_SIZES = [9, 4, 4, 1]

@@ -5,13 +5,20 @@ import copy
 
 import pytest
 import torch
+from helpers import (
+    CNN_CHANNELS,
+    MLP_WIDTHS,
+    cnns,
+    mlp,
+    mlps,
+    permuted_modules,
+    structure_batch,
+    toy_regression,
+)
 from torch import nn
 
 import nft_pyg
 from nft_pyg.nn.models.nfn import NFN, NFNEditor
-
-from helpers import (CNN_CHANNELS, MLP_WIDTHS, cnns, mlp, mlps, permuted_modules,
-                     structure_batch, toy_regression)
 
 torch.set_num_threads(1)
 

@@ -2,15 +2,18 @@
 
 import pytest
 import torch
+from helpers import (
+    ARCHITECTURES,
+    assert_equivariant,
+    assert_mixed_batch_matches_dense,
+    mixed_batch,
+    random_features,
+)
 
 from nft_pyg import WeightSpace
 from nft_pyg.nn.norm import WeightSpaceLayerNorm
 
 torch.set_num_threads(1)
-
-
-from helpers import (ARCHITECTURES, assert_equivariant, assert_mixed_batch_matches_dense,
-                     mixed_batch, random_features)
 
 
 def randomise_affine(norm):

@@ -4,14 +4,19 @@ import copy
 
 import pytest
 import torch
+from helpers import (
+    cnn,
+    feature_batch,
+    layer_values,
+    mlp,
+    random_neuron_permutation,
+    split_by_architecture,
+)
 
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.nn.pool.np_pool import NPPool
 from nft_pyg.nn.pool.np_stat_pool import NPStatPool
 from nft_pyg.tensor.weight_space import WeightSpace
-
-from helpers import (cnn, feature_batch, layer_values, mlp, random_neuron_permutation,
-                     split_by_architecture)
 
 torch.set_num_threads(1)
 ALL_ROLES = (NodeRole.INPUT, NodeRole.HIDDEN, NodeRole.OUTPUT)

@@ -4,13 +4,20 @@ What it shares with NPPool (graph == dense twin, invariance, errors) is tested
 for both in test_np_pool.py."""
 import pytest
 import torch
+from helpers import (
+    ALL_ROLES,
+    cnns,
+    feature_batch,
+    layer_values,
+    mlp,
+    mlps,
+    permuted_modules,
+    structure_batch,
+)
 
 from nft_pyg.nn.models.nfn import NFN
 from nft_pyg.nn.pool.np_stat_pool import NPStatPool
 from nft_pyg.nn.statistics import STAT_QUANTILES, layer_statistics
-
-from helpers import (ALL_ROLES, cnns, feature_batch, layer_values, mlp, mlps,
-                     permuted_modules, structure_batch)
 
 torch.set_num_threads(1)
 NUM_STATS = 2 + len(STAT_QUANTILES)

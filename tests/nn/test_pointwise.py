@@ -2,18 +2,25 @@
 
 import pytest
 import torch
+from helpers import (
+    ARCHITECTURES,
+    assert_equivariant,
+    assert_mixed_batch_matches_dense,
+    mixed_batch,
+    random_features,
+)
 from torch import nn
 
 from nft_pyg import WeightSpace
 from nft_pyg.nn.norm import WeightSpaceLayerNorm
-from nft_pyg.nn.pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceLinear,
-                                  WeightSpaceSequential)
+from nft_pyg.nn.pointwise import (
+    WeightSpaceActivation,
+    WeightSpaceDropout,
+    WeightSpaceLinear,
+    WeightSpaceSequential,
+)
 
 torch.set_num_threads(1)
-
-
-from helpers import (ARCHITECTURES, assert_equivariant, assert_mixed_batch_matches_dense,
-                     mixed_batch, random_features)
 
 
 @pytest.mark.parametrize("act", ["relu", "gelu", "sigmoid", nn.Tanh(), nn.LeakyReLU(0.3)])

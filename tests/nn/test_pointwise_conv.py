@@ -3,12 +3,11 @@ import copy
 
 import pytest
 import torch
+from helpers import assert_matches_dense, cnn, feature_batch, mlp, random_neuron_permutation
 
 from nft_pyg.graph.types import NodeRole
 from nft_pyg.nn.conv.pointwise_conv import PointwiseConv, layer_linear
 from nft_pyg.tensor.weight_space import WeightSpace
-
-from helpers import assert_matches_dense, cnn, feature_batch, mlp, random_neuron_permutation
 
 torch.set_num_threads(1)
 

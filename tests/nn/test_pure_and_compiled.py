@@ -9,10 +9,22 @@ import torch
 from helpers import cnns, mlp, mlps, random_features, structure_batch
 from torch import nn
 
-from nft_pyg.nn import (GaussianFourierFeatures, HNPConv, HNPPool, IOPositionEncoding,
-                        LayerEncoding, NPConv, NPPool, NPStatPool,
-                        PointwiseConv, WeightGraphIndex, WeightSpaceActivation,
-                        WeightSpaceLayerNorm, WeightSpaceLinear, WeightSpaceSequential)
+from nft_pyg.nn import (
+    GaussianFourierFeatures,
+    HNPConv,
+    HNPPool,
+    IOPositionEncoding,
+    LayerEncoding,
+    NPConv,
+    NPPool,
+    NPStatPool,
+    PointwiseConv,
+    WeightGraphIndex,
+    WeightSpaceActivation,
+    WeightSpaceLayerNorm,
+    WeightSpaceLinear,
+    WeightSpaceSequential,
+)
 from nft_pyg.nn.mixing import EndpointEdgeUpdate, NodeEdgeAdapter
 from nft_pyg.nn.models.baselines import FlatMLP, GNNBaseline, StatNN
 from nft_pyg.nn.models.nfn import NFN, NFNEditor
@@ -81,7 +93,7 @@ def test_pools_and_feature_modules_do_not_write_onto_the_batch(name, device):
         x, edge_attr = x[:, :1].contiguous(), edge_attr[:, :1].contiguous()
         module = GaussianFourierFeatures(1, 2).double().to(device)
     for index in (batch, WeightGraphIndex.from_data(batch)):
-        assert_untouched(batch, lambda: module(x, edge_attr, index))
+        assert_untouched(batch, lambda index=index: module(x, edge_attr, index))
 
 
 def _models(layout, kernel_width):
@@ -105,10 +117,10 @@ def test_models_do_not_write_onto_the_batch(kind, device):
     batch = structure_batch(modules).to(device)
     models = _models(batch.layout[0], batch.edge_attr.size(1))
     models["FlatMLP"] = FlatMLP(FlatMLP.num_weights_of(batch[0]), 8, 2)
-    for name, model in models.items():
+    for model in models.values():
         model = model.double().to(device).eval()
-        assert_untouched(batch, lambda: model(batch))
-        assert_untouched(batch, lambda: model(batch))  # and again on the same batch
+        assert_untouched(batch, lambda model=model: model(batch))
+        assert_untouched(batch, lambda model=model: model(batch))  # and again, same batch
 
 
 def test_index_is_plain_tensors_and_ints_and_moves(device):

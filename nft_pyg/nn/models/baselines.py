@@ -3,8 +3,8 @@ flattened weights, weight statistics (StatNN) and a plain GNN on the neuron
 graph."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -13,9 +13,15 @@ from torch_geometric.nn import GATv2Conv, GINEConv, TransformerConv, global_mean
 from ...graph.layout import Layout
 from ...graph.types import NodeRole
 from ..pointwise import graph_attr
-from ..statistics import (NUM_STATS, STAT_QUANTILES,  # noqa: F401 (re-exported)
-                          batch_vector, graph_layouts, group_quantiles, group_statistics,
-                          layer_statistics)
+from ..statistics import (  # noqa: F401 (re-exported)
+    NUM_STATS,
+    STAT_QUANTILES,
+    batch_vector,
+    graph_layouts,
+    group_quantiles,
+    group_statistics,
+    layer_statistics,
+)
 from .nfn import hidden_widths, mlp_head
 
 

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...utils.io import CorruptFileError, atomic_save, safe_load
 from ...graph.layout import Layout
 from ...inr.fit import init_sirens
 from ...inr.render import make_grid, render_image, render_weights
 from ...inr.siren import init_bounds
 from ...tensor.weight_space import WeightSpace
+from ...utils.io import CorruptFileError, atomic_save, safe_load
 from ..nft_block import LatentCrossAttention
 from ..structure import WeightGraphIndex
 from .nft import NFTEncoder, layout_options

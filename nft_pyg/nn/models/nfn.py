@@ -2,7 +2,7 @@ r"""Neural functional networks (NFN): invariant models and equivariant editors
 of raw neuron graphs, built from the NP, HNP and pointwise layers."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -14,8 +14,7 @@ from ..conv.pointwise_conv import PointwiseConv
 from ..encodings import GaussianFourierFeatures, IOPositionEncoding
 from ..kernel_projection import KernelProjection, KernelReadout
 from ..norm import PoolNorm
-from ..pointwise import (WeightSpaceActivation, WeightSpaceDropout, WeightSpaceSequential,
-                         graph_attr)
+from ..pointwise import WeightSpaceActivation, WeightSpaceDropout, WeightSpaceSequential, graph_attr
 from ..pool.hnp_pool import HNPPool
 from ..pool.np_pool import NPPool
 from ..pool.np_stat_pool import NPStatPool
@@ -268,7 +267,7 @@ class NFN(nn.Module):
 
     @classmethod
     def for_layout(cls, layout: Layout | str, mode: str, hidden_channels: int,
-                   out_channels: int, **kwargs) -> "NFN":
+                   out_channels: int, **kwargs) -> NFN:
         """An NFN sized for the networks of ``layout`` (depth, kernel sizes, IO sizes)."""
         return cls(mode=mode, hidden_channels=hidden_channels, out_channels=out_channels,
                    **layout_kwargs(layout, kwargs))
@@ -369,7 +368,7 @@ class NFNEditor(nn.Module):
 
     @classmethod
     def for_layout(cls, layout: Layout | str, mode: str, hidden_channels: int,
-                   **kwargs) -> "NFNEditor":
+                   **kwargs) -> NFNEditor:
         """An editor sized for ``layout`` (depth, kernel sizes, biases, IO sizes)."""
         layout = Layout.coerce(layout)
         kwargs.setdefault("bias", [layer.bias for layer in layout.weight_layers()])

@@ -1,7 +1,7 @@
 r"""A conditional VAE of winning-ticket masks, built from equivariant NF layers."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +12,9 @@ from ...graph.layout import Layout
 from ..conv.hnp_conv import HNPConv
 from ..conv.np_conv import NPConv
 from ..conv.pointwise_conv import PointwiseConv
-from .nfn import layout_kwargs
 from ..pointwise import WeightSpaceActivation, WeightSpaceSequential, graph_attr
 from ..structure import LayerStructure
+from .nfn import layout_kwargs
 
 #: the NF layer of each mode (``"np"``: all neurons permutable; ``"hnp"``: hidden only)
 TICKET_MODES = ("np", "hnp")
@@ -158,7 +158,7 @@ class TicketVAE(nn.Module):
         self.decoder = self._stack(2 * S + Z, S)
 
     @classmethod
-    def for_layout(cls, layout: Layout | str, **kwargs) -> "TicketVAE":
+    def for_layout(cls, layout: Layout | str, **kwargs) -> TicketVAE:
         """A model sized for the networks of ``layout``."""
         return cls(**layout_kwargs(layout, kwargs))
 

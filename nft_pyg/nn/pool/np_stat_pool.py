@@ -2,7 +2,7 @@ r"""The NP statistics pool: per-layer mean, variance and quantiles of every
 feature channel of the weights and biases."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
