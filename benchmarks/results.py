@@ -143,13 +143,18 @@ def table_task(config: dict, table: str) -> str:
     return task
 
 
+def table_dataset(config: dict, table: str) -> str:
+    """The dataset of a table: its ``dataset`` key, else its task's default."""
+    return config["tasks"][table].get("dataset", TASK_DATASET[table_task(config, table)])
+
+
 def task_data(config: dict, table: str) -> tuple[str, dict]:
     """Dataset size and options of ``table``: its own ``size`` / ``data_options``
     if it has them, else the config's (per dataset)."""
     spec = config["tasks"][table]
     size = spec.get("size", config["size"])
     options = spec.get("data_options", config.get("data_options", {})
-                       .get(TASK_DATASET[table_task(config, table)], {}))
+                       .get(table_dataset(config, table), {}))
     return size, options
 
 
@@ -167,7 +172,8 @@ def intended(config: dict, table: str, model: str) -> dict:
     size, options = task_data(config, table)
     train = dict(spec.get("train", {}))
     augment = list(train.pop("augment", []))
-    return {"task": table_task(config, table), "size": size, "data_options": options,
+    return {"task": table_task(config, table), "dataset": table_dataset(config, table),
+            "size": size, "data_options": options,
             "augment": augment,
             "model_options": spec.get("model_options", {}).get(model, {}), "train": train}
 
@@ -183,7 +189,8 @@ def mismatches(folder: Path, want: dict) -> list[str]:
     if not path.exists():
         return ["no config.json"]
     have = json.loads(path.read_text())
-    wrong = [key for key in ("task", "size", "data_options", "augment", "model_options")
+    wrong = [key for key in ("task", "dataset", "size", "data_options", "augment",
+                             "model_options")
              if have.get(key, [] if key == "augment" else {}) != want[key]]
     trained = {**RECORDED_BEFORE_THE_OPTION, **have.get("train", {})}
     wrong += [f"train.{key}" for key, value in want["train"].items() if trained.get(key) != value]
@@ -201,7 +208,8 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
             continue
         task = table_task(config, table)
         size, options = task_data(config, table)
-        splits = load_splits(TASK_DATASET[task], data_root, size, progress=progress, **options)
+        dataset = table_dataset(config, table)
+        splits = load_splits(dataset, data_root, size, progress=progress, **options)
         for seed in spec.get("seeds", config["seeds"]):
             if seeds is not None and seed not in seeds:
                 continue
@@ -218,7 +226,7 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
                     print(f"restarting {folder}: differs in {', '.join(stale)}", flush=True)
                 print(f"running {table} / {model} / seed {seed}", flush=True)
                 final = run_task(task, model, seed=seed, size=size, splits=splits,
-                                 data_options=options, run_dir=folder,
+                                 data_options=options, run_dir=folder, dataset=dataset,
                                  resume=not stale and (folder / "checkpoint.pt").exists(),
                                  progress=progress,
                                  model_options=want["model_options"],
@@ -318,7 +326,7 @@ def report(config: dict, runs_root: Path, out: Path) -> str:
         if spec.get("about"):
             lines += [spec["about"], ""]
         lines += [(f"Task `{task}`; d" if task != table else "D")
-                  + f"ataset `{TASK_DATASET[task]}`, size `{size}`"
+                  + f"ataset `{table_dataset(config, table)}`, size `{size}`"
                   + (f" with {json.dumps(options)}" if options else "")
                   + f"; training {json.dumps(train)}"
                   + (" (a wall-clock cap per run: fewer epochs for the slower models)"

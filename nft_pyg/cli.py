@@ -103,6 +103,7 @@ def parse_options(pairs: list[str] | None) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     from .tasks.data import DATASETS
     from .tasks.models import TASK_MODELS
+    from .tasks.recipes import RECIPES
     from .tasks.trainer import LR_SCHEDULES
 
     parser = argparse.ArgumentParser(prog="nft-pyg", description=__doc__.splitlines()[0])
@@ -138,12 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one model on one task")
     train.add_argument("task", choices=tuple(TASK_MODELS))
-    train.add_argument("--model", required=True,
-                       help="; ".join(f"{t}: {', '.join(m)}" for t, m in TASK_MODELS.items()))
+    train.add_argument("--model", default=None,
+                       help="; ".join(f"{t}: {', '.join(m)}" for t, m in TASK_MODELS.items())
+                       + " (required unless --recipe gives it)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--size", choices=("small", "full"), default="small")
+    train.add_argument("--size", choices=("tiny", "small", "full"), default=None,
+                       help="dataset size (default: small, or the recipe's)")
     train.add_argument("--data-root", type=Path, default=Path("data"))
     train.add_argument("--runs-root", type=Path, default=Path("runs"))
+    # --- the papers' recipes (nft_pyg/tasks/recipes.py) ---
+    train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                       help="a paper's configuration (model, options, data, optimisation); "
+                            "the options given beside it override its values")
+    train.add_argument("--dataset", choices=DATASETS, default=None,
+                       help="the dataset (default: the task's, or the recipe's)")
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None, help="global batch size")
     train.add_argument("--lr", type=float, default=None)
@@ -178,6 +187,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_options(args: argparse.Namespace) -> dict:
+    """``run_task`` keyword arguments of ``nft-pyg train``: the recipe's values
+    (``--recipe``), overridden by the options given on the command line."""
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule,
+             "recalibrate_batches": args.recalibrate_batches,
+             "max_train_seconds": args.max_train_seconds}
+    options: dict = {"model": args.model, "size": "small", "dataset": None,
+                     "model_options": {}, "data_options": {}}
+    if args.recipe is not None:
+        from .tasks.recipes import get_recipe
+        recipe = get_recipe(args.recipe)
+        if recipe.task != args.task:
+            raise ValueError(f"--recipe {recipe.name} is a recipe of task {recipe.task!r}, "
+                             f"not {args.task!r}")
+        if args.model is not None and args.model != recipe.model:
+            raise ValueError(f"--recipe {recipe.name} trains model {recipe.model!r}; "
+                             f"--model {args.model} contradicts it")
+        options.update(recipe.run_options(), model=recipe.model)
+    if options["model"] is None:
+        raise ValueError("give --model (or a --recipe)")
+    options["model_options"].update(parse_options(args.option))
+    options["data_options"].update(parse_options(args.data_option))
+    options.update({key: value for key, value in given.items() if value is not None})
+    if args.size is not None:
+        options["size"] = args.size
+    if args.dataset is not None:
+        options["dataset"] = args.dataset
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "threads", None):
@@ -209,20 +249,19 @@ def main(argv: list[str] | None = None) -> int:
         from .tasks.models import TASK_MODELS
         from .tasks.runner import run_task
         from .tasks.trainer import rank_and_world
-        if args.model not in TASK_MODELS[args.task]:
-            print(f"nft-pyg train: {args.model!r} is not a model of {args.task}; choose from "
-                  f"{', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
+        try:
+            options = train_options(args)
+        except ValueError as error:
+            print(f"nft-pyg train: {error}", file=sys.stderr)
             return 2
-        final = run_task(args.task, args.model, seed=args.seed, size=args.size,
-                         data_root=args.data_root, runs_root=args.runs_root,
-                         resume=args.resume, progress=not args.no_progress,
-                         model_options=parse_options(args.option),
-                         data_options=parse_options(args.data_option), epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-                         recalibrate_batches=args.recalibrate_batches,
-                         max_train_seconds=args.max_train_seconds,
-                         augment=[a for a in args.augment.split(",") if a])
+        if options["model"] not in TASK_MODELS[args.task]:
+            print(f"nft-pyg train: {options['model']!r} is not a model of {args.task}; choose "
+                  f"from {', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
+            return 2
+        final = run_task(args.task, seed=args.seed, data_root=args.data_root,
+                         runs_root=args.runs_root, resume=args.resume,
+                         progress=not args.no_progress,
+                         augment=[a for a in args.augment.split(",") if a], **options)
         if rank_and_world()[0] == 0:
             print(json.dumps(final, indent=2))
         if torch.distributed.is_available() and torch.distributed.is_initialized():

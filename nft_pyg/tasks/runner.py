@@ -24,6 +24,10 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "editing": {"epochs": 30, "batch_size": 32, "lr": 1e-3},
 }
 NUM_CLASSES = 10
+#: the datasets each task can run on
+TASK_DATASETS = {"classification": ("digits_inr", "mnist_inr"),
+                 "generalization": ("digits_cnn_zoo",),
+                 "editing": ("digits_inr", "mnist_inr")}
 
 
 def with_augmentations(dataset, augment: Sequence[str]):
@@ -52,7 +56,7 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
              resume: bool = False, progress: bool = True, splits: dict | None = None,
              model_options: dict | None = None, run_dir: str | os.PathLike | None = None,
              data_options: dict | None = None, augment: Sequence[str] = (),
-             **train_options) -> dict[str, Any]:
+             dataset: str | None = None, **train_options) -> dict[str, Any]:
     """Train ``model`` on ``task`` and return the final record (test metrics
     at the best validation epoch, train time, parameter count).
 
@@ -70,6 +74,8 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
         augment: names of function-preserving augmentations of the training
             graphs (:data:`~nft_pyg.transforms.augment.AUGMENTATIONS`:
             ``"sign_flip"``, ``"permute"``), drawn anew every epoch.
+        dataset: the dataset (default :data:`~nft_pyg.tasks.data.TASK_DATASET` ``[task]``;
+            ``"mnist_inr"`` for the INR tasks on real MNIST digits).
         train_options: fields of :class:`~nft_pyg.tasks.trainer.TrainConfig`.
     """
     if task not in TASKS:
@@ -81,11 +87,18 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
         raise ValueError(f"run_task: unknown training options {sorted(unknown)}")
     config = TrainConfig(**{**TASK_DEFAULTS[task], **{k: v for k, v in train_options.items()
                                                       if v is not None}})
-    dataset = TASK_DATASET[task]
+    dataset = dataset or TASK_DATASET[task]
+    if dataset not in TASK_DATASETS[task]:
+        raise ValueError(f"run_task: task {task!r} runs on one of {TASK_DATASETS[task]}, "
+                         f"not {dataset!r}")
     rank, _ = rank_and_world()
     if splits is None:
         splits = load_splits(dataset, data_root, size, progress=progress and rank == 0,
                              **(data_options or {}))
+    if task == "editing" and getattr(splits["train"], "output_shift", 0.0):
+        raise ValueError("run_task: the editing task renders SIRENs without an output shift; "
+                         "build the MNISTINR with recipe='nfn' (the DWSNets recipe shifts "
+                         "the output by +0.5)")
     train_set = with_augmentations(splits["train"], augment)
     torch.manual_seed(seed)
     out = NUM_CLASSES if task == "classification" else 1
