@@ -36,6 +36,18 @@ from nft_pyg.tasks.results import HEADLINE, collect_runs, summarize  # noqa: E40
 from nft_pyg.tasks.runner import run_folder, run_task  # noqa: E402
 
 CONFIG = Path(__file__).with_name("results_config.json")
+
+
+def benchmark_model_factory(model: str):
+    """The builder of a benchmark-only model (not a model of the package),
+    or ``None`` for the package's models: ``nfn_package``, the published
+    ``nfn`` package's layers in the reference configuration
+    (``benchmarks/nfn_reference.py``)."""
+    if model == "nfn_package":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import nfn_reference
+        return nfn_reference.build
+    return None
 #: the committed run records behind docs/results.md
 RUNS = Path(__file__).with_name("runs")
 
@@ -230,6 +242,7 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
                                  resume=not stale and (folder / "checkpoint.pt").exists(),
                                  progress=progress,
                                  model_options=want["model_options"],
+                                 model_factory=benchmark_model_factory(model),
                                  **spec.get("train", {}))
                 print(json.dumps(final), flush=True)
 

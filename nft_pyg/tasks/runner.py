@@ -5,7 +5,7 @@ import copy
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch_geometric.transforms import Compose
@@ -56,7 +56,8 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
              resume: bool = False, progress: bool = True, splits: dict | None = None,
              model_options: dict | None = None, run_dir: str | os.PathLike | None = None,
              data_options: dict | None = None, augment: Sequence[str] = (),
-             dataset: str | None = None, **train_options) -> dict[str, Any]:
+             dataset: str | None = None, model_factory: Callable | None = None,
+             **train_options) -> dict[str, Any]:
     """Train ``model`` on ``task`` and return the final record (test metrics
     at the best validation epoch, train time, parameter count).
 
@@ -76,6 +77,11 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
             ``"sign_flip"``, ``"permute"``), drawn anew every epoch.
         dataset: the dataset (default :data:`~nft_pyg.tasks.data.TASK_DATASET` ``[task]``;
             ``"mnist_inr"`` for the INR tasks on real MNIST digits).
+        model_factory: ``model_factory(train_set, out, model_options) -> nn.Module``
+            builds the model instead of
+            :func:`~nft_pyg.tasks.models.build_model` (benchmark-only models,
+            e.g. the published ``nfn`` package's layers); ``model`` then only
+            names the run.
         train_options: fields of :class:`~nft_pyg.tasks.trainer.TrainConfig`.
     """
     if task not in TASKS:
@@ -102,7 +108,10 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
     train_set = with_augmentations(splits["train"], augment)
     torch.manual_seed(seed)
     out = NUM_CLASSES if task == "classification" else 1
-    net = build_model(task, model, splits["train"], out, model_options)
+    if model_factory is not None:
+        net = model_factory(splits["train"], out, model_options or {})
+    else:
+        net = build_model(task, model, splits["train"], out, model_options)
     folder = run_folder(runs_root, task, model, seed) if run_dir is None else Path(run_dir)
     run_config = {"name": f"{task}/{model}/{seed}", "task": task, "model": model,
                   "dataset": dataset, "size": size, "data_options": data_options or {},
