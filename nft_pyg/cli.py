@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-root", type=Path, default=Path("data"))
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--budget", type=float, default=None,
-                      help="training seconds per model (default 100)")
+                      help="cap on each model's training seconds (default 150)")
     demo.add_argument("--threads", type=int, default=1,
                       help="torch threads (default 1: on a busy or 2-core machine more "
                            "threads make small graph ops slower, not faster)")
