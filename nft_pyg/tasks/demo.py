@@ -36,7 +36,9 @@ def save_renderings(splits: dict, path: Path, count: int = 6) -> None:
 
     from .specs import render_graph
 
-    graphs = [splits["test"][i] for i in range(min(count, len(splits["test"])))]
+    from .figures import spread_indices
+
+    graphs = [splits["test"][i] for i in spread_indices(len(splits["test"]), count)]
     batch = collate_graphs(graphs)
     with torch.no_grad():
         rendered = render_graph(batch).clamp(0, 1)
