@@ -53,8 +53,10 @@ def plot(table: str, out: Path, runs_root: Path = RUNS) -> Path:
         steps, values = zip(*points)
         axis.plot(steps, values, marker="o", markersize=3, color=colours[model],
                   linestyle=("-", "--", ":")[seed % 3], label=f"{model} (seed {seed})")
-    axis.set_xlabel("optimiser steps")
     is_mse = "editing" in table
+    if not is_mse:   # ten balanced classes
+        axis.axhline(0.1, color="grey", linewidth=0.8, linestyle="--", label="chance")
+    axis.set_xlabel("optimiser steps")
     axis.set_ylabel("validation MSE" if is_mse else "validation accuracy")
     axis.set_title(f"{table}: validation metric after every epoch")
     axis.grid(alpha=0.3)
