@@ -201,9 +201,11 @@ def mismatches(folder: Path, want: dict) -> list[str]:
     if not path.exists():
         return ["no config.json"]
     have = json.loads(path.read_text())
+    # records without a dataset ran on their task's default one
+    missing = {"augment": [], "dataset": TASK_DATASET.get(have.get("task"))}
     wrong = [key for key in ("task", "dataset", "size", "data_options", "augment",
                              "model_options")
-             if have.get(key, [] if key == "augment" else {}) != want[key]]
+             if have.get(key, missing.get(key, {})) != want[key]]
     trained = {**RECORDED_BEFORE_THE_OPTION, **have.get("train", {})}
     wrong += [f"train.{key}" for key, value in want["train"].items() if trained.get(key) != value]
     return wrong
