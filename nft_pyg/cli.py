@@ -1,16 +1,17 @@
 """The ``nft-pyg`` command line.
 
-- ``nft-pyg demo``: the README's main job. Builds a small DigitsINR (SIRENs
-  of the scikit-learn digits), trains the Neural Functional Transformer and
-  the MLP-on-flattened-weights baseline on INR classification for a short
-  budget, prints their accuracies, saves a few renderings and a neuron-graph
-  drawing, then runs the conversion / permutation checks of
-  ``convert-demo``.
+- ``nft-pyg demo``: the README's main job. Builds a small MNISTINR (SIRENs
+  of real MNIST digits, each from its own initialisation), trains the
+  MLP-on-flattened-weights baseline, NFN-NP and the Neural Functional
+  Transformer on INR classification for a short budget, prints their
+  accuracies, saves a few renderings and a neuron-graph drawing, then runs
+  the conversion / permutation checks of ``convert-demo``.
 - ``nft-pyg convert-demo``: converts a few networks to neuron graphs, checks
   that a random hidden-neuron permutation preserves each network's function
   and maps its graph to an isomorphic one, and saves a drawing.
 - ``nft-pyg data build NAME [--size small|full]``: build an offline dataset.
-- ``nft-pyg train TASK --model M``: one run (``runs/<task>/<model>/<seed>/``);
+- ``nft-pyg train TASK --model M`` (or ``--recipe NAME``, a paper's
+  configuration): one run (``runs/<task>/<model>/<seed>/``);
   under ``torchrun`` it trains with DistributedDataParallel.
 - ``nft-pyg results``: collect the runs into a table.
 """
@@ -109,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nft-pyg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="the README's main job (about 3 minutes on "
-                                            "2 CPU cores)")
+    demo = commands.add_parser("demo", help="the README's main job (about 3-4 minutes on "
+                                            "2 idle CPU cores)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"),
                       help="folder for the outputs (default: runs/demo)")
     demo.add_argument("--data-root", type=Path, default=Path("data"))
