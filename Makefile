@@ -38,7 +38,7 @@ $(PY):
 # install is simply redone by the next `make` call.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -c constraints.txt -e '.[$(EXTRAS)]'
-	$(PIP) install -c constraints.txt --no-deps escnn==1.0.11 lie_learn==0.0.2
+	$(PIP) install -c constraints.txt --no-deps escnn==1.0.11 lie_learn==0.0.2 mlxtend==0.25.0
 	$(PY) -W ignore::UserWarning -c 'import torch, torch_geometric; from escnn import gspaces, nn; print("torch", torch.__version__, "| torch_geometric", torch_geometric.__version__)'
 	touch $@
 

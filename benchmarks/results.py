@@ -39,6 +39,20 @@ from nft_pyg.tasks.results import HEADLINE, summarize  # noqa: E402
 from nft_pyg.tasks.runner import run_folder, run_task  # noqa: E402
 
 CONFIG = Path(__file__).with_name("results_config.json")
+
+
+def benchmark_model_factory(model: str):
+    """The builder of a benchmark-only model (not a model of the package),
+    or ``None`` for the package's models: ``nfn_package``, the published
+    ``nfn`` package's layers in the reference configuration
+    (``benchmarks/nfn_reference.py``)."""
+    if model == "nfn_package":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import nfn_reference
+        return nfn_reference.build
+    return None
+
+
 #: where ``run`` writes its run folders (not committed)
 RUNS = Path(__file__).with_name("runs")
 #: the committed records behind docs/results.md, one file per table
@@ -152,13 +166,18 @@ def table_task(config: dict, table: str) -> str:
     return task
 
 
+def table_dataset(config: dict, table: str) -> str:
+    """The dataset of a table: its ``dataset`` key, else its task's default."""
+    return config["tasks"][table].get("dataset", TASK_DATASET[table_task(config, table)])
+
+
 def task_data(config: dict, table: str) -> tuple[str, dict]:
     """Dataset size and options of ``table``: its own ``size`` / ``data_options``
     if it has them, else the config's (per dataset)."""
     spec = config["tasks"][table]
     size = spec.get("size", config["size"])
     options = spec.get("data_options", config.get("data_options", {})
-                       .get(TASK_DATASET[table_task(config, table)], {}))
+                       .get(table_dataset(config, table), {}))
     return size, options
 
 
@@ -176,7 +195,8 @@ def intended(config: dict, table: str, model: str) -> dict:
     size, options = task_data(config, table)
     train = dict(spec.get("train", {}))
     augment = list(train.pop("augment", []))
-    return {"task": table_task(config, table), "size": size, "data_options": options,
+    return {"task": table_task(config, table), "dataset": table_dataset(config, table),
+            "size": size, "data_options": options,
             "augment": augment,
             "model_options": spec.get("model_options", {}).get(model, {}), "train": train}
 
@@ -196,8 +216,11 @@ def mismatches(folder: Path, want: dict) -> list[str]:
 
 def settings_mismatches(have: dict, want: dict) -> list[str]:
     """The settings in which a run's ``config.json`` ``have`` differs from ``want``."""
-    wrong = [key for key in ("task", "size", "data_options", "augment", "model_options")
-             if have.get(key, [] if key == "augment" else {}) != want[key]]
+    # records without a dataset ran on their task's default one
+    missing = {"augment": [], "dataset": TASK_DATASET.get(have.get("task"))}
+    wrong = [key for key in ("task", "dataset", "size", "data_options", "augment",
+                             "model_options")
+             if have.get(key, missing.get(key, {})) != want[key]]
     trained = {**RECORDED_BEFORE_THE_OPTION, **have.get("train", {})}
     wrong += [f"train.{key}" for key, value in want["train"].items() if trained.get(key) != value]
     return wrong
@@ -214,7 +237,8 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
             continue
         task = table_task(config, table)
         size, options = task_data(config, table)
-        splits = load_splits(TASK_DATASET[task], data_root, size, progress=progress, **options)
+        dataset = table_dataset(config, table)
+        splits = load_splits(dataset, data_root, size, progress=progress, **options)
         for seed in spec.get("seeds", config["seeds"]):
             if seeds is not None and seed not in seeds:
                 continue
@@ -231,10 +255,11 @@ def run(config: dict, data_root: Path, runs_root: Path, tables: list[str] | None
                     print(f"restarting {folder}: differs in {', '.join(stale)}", flush=True)
                 print(f"running {table} / {model} / seed {seed}", flush=True)
                 final = run_task(task, model, seed=seed, size=size, splits=splits,
-                                 data_options=options, run_dir=folder,
+                                 data_options=options, run_dir=folder, dataset=dataset,
                                  resume=not stale, overwrite=bool(stale),
                                  progress=progress,
                                  model_options=want["model_options"],
+                                 model_factory=benchmark_model_factory(model),
                                  **spec.get("train", {}))
                 print(json.dumps(final), flush=True)
 
@@ -431,7 +456,7 @@ def report(config: dict, records_root: Path, out: Path) -> str:
         if spec.get("about"):
             lines += [spec["about"], ""]
         lines += [(f"Task `{task}`; d" if task != table else "D")
-                  + f"ataset `{TASK_DATASET[task]}`, size `{size}`"
+                  + f"ataset `{table_dataset(config, table)}`, size `{size}`"
                   + (f" with {json.dumps(options)}" if options else "")
                   + f"; training {json.dumps(train)}"
                   + (" (a wall-clock cap per run: fewer epochs for the slower models)"

@@ -1,17 +1,18 @@
 """The ``nft-pyg`` command line.
 
-- ``nft-pyg demo``: the README's main job. Builds a small DigitsINR (SIRENs
-  of the scikit-learn digits), trains the Neural Functional Transformer and
-  the MLP-on-flattened-weights baseline on INR classification for a short
-  budget, prints their accuracies, saves a few renderings and a neuron-graph
-  drawing, then runs the conversion / permutation checks of
-  ``convert-demo``.
+- ``nft-pyg demo``: the README's main job. Builds a small MNISTINR (SIRENs
+  of real MNIST digits, each from its own initialisation), trains the
+  MLP-on-flattened-weights baseline, NFN-NP and the Neural Functional
+  Transformer on INR classification for a short budget, prints their
+  accuracies, saves a few renderings and a neuron-graph drawing, then runs
+  the conversion / permutation checks of ``convert-demo``.
 - ``nft-pyg convert-demo``: converts a few networks to neuron graphs, checks
   that a random hidden-neuron permutation preserves each network's function
   and maps its graph to an isomorphic one, and saves a drawing.
 - ``nft-pyg data build NAME [--size small|full]``: build an offline dataset.
-- ``nft-pyg train TASK --model M``: one run (``runs/<task>/<model>/<seed>/``)
-  on PyTorch Lightning: ``--accelerator`` / ``--devices`` / ``--num-nodes`` /
+- ``nft-pyg train TASK --model M`` (or ``--recipe NAME``, a paper's
+  configuration): one run (``runs/<task>/<model>/<seed>/``) on PyTorch
+  Lightning: ``--accelerator`` / ``--devices`` / ``--num-nodes`` /
   ``--strategy`` / ``--precision``; several devices, ``torchrun`` or SLURM
   train with DistributedDataParallel.
 - ``nft-pyg results``: collect the runs into a table.
@@ -166,19 +167,20 @@ def parse_options(pairs: list[str] | None) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     from .tasks.data import DATASETS
     from .tasks.models import TASK_MODELS
+    from .tasks.recipes import RECIPES
     from .tasks.trainer import LR_SCHEDULES
 
     parser = _Parser(prog="nft-pyg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="the README's main job (about 3 minutes on "
-                                            "2 CPU cores)")
+    demo = commands.add_parser("demo", help="the README's main job (about 3-4 minutes on "
+                                            "2 idle CPU cores)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"),
                       help="folder for the outputs (default: runs/demo)")
     demo.add_argument("--data-root", type=Path, default=Path("data"))
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--budget", type=float, default=None,
-                      help="training seconds per model (default 100)")
+                      help="cap on each model's training seconds (default 150)")
     demo.add_argument("--threads", type=int, default=1,
                       help="torch threads (default 1: on a busy or 2-core machine more "
                            "threads make small graph ops slower, not faster)")
@@ -201,12 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one model on one task")
     train.add_argument("task", choices=tuple(TASK_MODELS))
-    train.add_argument("--model", required=True,
-                       help="; ".join(f"{t}: {', '.join(m)}" for t, m in TASK_MODELS.items()))
+    train.add_argument("--model", default=None,
+                       help="; ".join(f"{t}: {', '.join(m)}" for t, m in TASK_MODELS.items())
+                       + " (required unless --recipe gives it)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--size", choices=("small", "full"), default="small")
+    train.add_argument("--size", choices=("tiny", "small", "full"), default=None,
+                       help="dataset size (default: small, or the recipe's)")
     train.add_argument("--data-root", type=Path, default=Path("data"))
     train.add_argument("--runs-root", type=Path, default=Path("runs"))
+    # --- the papers' recipes (nft_pyg/tasks/recipes.py) ---
+    train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                       help="a paper's configuration (model, options, data, optimisation); "
+                            "the options given beside it override its values")
+    train.add_argument("--dataset", choices=DATASETS, default=None,
+                       help="the dataset (default: the task's, or the recipe's)")
     train.add_argument("--epochs", type=positive_int, default=None)
     train.add_argument("--batch-size", type=positive_int, default=None,
                        help="global batch size (split between the processes)")
@@ -258,6 +268,37 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--runs-root", type=Path, default=Path("runs"))
     results.add_argument("--json", action="store_true", help="print JSON rows")
     return parser
+
+
+def train_options(args: argparse.Namespace) -> dict:
+    """``run_task`` keyword arguments of ``nft-pyg train``: the recipe's values
+    (``--recipe``), overridden by the options given on the command line."""
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule,
+             "recalibrate_batches": args.recalibrate_batches,
+             "max_train_seconds": args.max_train_seconds}
+    options: dict = {"model": args.model, "size": "small", "dataset": None,
+                     "model_options": {}, "data_options": {}}
+    if args.recipe is not None:
+        from .tasks.recipes import get_recipe
+        recipe = get_recipe(args.recipe)
+        if recipe.task != args.task:
+            raise ValueError(f"--recipe {recipe.name} is a recipe of task {recipe.task!r}, "
+                             f"not {args.task!r}")
+        if args.model is not None and args.model != recipe.model:
+            raise ValueError(f"--recipe {recipe.name} trains model {recipe.model!r}; "
+                             f"--model {args.model} contradicts it")
+        options.update(recipe.run_options(), model=recipe.model)
+    if options["model"] is None:
+        raise ValueError("give --model (or a --recipe)")
+    options["model_options"].update(parse_options(args.option))
+    options["data_options"].update(parse_options(args.data_option))
+    options.update({key: value for key, value in given.items() if value is not None})
+    if args.size is not None:
+        options["size"] = args.size
+    if args.dataset is not None:
+        options["dataset"] = args.dataset
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,31 +363,31 @@ def _train(args) -> int:
     from .tasks.models import TASK_MODELS
     from .tasks.runner import run_task
     from .tasks.trainer import ConfigurationError, is_first_process
-    if args.model not in TASK_MODELS[args.task]:
-        print(f"nft-pyg train: {args.model!r} is not a model of {args.task}; choose from "
+    try:
+        options = train_options(args)
+    except ValueError as error:
+        print(f"nft-pyg train: error: {error}", file=sys.stderr)
+        return 2
+    model = options.pop("model")
+    if model not in TASK_MODELS[args.task]:
+        print(f"nft-pyg train: {model!r} is not a model of {args.task}; choose from "
               f"{', '.join(TASK_MODELS[args.task])}", file=sys.stderr)
         return 2
     if not args.data_root.is_dir():
         # a mistyped --data-root would otherwise start building a dataset there
+        dataset = options["dataset"] or TASK_DATASET[args.task]
         print(f"nft-pyg train: error: data root {str(args.data_root)!r} does not exist; build "
-              f"the dataset first (`nft-pyg data build {TASK_DATASET[args.task]} --root "
+              f"the dataset first (`nft-pyg data build {dataset} --root "
               f"{args.data_root}`)", file=sys.stderr)
         return 2
     devices = {"accelerator": args.accelerator, "devices": args.devices,
                "num_nodes": args.num_nodes, "strategy": args.strategy,
                "precision": args.precision}
     try:
-        final = run_task(args.task, args.model, seed=args.seed, size=args.size,
-                         data_root=args.data_root, runs_root=args.runs_root,
-                         resume=args.resume, overwrite=args.overwrite,
-                         progress=not args.no_progress,
-                         model_options=parse_options(args.option),
-                         data_options=parse_options(args.data_option), epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-                         recalibrate_batches=args.recalibrate_batches,
-                         max_train_seconds=args.max_train_seconds,
-                         augment=args.augment, **devices)
+        final = run_task(args.task, model, seed=args.seed, data_root=args.data_root,
+                         runs_root=args.runs_root, resume=args.resume,
+                         overwrite=args.overwrite, progress=not args.no_progress,
+                         augment=args.augment, **options, **devices)
     except (ConfigurationError, MisconfigurationException) as err:
         # settings, options, folders or devices that cannot be used: say which
         print(f"nft-pyg train: error: {err}", file=sys.stderr)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DATASETS = ("digits_inr", "digits_cnn_zoo")
-#: the dataset each task trains on
+DATASETS = ("digits_inr", "digits_cnn_zoo", "mnist_inr")
+#: the dataset each task trains on by default (``run_task(dataset=...)`` picks
+#: another one of the same kind: ``mnist_inr`` for the INR tasks)
 TASK_DATASET = {"classification": "digits_inr", "generalization": "digits_cnn_zoo",
                 "editing": "digits_inr"}
 
@@ -17,6 +18,9 @@ def dataset_class(name: str):
     if name == "digits_cnn_zoo":
         from ..datasets.digits_cnn_zoo import DigitsCNNZoo
         return DigitsCNNZoo
+    if name == "mnist_inr":
+        from ..datasets.mnist_inr import MNISTINR
+        return MNISTINR
     raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 

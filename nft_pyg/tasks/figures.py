@@ -19,13 +19,20 @@ def _figure(rows: int, cols: int, width: float = 1.6, height: float = 1.7):
     return figure, figure.subplots(rows, cols, squeeze=False)
 
 
+def spread_indices(length: int, count: int) -> list[int]:
+    """``min(count, length)`` indices spread evenly over ``range(length)``."""
+    count = min(count, length)
+    return [round(i * (length - 1) / max(count - 1, 1)) for i in range(count)]
+
+
 def save_editing_figure(model: nn.Module, dataset, path: str | Path, count: int = 6) -> None:
     """Rows: the source INR's rendering, the target (dilated digit), the
-    edited INR's rendering, for the first ``count`` graphs of ``dataset``."""
+    edited INR's rendering, for ``count`` graphs spread evenly over
+    ``dataset`` (datasets stored class by class show several classes)."""
     from ..graph.collate import collate_graphs
     from .specs import dilate, edit_images, render_graph
 
-    graphs = [dataset[i] for i in range(min(count, len(dataset)))]
+    graphs = [dataset[i] for i in spread_indices(len(dataset), count)]
     batch = collate_graphs(graphs)
     was_training = model.training
     model.eval()

@@ -257,9 +257,10 @@ DEFAULTS = {"mlp": {"hidden": [256, 256]}, "statnn": {"hidden": [256, 256]},
 
 #: options each model reads on top of its :data:`DEFAULTS`; any other key is an error
 EXTRA_OPTIONS = {"mlp": {"dropout"}, "statnn": {"dropout"},
-                 "nfn_hnp": {"dropout", "head_hidden", "fourier_features", "pool", "append_stats"},
-                 "nfn_np": {"dropout", "head_hidden", "fourier_features", "pool", "io_embedding",
-                            "append_stats"},
+                 "nfn_hnp": {"dropout", "head_hidden", "fourier_features", "fourier_sigma", "pool",
+                             "append_stats"},
+                 "nfn_np": {"dropout", "head_hidden", "fourier_features", "fourier_sigma", "pool",
+                            "io_embedding", "append_stats"},
                  "nft": {"fourier_features", "init_scale"},
                  "inr2array": {"decoder_channels"}, "gnn": set(), "nfn_gnn": set()}
 #: options of the invariant NFN that its editor (task "editing") has no use for
@@ -311,6 +312,8 @@ def build_model(task: str, name: str, train_set, out: int, options: dict | None 
         kwargs = dict(num_nf_layers=opts["num_nf_layers"])
         if "fourier_features" in opts:
             kwargs["fourier_features"] = opts["fourier_features"]
+        if "fourier_sigma" in opts:
+            kwargs["fourier_sigma"] = opts["fourier_sigma"]
         if opts.get("io_embedding"):
             kwargs["io_embedding"] = True
         if opts.get("dropout"):

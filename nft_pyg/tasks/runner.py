@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,10 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "editing": {"epochs": 30, "batch_size": 32, "lr": 1e-3},
 }
 NUM_CLASSES = 10
+#: the datasets each task can run on
+TASK_DATASETS = {"classification": ("digits_inr", "mnist_inr"),
+                 "generalization": ("digits_cnn_zoo",),
+                 "editing": ("digits_inr", "mnist_inr")}
 
 
 def with_augmentations(dataset, augment: Sequence[str]):
@@ -93,7 +97,8 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
              resume: bool = False, progress: bool = True, splits: dict | None = None,
              model_options: dict | None = None, run_dir: str | os.PathLike | None = None,
              data_options: dict | None = None, augment: Sequence[str] = (),
-             overwrite: bool = False, **train_options) -> dict[str, Any]:
+             overwrite: bool = False, dataset: str | None = None,
+             model_factory: Callable | None = None, **train_options) -> dict[str, Any]:
     """Train ``model`` on ``task`` and return the final record (test metrics
     at the best validation epoch, train time, parameter count).
 
@@ -113,6 +118,13 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
         augment: names of function-preserving augmentations of the training
             graphs (:data:`~nft_pyg.transforms.augment.AUGMENTATIONS`:
             ``"sign_flip"``, ``"permute"``), drawn anew every epoch.
+        dataset: the dataset (default :data:`~nft_pyg.tasks.data.TASK_DATASET` ``[task]``;
+            ``"mnist_inr"`` for the INR tasks on real MNIST digits).
+        model_factory: ``model_factory(train_set, out, model_options) -> nn.Module``
+            builds the model instead of
+            :func:`~nft_pyg.tasks.models.build_model` (benchmark-only models,
+            e.g. the published ``nfn`` package's layers); ``model`` then only
+            names the run.
         train_options: fields of :class:`~nft_pyg.tasks.trainer.TrainConfig`
             (including ``accelerator``, ``devices``, ``strategy``, ``precision``).
 
@@ -136,14 +148,24 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
     first = is_first_process()
     if first:    # the other processes start after it wrote the folder
         check_run_folder(folder, resume, overwrite)
-    dataset = TASK_DATASET[task]
+    dataset = dataset or TASK_DATASET[task]
+    if dataset not in TASK_DATASETS[task]:
+        raise ConfigurationError(f"run_task: task {task!r} runs on one of "
+                                 f"{TASK_DATASETS[task]}, not {dataset!r}")
     if splits is None:
         splits = load_splits(dataset, data_root, size, progress=progress and first,
                              **(data_options or {}))
+    if task == "editing" and getattr(splits["train"], "output_shift", 0.0):
+        raise ValueError("run_task: the editing task renders SIRENs without an output shift; "
+                         "build the MNISTINR with recipe='nfn' (the DWSNets recipe shifts "
+                         "the output by +0.5)")
     train_set = with_augmentations(splits["train"], augment)
     torch.manual_seed(seed)
     out = NUM_CLASSES if task == "classification" else 1
-    net = build_model(task, model, splits["train"], out, model_options)
+    if model_factory is not None:
+        net = model_factory(splits["train"], out, model_options or {})
+    else:
+        net = build_model(task, model, splits["train"], out, model_options)
     run_config = {"name": f"{task}/{model}/{seed}", "task": task, "model": model,
                   "dataset": dataset, "size": size, "data_options": data_options or {},
                   "model_options": model_options or {}, "augment": list(augment),
