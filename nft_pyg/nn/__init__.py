@@ -12,13 +12,13 @@ from .pointwise import (
                         WeightSpaceSequential,
 )
 from .pool import HNPPool, NPPool, NPStatPool
-from .structure import LayerStructure, WeightGraphIndex
+from .structure import WeightGraphIndex
 
 __all__ = ["NPConv", "HNPConv", "PointwiseConv", "NFTAttention", "NPPool", "NPStatPool",
            "HNPPool",
            "GaussianFourierFeatures", "LayerEncoding", "IOPositionEncoding",
            "KernelProjection", "KernelReadout", "WeightSpaceLayerNorm", "PoolNorm",
            "WeightSpaceActivation", "WeightSpaceDropout", "WeightSpaceLinear",
-           "WeightSpaceSequential", "WeightGraphIndex", "LayerStructure", "NFTBlock",
+           "WeightSpaceSequential", "WeightGraphIndex", "NFTBlock",
            "LatentCrossAttention",
            "NodeEdgeAdapter", "EndpointEdgeUpdate"]

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from ..graph.accessors import batch_vector
 from ..graph.layout import Layout
 from .pointwise import graph_attr
 
@@ -76,13 +77,6 @@ def channel_statistics(features: Tensor, group: Tensor, num_groups: int,
                   reduce="mean")
     ranked = grouped_quantiles(features, group, num_groups, quantiles)       # [G, Q, C]
     return torch.cat([mean.unsqueeze(-1), var.unsqueeze(-1), ranked.transpose(1, 2)], dim=-1)
-
-
-def batch_vector(graph, num_nodes: int, device) -> Tensor:
-    """``[N]`` graph id of each node (zeros for a single graph)."""
-    batch = getattr(graph, "batch", None)
-    return batch if batch is not None else torch.zeros(num_nodes, dtype=torch.long,
-                                                       device=device)
 
 
 def graph_layouts(graph) -> list[str] | None:

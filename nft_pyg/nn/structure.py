@@ -69,9 +69,6 @@ torch.compile: once the index and the parts an operator uses exist (one
 eager forward builds them, or ``WeightGraphIndex.from_data(...)`` followed
 by ``model(batch, index=index)``), an operator's forward reads only tensors
 and Python ints from it: no graph breaks, no host syncs.
-
-``LayerStructure`` is the old name of this class (``LayerStructure.of(graph)``
-= ``from_data``, no caching).
 """
 from __future__ import annotations
 
@@ -194,9 +191,6 @@ class WeightGraphIndex:
             node_plan=TypePlan.of((node_layer - 1).clamp(min=0), num_layers, num_graphs),
             neuron_plan=TypePlan.of(node_layer, num_layers + 1, num_graphs))
 
-    #: the old name's constructor (no caching any more)
-    of = from_data
-
     @classmethod
     def coerce(cls, index_or_data, where: str) -> WeightGraphIndex:
         """``index_or_data`` if it is an index, else the index of that graph / batch."""
@@ -229,10 +223,6 @@ class WeightGraphIndex:
         means = scatter(node_features, self.node_group, 0,
                         dim_size=self.num_graphs * (self.num_layers + 1), reduce="mean")
         return means.view(self.num_graphs, self.num_layers + 1, -1)
-
-
-#: the old name
-LayerStructure = WeightGraphIndex
 
 
 def _move(obj, device: torch.device, non_blocking: bool):
@@ -357,5 +347,5 @@ def layer_inputs(where: str, x, edge_attr, index, channels: int,
     return index
 
 
-__all__ = ["WeightGraphIndex", "LayerStructure", "TypePlan", "check_features",
+__all__ = ["WeightGraphIndex", "TypePlan", "check_features",
            "operator_inputs", "layer_inputs"]

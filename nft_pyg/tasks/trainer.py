@@ -342,8 +342,6 @@ class Trainer:
             callbacks=callbacks, enable_checkpointing=self.run_dir is not None,
             enable_model_summary=False, enable_progress_bar=self.progress,
             plugins=[AtomicCheckpointIO()], default_root_dir=self.run_dir,
-            # no_grad, not inference_mode: LayerStructure caches on tensor version
-            # counters, which inference tensors do not have
             inference_mode=False)
 
     def fit(self) -> dict[str, Any]:

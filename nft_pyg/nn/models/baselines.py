@@ -10,13 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv, GINEConv, TransformerConv, global_mean_pool
 
+from ...graph.accessors import batch_vector
 from ...graph.layout import Layout
 from ...graph.types import NodeRole
 from ..pointwise import graph_attr
 from ..statistics import (  # noqa: F401 (re-exported)
     NUM_STATS,
     STAT_QUANTILES,
-    batch_vector,
     graph_layouts,
     group_quantiles,
     group_statistics,

@@ -13,7 +13,7 @@ from ..conv.hnp_conv import HNPConv
 from ..conv.np_conv import NPConv
 from ..conv.pointwise_conv import PointwiseConv
 from ..pointwise import WeightSpaceActivation, WeightSpaceSequential, graph_attr
-from ..structure import LayerStructure
+from ..structure import WeightGraphIndex
 from .nfn import layout_kwargs
 
 #: the NF layer of each mode (``"np"``: all neurons permutable; ``"hnp"``: hidden only)
@@ -33,7 +33,7 @@ def layer_rms_features(x: Tensor, edge_attr: Tensor, graph, num_layers: int,
     neurons zero) and ``edge_attr [E, 2S]`` (padded kernel entries zero).
     """
     where = "TicketVAE"
-    structure = LayerStructure.of(graph, where)
+    structure = WeightGraphIndex.from_data(graph, where)
     width = edge_attr.size(1)
     group = structure.edge_batch * num_layers + structure.edge_layer - 1
     valid = (torch.arange(width, device=edge_attr.device)
@@ -259,7 +259,7 @@ class TicketVAE(nn.Module):
 
     def keep_counts(self, graph, reference: Tensor) -> Tensor:
         """``[B * L]`` kept entries of ``reference`` (``[E, S]``) per (graph, layer)."""
-        structure = LayerStructure.of(graph, type(self).__name__)
+        structure = WeightGraphIndex.from_data(graph, type(self).__name__)
         group = structure.edge_batch * self.num_layers + structure.edge_layer - 1
         reference = self._mask_features(graph, reference)
         return scatter(reference.sum(1), group, 0,
@@ -285,7 +285,7 @@ class TicketVAE(nn.Module):
                                                         type(self).__name__))
         if logits is None:
             logits = self.sample_logits(graph, noise)
-        structure = LayerStructure.of(graph, type(self).__name__)
+        structure = WeightGraphIndex.from_data(graph, type(self).__name__)
         group = structure.edge_batch * self.num_layers + structure.edge_layer - 1
         return topk_per_layer(logits, self.valid_entries(graph), group,
                               counts.reshape(-1).to(group.device))
