@@ -44,7 +44,8 @@ def test_a_table_on_mnist_inr_runs_records_and_reports(results, tmp_path):
                                                            model)) == []
     assert "NFNPackageClassifier" in (runs / "classification_mnist" / "nfn_package" / "0" /
                                       "config.json").read_text()
-    text = results.report(config, runs, out)
+    results.pack(config, runs, tmp_path / "records")
+    text = results.report(config, tmp_path / "records", out)
     assert "dataset `mnist_inr`" in text
     assert "| mlp | 1 |" in text and "| nfn_package | 1 |" in text
 

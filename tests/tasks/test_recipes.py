@@ -65,8 +65,9 @@ def test_each_recipe_builds_and_steps(name, tiny_train):
 
 
 def test_cli_trains_a_recipe_with_overrides(tmp_path, capsys):
-    data, runs = str(tmp_path / "data"), str(tmp_path / "runs")
-    args = ["train", "classification", "--recipe", "nfn-np-paper", "--data-root", data,
+    data, runs = tmp_path / "data", str(tmp_path / "runs")
+    data.mkdir()   # the CLI refuses a data root that does not exist
+    args = ["train", "classification", "--recipe", "nfn-np-paper", "--data-root", str(data),
             "--runs-root", runs, "--no-progress", "--epochs", "1", "--option", "hidden=8",
             "--data-option", "per_class=5", "--data-option", "extra_fits=0",
             "--data-option", "steps=5"]
