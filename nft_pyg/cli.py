@@ -334,8 +334,13 @@ def _run(args) -> int:
         return 0 if ok else 1
     if args.command == "data":
         from .tasks.data import load_splits
-        splits = load_splits(args.name, args.root, args.size, args.seed,
-                             num_workers=args.workers, **parse_options(args.data_option))
+        from .tasks.trainer import ConfigurationError
+        try:
+            splits = load_splits(args.name, args.root, args.size, args.seed,
+                                 num_workers=args.workers, **parse_options(args.data_option))
+        except ConfigurationError as err:
+            print(f"nft-pyg data: error: {err}", file=sys.stderr)
+            return 2
         print(", ".join(f"{split}: {len(ds)} graphs" for split, ds in splits.items()),
               f"in {args.root / args.name}")
         return 0

@@ -1,8 +1,11 @@
 """The offline datasets of the tasks, by name."""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
+
+from .trainer import ConfigurationError
 
 DATASETS = ("digits_inr", "digits_cnn_zoo", "mnist_inr")
 #: the dataset each task trains on by default (``run_task(dataset=...)`` picks
@@ -29,6 +32,14 @@ def load_splits(name: str, root: str | os.PathLike = "data", size: str = "small"
     """``{"train", "val", "test"}`` of dataset ``name`` under ``root/name``
     (built on first use; ``options`` go to the dataset class)."""
     cls = dataset_class(name)
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "root", "split"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigurationError(f"{cls.__name__} has no option {', '.join(unknown)}; its "
+                                 f"options: {', '.join(sorted(known))}")
     folder = Path(root) / name
-    return {split: cls(str(folder), split, size=size, seed=seed, progress=progress, **options)
-            for split in ("train", "val", "test")}
+    try:
+        return {split: cls(str(folder), split, size=size, seed=seed, progress=progress,
+                           **options) for split in ("train", "val", "test")}
+    except ValueError as err:   # an option value the dataset rejects, naming it
+        raise ConfigurationError(str(err)) from None

@@ -61,6 +61,18 @@ def test_summaries_never_pool_runs_on_differently_built_datasets():
     assert summary["{}"]["test_accuracy"][0] == 0.2 and summary["{}"]["seeds"] == 2
 
 
+@pytest.mark.parametrize("option, message", [
+    ("bogus=3", "MNISTINR has no option bogus; its options: "),
+    ("extra_fits=-1", "MNISTINR: extra_fits and steps must be >= 0"),
+])
+def test_bad_dataset_options_are_one_line_and_exit_2(tmp_path, capsys, option, message):
+    code = main(["data", "build", "mnist_inr", "--root", str(tmp_path), "--data-option", option])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("nft-pyg data: error: ") and message in err
+    assert not any(tmp_path.iterdir())                  # nothing was built
+
+
 def test_train_rejects_a_model_of_another_task(capsys):
     assert main(["train", "generalization", "--model", "inr2array"]) == 2
     assert "not a model of generalization" in capsys.readouterr().err
@@ -78,9 +90,10 @@ def test_train_rejects_a_model_of_another_task(capsys):
     (["--augment", "sign_flip,flip"], "unknown augmentation(s) 'flip'; choose from permute"),
     (["--data-root", "{tmp}/missing"], "data root '{tmp}/missing' does not exist"),
     (["--resume", "--overwrite"], "not allowed with argument"),
+    (["--data-option", "bogus=1"], "DigitsINR has no option bogus; its options: "),
 ], ids=["epochs_0", "epochs_negative", "batch_size_0", "lr_0", "lr_negative", "lr_nan",
         "option_not_a_number", "option_without_value", "unknown_augmentation",
-        "missing_data_root", "resume_and_overwrite"])
+        "missing_data_root", "resume_and_overwrite", "unknown_data_option"])
 def test_bad_train_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
     arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
     code = main(["train", "classification", "--model", "mlp", "--no-progress",
