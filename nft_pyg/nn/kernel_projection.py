@@ -168,7 +168,11 @@ class KernelProjection(nn.Module):
         edge_layer, node_layer = _layer_ids(where, x, edge_attr, graph, self.num_layers)
         rows = edge_layer - 1
         mask = self.position_mask.to(edge_attr.dtype)[rows]
-        if bool((edge_attr * (1 - mask)).ne(0).any()):
+        past = edge_attr * (1 - mask)
+        if bool(past.ne(0).any()):   # also true for a NaN anywhere in edge_attr
+            if not bool(torch.isfinite(edge_attr).all()):
+                raise ValueError(f"{where}: the raw weights (edge_attr) hold NaN or inf; a "
+                                 "network's weights must be finite")
             raise ValueError(f"{where}: some edges have nonzero entries past their layer's "
                              f"kernel size {self.kernel_sizes}; the graph has larger kernels "
                              "than this projection was built for")

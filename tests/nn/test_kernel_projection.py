@@ -116,6 +116,11 @@ def test_projection_errors():
         KernelProjection(2, 9, 2).double()(graph.x, graph.edge_attr, graph)
     with pytest.raises(ValueError, match="nonzero entries past their layer's kernel size"):
         KernelProjection([4, 4, 4], 9, 2).double()(graph.x, graph.edge_attr, graph)
+    not_finite = graph.edge_attr.clone()
+    not_finite[3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"KernelProjection: the raw weights \(edge_attr\) hold "
+                                         "NaN or inf"):
+        projection()(graph.x, not_finite, graph)
     with pytest.raises(ValueError, match="kernel_sizes must be a non-empty list"):
         KernelProjection([9, 10], 9, 2)
     with pytest.raises(ValueError, match="num_layers must be positive"):
