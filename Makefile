@@ -19,7 +19,7 @@ PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.installed
 # apps: the datasets, tasks, CLI and demo (scikit-learn, scipy, matplotlib);
 # test: pytest, import-linter, ruff (and apps).
-EXTRAS  := apps,test,escnn-deps,docs
+EXTRAS  := apps,test,escnn-deps,docs,bench
 # 2 cores on the reference machine: one pytest-xdist worker each.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS    ?=
