@@ -305,3 +305,15 @@ def assert_graphs_equal(actual, expected) -> None:
         else:
             assert a == e, f"attribute '{key}' differs: {a!r} != {e!r}"
     assert actual.num_nodes == expected.num_nodes
+
+
+class ResidualMLP(nn.Module):
+    """``c(h + b(h))`` with ``h = relu(a(x))``: one residual connection, sizes 3-4-4-2."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.c(h + self.b(h))

@@ -4,20 +4,11 @@ import pickle
 
 import pytest
 import torch
+from architectures import ResidualMLP
 from torch import nn
 
 import nft_pyg
 from nft_pyg.graph import Layout, check_no_residual, check_operator_inputs, has_residual, to_module
-
-
-class ResidualMLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.a(x))
-        return self.c(h + self.b(h))
 
 
 def mlp():

@@ -4,6 +4,7 @@ attention apply to chains of weight layers), and an ``edge_index`` outside the
 nodes gets our message instead of a failure deep inside a scatter."""
 import pytest
 import torch
+from architectures import ResidualMLP
 from torch import nn
 
 import nft_pyg
@@ -11,16 +12,6 @@ from nft_pyg.nn import HNPConv, NFTAttention, NPConv, NPPool, PointwiseConv, Wei
 from nft_pyg.nn.models.nfn import NFN
 
 C = 4
-
-
-class ResidualMLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.a(x))
-        return self.c(h + torch.relu(self.b(h)))
 
 
 OPERATORS = {

@@ -115,12 +115,8 @@ class HNPConv(MessagePassing):
     the :math:`W_1` / :math:`W_L` outputs computed per edge, so their cost
     falls with the edges left.
 
-    Residual networks: not accepted. Its math is that of a chain of weight
-    layers, so :class:`~nft_pyg.nn.WeightGraphIndex` refuses a graph with
-    residual edges (``edge_kind`` ``RESIDUAL``) and names the first one;
-    residual networks go through generic PyG layers (e.g.
-    :class:`~nft_pyg.nn.models.baselines.GNNBaseline`), see
-    ``docs/graph_format.md``.
+    Residual networks are refused (a chain of weight layers only): the
+    :class:`~nft_pyg.nn.WeightGraphIndex` names their first residual edge.
 
     Args:
         in_channels (int): input feature channels ``C``.

@@ -81,12 +81,8 @@ class NFTAttention(MessagePassing):
     built: dense blocks unless the two-hop paths fill less than
     ``block_density`` of the padded blocks (heavily pruned networks).
 
-    Residual networks: not accepted. Its math is that of a chain of weight
-    layers, so :class:`~nft_pyg.nn.WeightGraphIndex` refuses a graph with
-    residual edges (``edge_kind`` ``RESIDUAL``) and names the first one;
-    residual networks go through generic PyG layers (e.g.
-    :class:`~nft_pyg.nn.models.baselines.GNNBaseline`), see
-    ``docs/graph_format.md``.
+    Residual networks are refused (a chain of weight layers only): the
+    :class:`~nft_pyg.nn.WeightGraphIndex` names their first residual edge.
 
     Args:
         channels (int): feature channels :math:`C` of nodes and edges (a

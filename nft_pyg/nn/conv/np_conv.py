@@ -107,12 +107,8 @@ class NPConv(MessagePassing):
     2)` numbers (the global terms dominate), plus :math:`(n_\text{in} + 2
     n_\text{out}) C` for the IO embeddings.
 
-    Residual networks: not accepted. Its math is that of a chain of weight
-    layers, so :class:`~nft_pyg.nn.WeightGraphIndex` refuses a graph with
-    residual edges (``edge_kind`` ``RESIDUAL``) and names the first one;
-    residual networks go through generic PyG layers (e.g.
-    :class:`~nft_pyg.nn.models.baselines.GNNBaseline`), see
-    ``docs/graph_format.md``.
+    Residual networks are refused (a chain of weight layers only): the
+    :class:`~nft_pyg.nn.WeightGraphIndex` names their first residual edge.
 
     Args:
         in_channels (int): :math:`C`, channels of ``x`` and ``edge_attr``.

@@ -35,12 +35,8 @@ class HNPPool(nn.Module):
     :math:`W_1` (row-major) and :math:`b_1`, :math:`G = n_1 n_0 + n_1`.
     Entry ``t * C + c`` is channel ``c`` of type ``t``.
 
-    Residual networks: not accepted. Its math is that of a chain of weight
-    layers, so :class:`~nft_pyg.nn.WeightGraphIndex` refuses a graph with
-    residual edges (``edge_kind`` ``RESIDUAL``) and names the first one;
-    residual networks go through generic PyG layers (e.g.
-    :class:`~nft_pyg.nn.models.baselines.GNNBaseline`), see
-    ``docs/graph_format.md``.
+    Residual networks are refused (a chain of weight layers only): the
+    :class:`~nft_pyg.nn.WeightGraphIndex` names their first residual edge.
 
     Args:
         channels (int): feature channels ``C``.

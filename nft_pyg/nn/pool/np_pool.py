@@ -33,12 +33,8 @@ class NPPool(nn.Module):
     whole layer, so :math:`\mathbf{g}` is invariant to any relabelling of
     neurons, input and output neurons included.
 
-    Residual networks: not accepted. Its math is that of a chain of weight
-    layers, so :class:`~nft_pyg.nn.WeightGraphIndex` refuses a graph with
-    residual edges (``edge_kind`` ``RESIDUAL``) and names the first one;
-    residual networks go through generic PyG layers (e.g.
-    :class:`~nft_pyg.nn.models.baselines.GNNBaseline`), see
-    ``docs/graph_format.md``.
+    Residual networks are refused (a chain of weight layers only): the
+    :class:`~nft_pyg.nn.WeightGraphIndex` names their first residual edge.
 
     Args:
         channels (int): :math:`C`, feature channels of ``x`` and ``edge_attr``.
