@@ -228,6 +228,13 @@ def check_run_folder(run_dir: str | os.PathLike, resume: bool, overwrite: bool) 
                          f"run; pass --resume to continue it or --overwrite to start again")
 
 
+class _NoAdvertising(logging.Filter):
+    """Drops Lightning's tips to install other products (not about the run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
 def _lightning_quiet(banners: bool) -> None:
     """Lightning's banners (devices found and used) only with ``banners``, and
     no advice to add loader workers: the graphs are in memory and a worker
@@ -237,6 +244,10 @@ def _lightning_quiet(banners: bool) -> None:
     import lightning.pytorch  # noqa: F401  (it sets its loggers' level on import)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.INFO if banners else logging.WARNING)
+        # the logger its banners and tips are logged on
+        rank_zero = logging.getLogger(f"{name}.utilities.rank_zero")
+        if not any(isinstance(f, _NoAdvertising) for f in rank_zero.filters):
+            rank_zero.addFilter(_NoAdvertising())
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # every rank evaluates the whole split: there is nothing to synchronise
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed "

@@ -304,3 +304,16 @@ def test_only_the_first_process_writes_the_run_folder(monkeypatch, environment, 
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     assert is_first_process() is first
+
+
+def test_lightning_tips_to_install_other_products_are_not_printed():
+    import logging
+
+    from nft_pyg.tasks.trainer import _lightning_quiet
+    _lightning_quiet(banners=True)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tip = logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, __file__, 1,
+                            "💡 Tip: try installing litlogger", None, None)
+    banner = logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, __file__,
+                               1, "GPU available: False, used: False", None, None)
+    assert not logger.filter(tip) and logger.filter(banner)
