@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nft-pyg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="the README's main job (about 3-4 minutes on "
+    demo = commands.add_parser("demo", help="the README's main job (about 2-3 minutes on "
                                             "2 idle CPU cores)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"),
                       help="folder for the outputs (default: runs/demo)")
