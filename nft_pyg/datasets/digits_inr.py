@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..graph.convert import from_state_dict, layout_of
+from ..graph.convert import layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..inr import fit_sirens, siren
@@ -31,7 +31,7 @@ from ..inr.fit import check_bias_init
 from ..utils.extras import optional_import
 from ..utils.threads import one_thread
 from .digits_cnn_zoo import load_digits_tensors
-from .generated import SPLITS, GeneratedDataset, assign_splits
+from .generated import SPLITS, GeneratedDataset, assign_splits, fitted_siren_graph
 
 SIZES: dict[str, dict[str, Any]] = {
     "small": {"num_images": 120, "extra_fits": 1, "steps": 100, "images_per_shard": 30},
@@ -250,14 +250,8 @@ class DigitsINR(GeneratedDataset):
         graphs: dict[str, list[NeuronGraph]] = {split: [] for split in SPLITS}
         for i, (source, fit_id, view_id) in enumerate(zip(source_ids, shard["fit_ids"].tolist(),
                                                           view_ids)):
-            state = {name: value[i] for name, value in shard["params"].items()}
-            graph = from_state_dict(state, layout)
-            graph.y = labels[source].view(1)
-            graph.image = images[i].unsqueeze(0)
-            graph.source_id = torch.tensor([source])
-            graph.fit_id = torch.tensor([fit_id])
-            graph.view_id = torch.tensor([view_id])
-            graph.psnr = shard["psnr"][i].view(1).float()
+            graph = fitted_siren_graph(shard, i, layout, source, fit_id, labels[source],
+                                       images[i], view_id=view_id)
             graphs[self.source_splits[source]].append(graph)
         return graphs
 

@@ -26,6 +26,8 @@ import torch
 from torch_geometric.data import InMemoryDataset
 from tqdm.auto import tqdm
 
+from ..graph.convert import from_state_dict
+from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..utils.io import CorruptFileError, atomic_save, fingerprint, safe_load
 
@@ -52,6 +54,24 @@ def assign_splits(total: int, seed: int, owner: str = "assign_splits") -> list[s
     for rank, item in enumerate(order):
         names[item] = "train" if rank < train else "val" if rank < train + val else "test"
     return names
+
+
+def fitted_siren_graph(shard: dict[str, Any], i: int, layout: Layout, source: int,
+                       fit_id: int, label: torch.Tensor, image: torch.Tensor,
+                       **ids: int) -> NeuronGraph:
+    """Graph ``i`` of a shard of fitted SIRENs (``shard["params"]``,
+    ``shard["psnr"]``), with its digit's label and image, the ids of its
+    source digit and fit, and any further ``ids`` (e.g. ``view_id``)."""
+    state = {name: value[i] for name, value in shard["params"].items()}
+    graph = from_state_dict(state, layout)
+    graph.y = label.view(1)
+    graph.image = image.unsqueeze(0)
+    graph.source_id = torch.tensor([source])
+    graph.fit_id = torch.tensor([fit_id])
+    for name, value in ids.items():
+        setattr(graph, name, torch.tensor([value]))
+    graph.psnr = shard["psnr"][i].view(1).float()
+    return graph
 
 
 class GeneratedDataset(InMemoryDataset):

