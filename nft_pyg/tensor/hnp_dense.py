@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .weight_space import WeightSpace, require_folded
+from .weight_space import WeightSpace, masked_mean, require_folded
 
 
 def hnp_num_types(num_layers: int, num_inputs: int, num_outputs: int) -> tuple[int, int]:
@@ -47,15 +47,6 @@ def _masked(weights: list[Tensor], mask: list[Tensor] | None) -> list[Tensor]:
     return [w * m.unsqueeze(1).to(w.dtype) for w, m in zip(weights, mask)]
 
 
-def _mean(weight: Tensor, mask: Tensor | None, dim) -> Tensor:
-    """Mean of ``weight`` ``[B, C, n, m]`` over ``dim`` (2, 3 or both); with ``mask``
-    ``[B, n, m]`` over the present entries only (``weight`` already masked)."""
-    if mask is None:
-        return weight.mean(dim=dim)
-    count = mask.unsqueeze(1).to(weight.dtype).sum(dim=dim)
-    return weight.sum(dim=dim) / count.clamp(min=1)
-
-
 def hnp_summary_dense(ws: WeightSpace, mask: list[Tensor] | None = None) -> Tensor:
     r"""``[B, G, C]``: the mean of every HNP type (the order of ``HNPPool``).
 
@@ -67,10 +58,10 @@ def hnp_summary_dense(ws: WeightSpace, mask: list[Tensor] | None = None) -> Tens
     if ws.num_layers == 1:
         return torch.cat([weights[0].permute(0, 2, 3, 1).flatten(1, 2),
                           biases[0].transpose(1, 2)], dim=1)
-    parts = [_mean(weights[0], masks[0], 2).transpose(1, 2)]               # W_1 columns
-    parts += [_mean(w, m, (2, 3)).unsqueeze(1)                               # hidden W_l
+    parts = [masked_mean(weights[0], masks[0], 2).transpose(1, 2)]               # W_1 columns
+    parts += [masked_mean(w, m, (2, 3)).unsqueeze(1)                               # hidden W_l
               for w, m in zip(weights[1:-1], masks[1:-1])]
-    parts += [_mean(weights[-1], masks[-1], 3).transpose(1, 2)]             # W_L rows
+    parts += [masked_mean(weights[-1], masks[-1], 3).transpose(1, 2)]             # W_L rows
     parts += [b.mean(dim=2).unsqueeze(1) for b in biases[:-1]]             # hidden b_l
     parts += [biases[-1].transpose(1, 2)]                                   # b_L
     return torch.cat(parts, dim=1)
@@ -97,11 +88,11 @@ def hidden_summary_dense(ws: WeightSpace, layer: int,
     if layer == 1:
         incoming = into.permute(0, 2, 3, 1).flatten(2)       # [B, n_1, n_0 C]
     else:
-        incoming = _mean(into, masks[layer - 1], 3).transpose(1, 2)
+        incoming = masked_mean(into, masks[layer - 1], 3).transpose(1, 2)
     if layer == ws.num_layers - 1:
         outgoing = out_of.permute(0, 3, 2, 1).flatten(2)     # [B, n_(L-1), n_L C]
     else:
-        outgoing = _mean(out_of, masks[layer], 2).transpose(1, 2)
+        outgoing = masked_mean(out_of, masks[layer], 2).transpose(1, 2)
     return torch.cat([incoming, bias.transpose(1, 2), outgoing], dim=2)
 
 

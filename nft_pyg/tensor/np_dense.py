@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .weight_space import WeightSpace, require_folded
+from .weight_space import WeightSpace, masked_mean, require_folded
 
 
 def check_folded(ws: WeightSpace, channels: int, num_layers: int, where: str) -> None:
@@ -37,14 +37,6 @@ def _masked(weights: list[Tensor], mask: list[Tensor] | None) -> list[Tensor]:
     return [w * m.unsqueeze(1).to(w.dtype) for w, m in zip(weights, mask)]
 
 
-def _mean(weight: Tensor, mask: Tensor | None, dim) -> Tensor:
-    """Mean of ``weight`` ``[B, C, n, m]`` over ``dim``; with ``mask`` ``[B, n, m]``
-    over the present entries only (``weight`` already masked; none present: 0)."""
-    if mask is None:
-        return weight.mean(dim=dim)
-    return weight.sum(dim=dim) / mask.unsqueeze(1).to(weight.dtype).sum(dim=dim).clamp(min=1)
-
-
 def np_pool_dense(ws: WeightSpace, num_layers: int, channels: int | None = None,
                   where: str = "np_pool_dense", mask: list[Tensor] | None = None) -> Tensor:
     r"""``[B, 2 L C]``: the mean of every weight matrix, then of every bias
@@ -55,7 +47,7 @@ def np_pool_dense(ws: WeightSpace, num_layers: int, channels: int | None = None,
     zeros = [ws.weights[0].new_zeros(ws.batch_size, ws.channels)] * \
         (num_layers - ws.num_layers)
     masks = mask if mask is not None else [None] * ws.num_layers
-    weight_means = [_mean(w, m, (2, 3)) for w, m in zip(_masked(ws.weights, mask), masks)]
+    weight_means = [masked_mean(w, m, (2, 3)) for w, m in zip(_masked(ws.weights, mask), masks)]
     bias_means = [b.mean(dim=2) for b in ws.biases] + zeros
     return torch.cat(weight_means + zeros + bias_means, dim=1)
 
@@ -137,9 +129,9 @@ def neuron_summaries(ws: WeightSpace, mask: list[Tensor] | None = None) -> list[
     summaries = []
     for k, n in enumerate(sizes):
         zero = weights[0].new_zeros(ws.batch_size, ws.channels, n)
-        into = _mean(weights[k - 1], masks[k - 1], 3) if k > 0 else zero
+        into = masked_mean(weights[k - 1], masks[k - 1], 3) if k > 0 else zero
         bias = biases[k - 1] if k > 0 else zero
-        out_of = _mean(weights[k], masks[k], 2) if k < ws.num_layers else zero
+        out_of = masked_mean(weights[k], masks[k], 2) if k < ws.num_layers else zero
         summaries.append(torch.cat([into, bias, out_of], dim=1))
     return summaries
 

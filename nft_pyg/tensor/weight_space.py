@@ -30,6 +30,16 @@ from ..graph.neuron_graph import NeuronGraph
 from ..graph.validate import check_no_residual
 
 
+def masked_mean(weight: Tensor, mask: Tensor | None, dim) -> Tensor:
+    """Mean of ``weight`` ``[B, C, n, m]`` over ``dim`` (2, 3 or both); with
+    ``mask`` ``[B, n, m]`` over the present entries only (``weight`` already
+    masked; none present: 0). The dense twins' means over pruned layers."""
+    if mask is None:
+        return weight.mean(dim=dim)
+    count = mask.unsqueeze(1).to(weight.dtype).sum(dim=dim)
+    return weight.sum(dim=dim) / count.clamp(min=1)
+
+
 class WeightSpace:
     """Weights and biases of ``B`` networks of one architecture, ``C`` channels.
 
