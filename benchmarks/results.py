@@ -202,7 +202,8 @@ def intended(config: dict, table: str, model: str) -> dict:
 
 
 #: training options that runs recorded before the option existed ran with
-RECORDED_BEFORE_THE_OPTION = {"recalibrate_batches": 0, "lr_schedule": "constant"}
+RECORDED_BEFORE_THE_OPTION = {"recalibrate_batches": 0, "lr_schedule": "constant",
+                              "warmup_steps": 0}
 
 
 def mismatches(folder: Path, want: dict) -> list[str]:

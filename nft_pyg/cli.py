@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=non_negative_float, default=None)
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                        help="learning-rate schedule over the epochs (default: constant)")
+    train.add_argument("--warmup-steps", type=non_negative_int, default=None, metavar="N",
+                       help="linear learning-rate warm-up over the first N steps (default 0)")
+    train.add_argument("--grad-clip", type=non_negative_float, default=None, metavar="NORM",
+                       help="clip the gradient norm at NORM (default 1; 0 turns clipping off)")
     train.add_argument("--recalibrate-batches", type=non_negative_int, default=None,
                        metavar="N",
                        help="before each evaluation, recompute PoolNorm statistics over N "
@@ -275,6 +279,7 @@ def train_options(args: argparse.Namespace) -> dict:
     (``--recipe``), overridden by the options given on the command line."""
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule,
+             "warmup_steps": args.warmup_steps,
              "recalibrate_batches": args.recalibrate_batches,
              "max_train_seconds": args.max_train_seconds}
     options: dict = {"model": args.model, "size": "small", "dataset": None,
@@ -294,6 +299,8 @@ def train_options(args: argparse.Namespace) -> dict:
     options["model_options"].update(parse_options(args.option))
     options["data_options"].update(parse_options(args.data_option))
     options.update({key: value for key, value in given.items() if value is not None})
+    if args.grad_clip is not None:
+        options["grad_clip"] = args.grad_clip or None     # 0: no clipping
     if args.size is not None:
         options["size"] = args.size
     if args.dataset is not None:
@@ -385,9 +392,10 @@ def _train(args) -> int:
               f"the dataset first (`nft-pyg data build {dataset} --root "
               f"{args.data_root}`)", file=sys.stderr)
         return 2
-    devices = {"accelerator": args.accelerator, "devices": args.devices,
-               "num_nodes": args.num_nodes, "strategy": args.strategy,
-               "precision": args.precision}
+    devices = {key: value for key, value in (
+        ("accelerator", args.accelerator), ("devices", args.devices),
+        ("num_nodes", args.num_nodes), ("strategy", args.strategy),
+        ("precision", args.precision)) if value is not None}
     try:
         final = run_task(args.task, model, seed=args.seed, data_root=args.data_root,
                          runs_root=args.runs_root, resume=args.resume,

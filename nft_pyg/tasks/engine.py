@@ -131,7 +131,7 @@ class TaskModule(pl.LightningModule):
         config = self.config
         optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
                                       lr=config.lr, weight_decay=config.weight_decay)
-        if config.lr_schedule == "constant":
+        if config.lr_schedule == "constant" and not config.warmup_steps:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(

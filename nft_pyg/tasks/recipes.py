@@ -69,13 +69,9 @@ class Recipe:
                 "model_options": dict(self.model_options), **self.train}
 
 
-_NO_WARMUP = ("the reference warms the learning rate up linearly over the first 10,000 "
-              "steps; TrainConfig has no warm-up, so the rate is constant from the start")
 _LAYER_SCALE = ("every model of this package reads the weights divided by their per-layer "
                 "training-set RMS (LayerScale), where the reference reads raw weights "
                 "(normalize: false), so the Fourier features' scale acts on unit-RMS inputs")
-_CLIP = ("gradients are clipped at norm 1 (TrainConfig's default grad_clip); the reference "
-         "does not clip")
 _STEPS = ("200,000 steps of batch 32 are given as 146 epochs of the 44,000 training INRs "
           "(213,000 steps)")
 
@@ -97,9 +93,10 @@ def _nfn_recipe(name: str, mode: str) -> Recipe:
                        "fourier_sigma": 3.0, "head_hidden": [1000, 1000], "dropout": 0.1,
                        "pool_norm": False},
         train={"epochs": epochs_for(200_000, 32), "batch_size": 32, "lr": 1e-3,
-               "weight_decay": 0.0, "recalibrate_batches": 0},
+               "weight_decay": 0.0, "warmup_steps": 10_000, "grad_clip": None,
+               "recalibrate_batches": 0},
         reference={**_NFN_CLASSIFY, "mode": mode.upper()},
-        departures=(_NO_WARMUP, _STEPS, _LAYER_SCALE, _CLIP,
+        departures=(_STEPS, _LAYER_SCALE,
                     "the reference config names the optimiser `adam` without a stored "
                     "classify_siren opt/adam.yaml; its lr is taken from the repository's "
                     "other opt/adam.yaml (1e-3)",
@@ -116,17 +113,18 @@ RECIPES: dict[str, Recipe] = {
         model_options={"hidden": 128, "num_blocks": 4, "heads": 4, "sigma": 1.0,
                        "pool_norm": False},
         train={"epochs": epochs_for(200_000, 32), "batch_size": 32, "lr": 1e-3,
-               "weight_decay": 0.0, "recalibrate_batches": 0},
+               "weight_decay": 0.0, "warmup_steps": 10_000, "grad_clip": None,
+               "recalibrate_batches": 0},
         reference={"optimizer": "Adam", "lr": 1e-3, "batch_size": 32, "warmup_steps": 10_000,
                    "max_steps": 200_000, "extra_aug": 10, "num_blocks": 4, "dropout": 0.1,
                    "normalize": True, "inp_enc_cls": "pointwise",
                    "configs": "classify_siren_configs/main.yaml, setup/mnist.yaml, "
                               "nfnet/nft.yaml"},
-        departures=(_NO_WARMUP, _STEPS,
+        departures=(_STEPS,
                     "the stored configs do not set the transformer's width or heads; 128 "
                     "channels (the Inr2Array encoder's enc_map_size) and 4 heads (its "
                     "num_heads) are used",
-                    "no dropout: this package's NFT has none", _CLIP,
+                    "no dropout: this package's NFT has none",
                     "the reference standardises every weight by training-set statistics "
                     "(normalize: true); here LayerScale divides each layer by its RMS")),
     "inr2array-paper": Recipe(
@@ -136,7 +134,8 @@ RECIPES: dict[str, Recipe] = {
         model_options={"hidden": 128, "num_latents": 16, "num_blocks": 6, "heads": 4,
                        "sigma": 3.0, "decoder_channels": 256},
         train={"epochs": epochs_for(200_000, 64), "batch_size": 64, "lr": 1e-4,
-               "weight_decay": 0.01, "recalibrate_batches": 0},
+               "weight_decay": 0.01, "warmup_steps": 10_000, "lr_schedule": "cosine",
+               "grad_clip": None, "recalibrate_batches": 0},
         reference={"optimizer": "AdamW", "lr": 1e-4, "weight_decay": 0.01, "batch_size": 64,
                    "warmup_steps": 10_000, "total_steps": 200_000, "extra_aug": 10,
                    "block_type": "nft", "num_blocks": 6, "enc_scale": 3, "enc_map_size": 128,
@@ -145,12 +144,12 @@ RECIPES: dict[str, Recipe] = {
                    "classifier": "lr 1e-4, weight decay 0.1, 100 epochs on frozen latents",
                    "configs": "inr2array_configs/main.yaml, model/nft.yaml, "
                               "classify_latent_configs/main.yaml"},
-        departures=(_NO_WARMUP,
-                    "200,000 steps of batch 64 are given as 291 epochs of the 44,000 "
+        departures=("200,000 steps of batch 64 are given as 291 epochs of the 44,000 "
                     "training INRs",
                     "the encoder and the latent classifier train concurrently (the "
                     "classifier on stopped-gradient latents) instead of one after the other",
-                    _CLIP)),
+                    "the cosine decay ends with the 291st epoch (step 200,062) rather than "
+                    "at step 200,000")),
     "nfn-dilate-paper": Recipe(
         name="nfn-dilate-paper", task="editing", model="nfn_hnp",
         about="the NFN paper's INR editing (dilating MNIST digits) with an equivariant "
@@ -158,18 +157,18 @@ RECIPES: dict[str, Recipe] = {
         model_options={"hidden": 128, "num_nf_layers": 3, "fourier_features": 128,
                        "fourier_sigma": 10.0},
         train={"epochs": epochs_for(50_000, 32, 4_000), "batch_size": 32, "lr": 1e-3,
-               "weight_decay": 0.0, "recalibrate_batches": 0},
+               "weight_decay": 0.0, "warmup_steps": 1000, "grad_clip": None,
+               "recalibrate_batches": 0},
         data_options={"extra_fits": 0, "recipe": "nfn"},
         reference={"optimizer": "Adam", "lr": 1e-3, "batch_size": 32, "max_steps": 50_000,
                    "warmup_steps": 1000, "hidden_chan": 128, "hidden_layers": 3, "mode": "HNP",
                    "out_scale": 0.01, "inp_enc_cls": "gaussian (mapping 128, scale 10)",
                    "configs": "stylize_configs/main.yaml, nfnet/equiv.yaml, opt/adam.yaml, "
                               "sched/linear.yaml"},
-        departures=("the reference warms up over 1,000 steps; no warm-up here",
-                    "50,000 steps of batch 32 are given as 400 epochs of the 4,000 training "
+        departures=("50,000 steps of batch 32 are given as 400 epochs of the 4,000 training "
                     "INRs (one fit per image, as the reference's editing data)",
                     "the editor's output starts at 1e-3 of its initial scale (NFNEditor) "
-                    "rather than the reference's out_scale 0.01", _LAYER_SCALE, _CLIP)),
+                    "rather than the reference's out_scale 0.01", _LAYER_SCALE)),
 }
 
 

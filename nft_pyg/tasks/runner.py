@@ -138,8 +138,8 @@ def run_task(task: str, model: str, seed: int = 0, size: str = "small",
     unknown = set(train_options) - known
     if unknown:
         raise ConfigurationError(f"run_task: unknown training options {sorted(unknown)}")
-    config = TrainConfig(**{**TASK_DEFAULTS[task], **{k: v for k, v in train_options.items()
-                                                      if v is not None}})
+    # None is a value here (grad_clip=None: no clipping); callers leave out what they do not set
+    config = TrainConfig(**{**TASK_DEFAULTS[task], **train_options})
     unknown_augment = [name for name in augment if name not in AUGMENTATIONS]
     if unknown_augment:
         with_augmentations(None, unknown_augment)   # raises, naming them

@@ -146,6 +146,10 @@ class TrainConfig:
     #: ``epochs``, step by step; derived from the step index, so a resumed run
     #: continues the same schedule)
     lr_schedule: str = "constant"
+    #: linear warm-up: the rate of step ``s`` is multiplied by ``min(1, s /
+    #: warmup_steps)`` (step 0 at rate 0, as the papers' reference code);
+    #: a cosine schedule then decays over the steps after the warm-up
+    warmup_steps: int = 0
     #: before every evaluation, recompute the running statistics of the
     #: model's :class:`~nft_pyg.nn.norm.PoolNorm` layers over up to this many
     #: training batches with the current weights (0: keep the running
@@ -175,6 +179,7 @@ class TrainConfig:
         _positive("lr", self.lr, float)
         _positive("weight_decay", self.weight_decay, float, allow_zero=True)
         _positive("recalibrate_batches", self.recalibrate_batches, allow_zero=True)
+        _positive("warmup_steps", self.warmup_steps, allow_zero=True)
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip, float)
         if self.max_train_seconds is not None:
@@ -182,9 +187,12 @@ class TrainConfig:
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
+        warm = min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0
         if self.lr_schedule == "constant":
-            return self.lr
-        return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
+            return self.lr * warm
+        decay_steps = max(total_steps - self.warmup_steps, 1)
+        progress = min(max(step - self.warmup_steps, 0) / decay_steps, 1.0)
+        return warm * 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
 
 
 def count_parameters(model: nn.Module) -> int:

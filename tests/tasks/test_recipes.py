@@ -77,8 +77,13 @@ def test_cli_trains_a_recipe_with_overrides(tmp_path, capsys):
     assert config["model_options"]["hidden"] == 8                      # the override
     assert config["model_options"]["head_hidden"] == [1000, 1000]      # the recipe's
     assert config["train"]["epochs"] == 1 and config["train"]["lr"] == 1e-3
+    # the reference's warm-up, and no clipping (None reaches the trainer as None)
+    assert config["train"]["warmup_steps"] == 10_000 and config["train"]["grad_clip"] is None
     assert config["data_options"] == {"extra_fits": 0, "recipe": "nfn", "per_class": 5,
                                       "steps": 5}
+    assert main(args + ["--overwrite", "--grad-clip", "0.5", "--warmup-steps", "0"]) == 0
+    config = json.loads((tmp_path / "runs/classification/nfn_np/0/config.json").read_text())
+    assert config["train"]["grad_clip"] == 0.5 and config["train"]["warmup_steps"] == 0
     capsys.readouterr()
     assert main(["train", "classification", "--recipe", "nfn-dilate-paper"]) == 2
     assert "recipe of task 'editing'" in capsys.readouterr().err

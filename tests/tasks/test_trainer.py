@@ -206,6 +206,30 @@ def test_cosine_schedule_runs_from_lr_to_zero_and_resumes_exactly(tmp_path, monk
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
 
 
+def test_warm_up_ramps_the_rate_linearly_then_hands_over_to_the_schedule():
+    constant = TrainConfig(lr=1.0, warmup_steps=4)
+    assert [constant.lr_at(s, 100) for s in (0, 1, 2, 4, 50)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    cosine = TrainConfig(lr=1.0, warmup_steps=10, lr_schedule="cosine")
+    assert cosine.lr_at(5, 110) == 0.5 and cosine.lr_at(10, 110) == 1.0
+    assert cosine.lr_at(60, 110) == pytest.approx(0.5) and cosine.lr_at(110, 110) == 0.0
+    with pytest.raises(ValueError, match="warmup_steps must be a non-negative integer"):
+        TrainConfig(warmup_steps=-1)
+
+
+def test_the_trainer_applies_the_warm_up():
+    """Over a warm-up far longer than the run the rate stays near 0 (step 0 at
+    exactly 0), so the weights barely move where the constant rate moves them."""
+    start = tiny_model()
+    warm, plain = tiny_model(), tiny_model()
+    _train(warm, epochs=1, warmup_steps=10 ** 9)
+    _train(plain, epochs=1)
+
+    def moved(model):
+        return max(float((a - b).abs().max()) for a, b in
+                   zip(model.state_dict().values(), start.state_dict().values()))
+    assert moved(warm) < 1e-7 < 1e-4 < moved(plain)
+
+
 def test_recalibrated_pool_norm_statistics_are_those_of_the_current_weights():
     from nft_pyg.graph.collate import collate_graphs
     from nft_pyg.nn.norm import PoolNorm
