@@ -77,9 +77,8 @@ class TaskModule(pl.LightningModule):
 
     Training: the task's loss, AdamW, the learning rate of
     :meth:`TrainConfig.lr_at` set step by step. Validation and test: every
-    rank evaluates the whole split with the task's metrics (torchmetrics
-    where the task defines them, else its ``evaluate`` on the split's
-    batches), after recalibrating the PoolNorm statistics. The best
+    rank evaluates the whole split with the task's torchmetrics, after
+    recalibrating the PoolNorm statistics. The best
     validation state so far, the train time and the random state travel
     with Lightning's checkpoint.
     """
@@ -95,7 +94,6 @@ class TaskModule(pl.LightningModule):
         self.best_state: dict[str, Tensor] | None = None
         self.last_val: dict[str, float] = {}
         self.last_test: dict[str, float] = {}
-        self._outputs: list = []
         self._metrics: dict | None = None
         self._metric_cache: tuple | None = None
         self._loss_sum = self._count = None
@@ -167,31 +165,21 @@ class TaskModule(pl.LightningModule):
 
     # --- evaluation ----------------------------------------------------------------------
     def _start_evaluation(self) -> None:
-        self._outputs = []
-        self._metrics = None
-        if getattr(self.task, "metrics", None) is not None:
-            # built once per device (a torchmetrics object costs ~1 ms to make), reset
-            if self._metric_cache is None or self._metric_cache[0] != self.device:
-                self._metric_cache = (self.device, fresh_metrics(self.task, self.device))
-            self._metrics = self._metric_cache[1]
-            for metric in self._metrics.values():
-                metric.reset()
+        # built once per device (a torchmetrics object costs ~1 ms to make), reset
+        if self._metric_cache is None or self._metric_cache[0] != self.device:
+            self._metric_cache = (self.device, fresh_metrics(self.task, self.device))
+        self._metrics = self._metric_cache[1]
+        for metric in self._metrics.values():
+            metric.reset()
 
     def _evaluation_step(self, batch) -> None:
-        if self._metrics is not None:
-            self.task.update(self.model, batch, self._metrics)
-        else:
-            self._outputs.append(batch)
+        self.task.update(self.model, batch, self._metrics)
 
     def _finish_evaluation(self) -> dict[str, float]:
-        if self._metrics is not None:
-            values = {name: float(metric.compute()) for name, metric in self._metrics.items()}
-            if getattr(self.task, "finish", None) is not None:
-                values = self.task.finish(values)
-        else:
-            values = {k: float(v) for k, v in self.task.evaluate(self.model,
-                                                                 self._outputs).items()}
-        self._outputs, self._metrics = [], None
+        values = {name: float(metric.compute()) for name, metric in self._metrics.items()}
+        if self.task.finish is not None:
+            values = self.task.finish(values)
+        self._metrics = None
         return values
 
     def on_validation_epoch_start(self) -> None:

@@ -5,9 +5,8 @@ an ``update(model, batch, metrics)``; the trainer moves the metrics to the
 model's device, feeds every batch and computes them at the end (every rank
 evaluates the whole split, so nothing is synchronised between processes).
 The trainer accumulates them in float64
-(:func:`~nft_pyg.tasks.engine.fresh_metrics`). They compute what the
-tasks' ``evaluate`` functions in :mod:`nft_pyg.tasks.specs` compute from a
-whole loader (the tests check that both agree).
+(:func:`~nft_pyg.tasks.engine.fresh_metrics`). The tests check them against
+whole-split computations (scipy's Kendall tau, scikit-learn's R^2).
 """
 from __future__ import annotations
 

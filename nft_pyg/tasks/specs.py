@@ -1,16 +1,12 @@
 """Loss and metrics of each task (:class:`~nft_pyg.tasks.trainer.TaskSpec`)."""
 from __future__ import annotations
 
-import math
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graph.accessors import is_input_neuron
 from ..inr import render_image
 from ..nn.models.inr2array import siren_spec
-from ..utils.extras import optional_import
 from . import metrics as torchmetrics_of
 from .models import Inr2ArrayClassifier
 from .trainer import TaskSpec
@@ -28,18 +24,7 @@ def classification_loss(model: nn.Module, batch) -> Tensor:
     return F.cross_entropy(model(batch), batch.y.view(-1))
 
 
-def classification_metrics(model: nn.Module, loader) -> dict[str, float]:
-    correct, total, loss = 0, 0, 0.0
-    for batch in loader:
-        logits = model(batch)
-        labels = batch.y.view(-1)
-        correct += int((logits.argmax(-1) == labels).sum())
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        total += labels.numel()
-    return {"accuracy": correct / total, "loss": loss / total}
-
-
-CLASSIFICATION = TaskSpec(classification_loss, classification_metrics, "accuracy", True,
+CLASSIFICATION = TaskSpec(classification_loss, "accuracy", True,
                           torchmetrics_of.classification_metrics,
                           torchmetrics_of.classification_update)
 
@@ -49,23 +34,7 @@ def generalization_loss(model: nn.Module, batch) -> Tensor:
     return F.mse_loss(model(batch).view(-1), batch.y.view(-1).float())
 
 
-def generalization_metrics(model: nn.Module, loader) -> dict[str, float]:
-    kendalltau = optional_import("scipy.stats", "generalization prediction").kendalltau
-    r2_score = optional_import("sklearn.metrics", "generalization prediction").r2_score
-
-    preds, targets = [], []
-    for batch in loader:
-        preds.append(model(batch).view(-1))
-        targets.append(batch.y.view(-1).float())
-    pred, target = torch.cat(preds).double().numpy(), torch.cat(targets).double().numpy()
-    tau = kendalltau(pred, target).statistic
-    # a constant prediction has no ranking: tau is NaN, counted as 0 (no skill)
-    return {"kendall_tau": 0.0 if math.isnan(tau) else float(tau),
-            "r2": float(r2_score(target, pred)),
-            "mse": float(((pred - target) ** 2).mean())}
-
-
-GENERALIZATION = TaskSpec(generalization_loss, generalization_metrics, "kendall_tau", True,
+GENERALIZATION = TaskSpec(generalization_loss, "kendall_tau", True,
                           torchmetrics_of.generalization_metrics,
                           torchmetrics_of.generalization_update,
                           torchmetrics_of.generalization_finish)
@@ -119,18 +88,6 @@ def editing_loss(model: nn.Module, batch) -> Tensor:
     return F.mse_loss(edit_images(model, batch), dilate(batch.image))
 
 
-def editing_metrics(model: nn.Module, loader) -> dict[str, float]:
-    edited, unedited, total = 0.0, 0.0, 0
-    for batch in loader:
-        target = dilate(batch.image)
-        per_graph = (edit_images(model, batch) - target).pow(2).flatten(1).mean(1)
-        source = (render_graph(batch) - target).pow(2).flatten(1).mean(1)
-        edited += float(per_graph.sum())
-        unedited += float(source.sum())
-        total += per_graph.numel()
-    return {"mse": edited / total, "mse_unedited": unedited / total}
-
-
 def editing_update(model: nn.Module, batch, metrics: dict) -> None:
     """Feed one batch into :func:`~nft_pyg.tasks.metrics.editing_metrics`."""
     target = dilate(batch.image)
@@ -138,7 +95,7 @@ def editing_update(model: nn.Module, batch, metrics: dict) -> None:
     metrics["mse_unedited"].update((render_graph(batch) - target).pow(2).flatten(1).mean(1))
 
 
-EDITING = TaskSpec(editing_loss, editing_metrics, "mse", False,
+EDITING = TaskSpec(editing_loss, "mse", False,
                    torchmetrics_of.editing_metrics, editing_update)
 
 SPECS = {"classification": CLASSIFICATION, "generalization": GENERALIZATION,

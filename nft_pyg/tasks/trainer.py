@@ -93,24 +93,20 @@ class TaskSpec:
 
     Attributes:
         loss: ``loss(model, batch) -> scalar`` (mean over the batch's graphs).
-        evaluate: ``evaluate(model, batches) -> dict`` of metrics on a split
-            (``batches``: any iterable of batches, e.g. a loader).
         select: the validation metric that picks the best epoch.
         maximize: whether larger ``select`` is better.
-        metrics: optional ``metrics() -> {name: torchmetrics.Metric}``; with
-            ``update`` the trainer evaluates batch by batch with these
-            instead of calling ``evaluate``.
+        metrics: ``metrics() -> {name: torchmetrics.Metric}``, fresh metrics
+            for one evaluation of one split.
         update: ``update(model, batch, metrics)`` feeds one batch to them.
         finish: optional ``finish(values) -> values`` applied to the computed
             metrics (e.g. a NaN that means "no skill").
     """
 
     loss: Callable[[nn.Module, Any], Tensor]
-    evaluate: Callable[[nn.Module, Any], dict[str, float]]
     select: str
     maximize: bool
-    metrics: Callable[[], dict] | None = None
-    update: Callable[[nn.Module, Any, dict], None] | None = None
+    metrics: Callable[[], dict]
+    update: Callable[[nn.Module, Any, dict], None]
     finish: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from nft_pyg import from_module
 from nft_pyg.nn.models.nfn import NFN
@@ -32,12 +33,12 @@ def _loss(model, batch):
     return F.cross_entropy(model(batch), batch.y)
 
 
-def _metrics(model, loader):
-    correct = total = 0
-    for batch in loader:
-        correct += int((model(batch).argmax(-1) == batch.y).sum())
-        total += batch.num_graphs
-    return {"accuracy": correct / total}
+def _metrics():
+    return {"accuracy": MeanMetric()}
 
 
-TINY_TASK = TaskSpec(_loss, _metrics, "accuracy", True)
+def _update(model, batch, metrics):
+    metrics["accuracy"].update((model(batch).argmax(-1) == batch.y).double())
+
+
+TINY_TASK = TaskSpec(_loss, "accuracy", True, _metrics, _update)
