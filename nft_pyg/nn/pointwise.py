@@ -13,7 +13,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ..graph.types import NodeRole
+from ..graph.accessors import is_input_neuron
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
 from .structure import WeightGraphIndex, check_features
@@ -34,7 +34,8 @@ def input_node_mask(graph, where: str) -> Tensor:
     :class:`~nft_pyg.nn.structure.WeightGraphIndex` or a ``Data`` / ``Batch``."""
     if isinstance(graph, WeightGraphIndex):
         return graph.is_input.unsqueeze(-1)
-    return (graph_attr(graph, "node_role", where) == int(NodeRole.INPUT)).unsqueeze(-1)
+    graph_attr(graph, "node_role", where)   # a clear error if it is missing
+    return is_input_neuron(graph).unsqueeze(-1)
 
 
 def zero_input_nodes(x: Tensor, graph, where: str) -> Tensor:

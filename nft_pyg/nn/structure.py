@@ -61,8 +61,9 @@ index, never on the data); later calls return it. ``.to(device)`` moves the
 parts too (dataclasses, dicts, lists and tuples of tensors). Names in use:
 ``"grid"`` (:class:`~nft_pyg.nn.summaries.LayerGrid`: a batch of complete
 networks of one architecture, or ``None``), ``"np_io"``, ``"hnp"`` (HNP
-typing, shared by ``HNPConv`` / ``HNPPool``), ``"hnp_conv"``; NFT attention
-adds its own. A part may depend only on the index (use the batch's own
+typing, shared by ``HNPConv`` / ``HNPPool``), ``"hnp_conv"``, ``"io_counts"``
+(the most input / output neurons of a network, read by ``IOPositionEncoding``);
+NFT attention adds its own. A part may depend only on the index (use the batch's own
 ``num_layers``, never an operator's).
 
 torch.compile: once the index and the parts an operator uses exist (one
@@ -81,7 +82,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from ..graph.types import NodeRole
+from ..graph.accessors import is_input_neuron, is_output_neuron
 from ..graph.validate import check_edge_index, check_no_residual
 
 _REQUIRED = ("edge_index", "node_layer", "edge_layer", "node_role", "node_pos")
@@ -107,7 +108,10 @@ class WeightGraphIndex:
         node_weight_group (Tensor): ``[N]`` id ``b * L + max(l - 1, 0)`` of the
             (graph, weight layer into the neuron); input neurons get layer 1's.
         in_degree, out_degree (Tensor): ``[N]`` edges into / out of each neuron.
-        is_input, is_output (Tensor): ``[N]`` bool, from ``node_role``.
+        is_input, is_output (Tensor): ``[N]`` bool, from ``node_role``
+            (:func:`~nft_pyg.graph.accessors.is_input_neuron` /
+            ``is_output_neuron``): the one input-neuron mask every operator,
+            pool and module that has the index reads.
         edge_plan, node_plan, neuron_plan (TypePlan or None): edges grouped by
             ``edge_layer - 1``, nodes by ``max(node_layer - 1, 0)`` and by ``node_layer``.
         parts (dict): operator-specific row sets, see :meth:`part`.
@@ -185,8 +189,7 @@ class WeightGraphIndex:
             node_weight_group=batch * num_layers + (node_layer - 1).clamp(min=0),
             in_degree=torch.bincount(dst, minlength=num_nodes),
             out_degree=torch.bincount(src, minlength=num_nodes),
-            is_input=data.node_role == int(NodeRole.INPUT),
-            is_output=data.node_role == int(NodeRole.OUTPUT),
+            is_input=is_input_neuron(data), is_output=is_output_neuron(data),
             edge_plan=TypePlan.of(edge_layer - 1, num_layers, num_graphs),
             node_plan=TypePlan.of((node_layer - 1).clamp(min=0), num_layers, num_graphs),
             neuron_plan=TypePlan.of(node_layer, num_layers + 1, num_graphs))
