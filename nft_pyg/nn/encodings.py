@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from ..graph.accessors import is_input_neuron, is_output_neuron
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
-from .pointwise import check_features, graph_attr, zero_input_nodes
+from .pointwise import check_features, graph_attr, layer_ids, zero_input_nodes
 from .structure import WeightGraphIndex
 
 
@@ -166,14 +166,7 @@ class LayerEncoding(nn.Module):
     def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
         where = type(self).__name__
         check_features(where, x, edge_attr, graph, self.channels)
-        edge_layer = graph_attr(graph, "edge_layer", where)
-        node_layer = graph_attr(graph, "node_layer", where)
-        deepest = int(edge_layer.max()) if edge_layer.numel() else 0
-        if deepest > self.num_layers:
-            raise ValueError(f"{where}: built for {self.num_layers} weight layers, the graph "
-                             f"has {deepest}")
-        if edge_layer.numel() and int(edge_layer.min()) < 1:
-            raise ValueError(f"{where}: edge_layer must be in 1..L, got {int(edge_layer.min())}")
+        edge_layer, node_layer = layer_ids(where, graph, self.num_layers)
         edge_attr = edge_attr + self.weight_table.to(edge_attr.dtype)[edge_layer - 1]
         # row 0 of the padded bias table is for the input neurons (zeroed anyway)
         bias_table = torch.cat([self.bias_table.new_zeros(1, self.channels), self.bias_table])
