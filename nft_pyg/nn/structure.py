@@ -73,7 +73,11 @@ NFT attention adds its own. A part may depend only on the index (use the batch's
 torch.compile: once the index and the parts an operator uses exist (one
 eager forward builds them, or ``WeightGraphIndex.from_data(...)`` followed
 by ``model(batch, index=index)``), an operator's forward reads only tensors
-and Python ints from it: no graph breaks, no host syncs.
+and Python ints from it: no graph breaks, no host syncs. The same holds for
+the models (``NFN``, ``NFNEditor``, ``NFT``, ``Inr2Array``) given the index:
+their checks of the batch's structure read the index, and the checks of raw
+values (``KernelProjection``: NaN / inf, entries past a kernel) run only in
+eager mode (use :func:`nft_pyg.validate` on a batch a compiled model gets).
 """
 from __future__ import annotations
 
