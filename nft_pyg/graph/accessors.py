@@ -1,5 +1,9 @@
 """What every reader of a neuron graph asks, for a graph and a batch alike:
-the graph of each node and which nodes are input neurons."""
+the graph of each node and which nodes are input (output) neurons.
+
+``is_input_neuron`` is the project's one definition of the input-neuron mask:
+``nft_pyg.nn``'s ``WeightGraphIndex.is_input`` is built from it once per
+batch, and modules that get a graph instead of an index call it."""
 from __future__ import annotations
 
 import torch
@@ -26,3 +30,9 @@ def is_input_neuron(graph) -> Tensor:
     """``[N]`` bool: the input neurons, which carry no parameters (no bias;
     ``node_role == NodeRole.INPUT``, the nodes of neuron layer 0)."""
     return graph.node_role == int(NodeRole.INPUT)
+
+
+def is_output_neuron(graph) -> Tensor:
+    """``[N]`` bool: the output neurons (``node_role == NodeRole.OUTPUT``, the
+    nodes of a network's last neuron layer)."""
+    return graph.node_role == int(NodeRole.OUTPUT)

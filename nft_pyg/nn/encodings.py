@@ -6,10 +6,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..graph.types import NodeRole
+from ..graph.accessors import is_input_neuron, is_output_neuron
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
-from .pointwise import check_features, graph_attr, zero_input_nodes
+from .pointwise import check_features, graph_attr, layer_ids, zero_input_nodes
+from .structure import WeightGraphIndex
 
 
 class GaussianFourierFeatures(nn.Module):
@@ -165,14 +166,7 @@ class LayerEncoding(nn.Module):
     def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
         where = type(self).__name__
         check_features(where, x, edge_attr, graph, self.channels)
-        edge_layer = graph_attr(graph, "edge_layer", where)
-        node_layer = graph_attr(graph, "node_layer", where)
-        deepest = int(edge_layer.max()) if edge_layer.numel() else 0
-        if deepest > self.num_layers:
-            raise ValueError(f"{where}: built for {self.num_layers} weight layers, the graph "
-                             f"has {deepest}")
-        if edge_layer.numel() and int(edge_layer.min()) < 1:
-            raise ValueError(f"{where}: edge_layer must be in 1..L, got {int(edge_layer.min())}")
+        edge_layer, node_layer = layer_ids(where, graph, self.num_layers)
         edge_attr = edge_attr + self.weight_table.to(edge_attr.dtype)[edge_layer - 1]
         # row 0 of the padded bias table is for the input neurons (zeroed anyway)
         bias_table = torch.cat([self.bias_table.new_zeros(1, self.channels), self.bias_table])
@@ -189,6 +183,34 @@ class LayerEncoding(nn.Module):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.channels}, num_layers={self.num_layers}, "
                 f"kind={self.kind!r})")
+
+
+def io_masks(graph, where: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``is_input``, ``is_output`` (``[N]`` bool) and ``node_pos`` of ``graph``: the
+    index's own masks for a :class:`~nft_pyg.nn.structure.WeightGraphIndex`, the
+    :mod:`nft_pyg.graph.accessors` ones for a ``Data`` / ``Batch``."""
+    pos = graph_attr(graph, "node_pos", where)
+    if isinstance(graph, WeightGraphIndex):
+        return graph.is_input, graph.is_output, pos
+    graph_attr(graph, "node_role", where)   # a clear error if it is missing
+    return is_input_neuron(graph), is_output_neuron(graph), pos
+
+
+def io_neuron_counts(graph, where: str) -> tuple[int, int]:
+    """The most input and output neurons a network of ``graph`` has (the largest
+    ``node_pos`` + 1 of each role, 0 without any). For a
+    :class:`~nft_pyg.nn.structure.WeightGraphIndex` they are counted once and
+    kept as its part ``"io_counts"``, so a forward reads two ints (no host sync,
+    no graph break under ``torch.compile``)."""
+    if isinstance(graph, WeightGraphIndex):
+        return graph.part("io_counts", lambda index: _io_counts(index, where))
+    return _io_counts(graph, where)
+
+
+def _io_counts(graph, where: str) -> tuple[int, int]:
+    is_input, is_output, pos = io_masks(graph, where)
+    return tuple(int(pos[mask].max()) + 1 if bool(mask.any()) else 0
+                 for mask in (is_input, is_output))
 
 
 class IOPositionEncoding(nn.Module):
@@ -246,14 +268,13 @@ class IOPositionEncoding(nn.Module):
     def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
         where = type(self).__name__
         check_features(where, x, edge_attr, graph, self.channels)
-        role = graph_attr(graph, "node_role", where)
-        pos = graph_attr(graph, "node_pos", where)
-        is_input, is_output = role == int(NodeRole.INPUT), role == int(NodeRole.OUTPUT)
-        for name, mask, limit in (("input", is_input, self.num_inputs),
-                                  ("output", is_output, self.num_outputs)):
-            if mask.any() and int(pos[mask].max()) >= limit:
+        is_input, is_output, pos = io_masks(graph, where)
+        counts = io_neuron_counts(graph, where)
+        for name, count, limit in (("input", counts[0], self.num_inputs),
+                                   ("output", counts[1], self.num_outputs)):
+            if count > limit:
                 raise ValueError(f"{where}: built for {limit} {name} neurons, the graph has a "
-                                 f"network with {int(pos[mask].max()) + 1}")
+                                 f"network with {count}")
         src, dst = graph.edge_index
         inputs = self.input_embedding.to(edge_attr.dtype)
         outputs = self.output_embedding.to(edge_attr.dtype)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..graph.layout import Layout
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
-from .pointwise import graph_attr, zero_input_nodes
+from .pointwise import layer_ids, zero_input_nodes
 from .structure import WeightGraphIndex
 
 
@@ -48,30 +48,23 @@ def _layer_ids(where: str, x: Tensor, edge_attr: Tensor, graph,
                num_layers: int) -> tuple[Tensor, Tensor]:
     """``edge_layer`` and ``node_layer`` of ``graph``, checked against the
     feature rows and the number of layers the module was built for."""
-    edge_layer = graph_attr(graph, "edge_layer", where)
-    node_layer = graph_attr(graph, "node_layer", where)
+    edge_layer, node_layer = layer_ids(where, graph, num_layers)
     if edge_attr.size(0) != edge_layer.numel() or x.size(0) != node_layer.numel():
         raise ValueError(f"{where}: features of {x.size(0)} nodes / {edge_attr.size(0)} "
                          f"edges for a graph of {node_layer.numel()} / {edge_layer.numel()}")
-    if isinstance(graph, WeightGraphIndex):   # checked when the index was built: no sync
-        if graph.num_layers > num_layers:
-            raise ValueError(f"{where}: built for {num_layers} weight layers, the graph has "
-                             f"{graph.num_layers}")
-    else:
-        _check_layers(where, edge_layer, node_layer, num_layers)
     return edge_layer, node_layer
 
 
-def _check_layers(where: str, edge_layer: Tensor, node_layer: Tensor, num_layers: int) -> None:
-    deepest = int(edge_layer.max()) if edge_layer.numel() else 0
-    if deepest > num_layers:
-        raise ValueError(f"{where}: built for {num_layers} weight layers, the graph has "
-                         f"{deepest}")
-    if edge_layer.numel() and int(edge_layer.min()) < 1:
-        raise ValueError(f"{where}: edge_layer must be in 1..L, got {int(edge_layer.min())}")
-    if node_layer.numel() and int(node_layer.max()) > num_layers:
-        raise ValueError(f"{where}: built for {num_layers} weight layers, the graph has "
-                         f"neuron layer {int(node_layer.max())}")
+def _kernel_layers(layouts) -> tuple[tuple[tuple[int, ...], tuple[bool, ...]], ...]:
+    """``(kernel sizes, bias flags)`` of the weight layers of each distinct layout
+    (``layouts``: a string, a list of them or ``None``)."""
+    if layouts is None:
+        return ()
+    texts = dict.fromkeys([layouts] if isinstance(layouts, str) else layouts)
+    layers = [Layout.coerce(text, "graph.layout").weight_layers() for text in texts]
+    return tuple(dict.fromkeys(
+        (tuple(layer.positions for layer in weight_layers),
+         tuple(layer.bias for layer in weight_layers)) for weight_layers in layers))
 
 
 def _layer_rows(node_layer: Tensor) -> Tensor:
@@ -98,6 +91,15 @@ class KernelProjection(nn.Module):
 
     with :math:`\mathbf{A}_l \in \mathbb{R}^{C \times S_l}`; input neurons
     get zero. Entries past :math:`S_l` must be zero (padding).
+
+    Checks: the shapes and layer ids of every call (with a
+    :class:`~nft_pyg.nn.structure.WeightGraphIndex`, ints only); in eager
+    forwards also the weights' values (:meth:`check_weights`: NaN / inf,
+    nonzero entries past a layer's kernel size). The value checks need the
+    values on the host, so they are skipped while ``torch.compile`` traces
+    the forward (``torch.compiler.is_compiling()``), which keeps a compiled
+    model in one graph; there, check each batch once outside the model
+    (:func:`nft_pyg.validate`, or :meth:`check_weights`).
 
     Args:
         kernel_sizes (list[int] or int): :math:`S_l` of each weight layer, or
@@ -157,6 +159,21 @@ class KernelProjection(nn.Module):
         # masked in forward too, so padded positions never get a gradient
         return self.edge_weight * self.position_mask.unsqueeze(-1)
 
+    def check_weights(self, edge_attr: Tensor, edge_layer: Tensor) -> None:
+        """Raise a ``ValueError`` if the raw ``edge_attr`` ``[E, S]`` holds NaN / inf
+        or nonzero entries past an edge's layer's kernel size (``edge_layer``
+        ``[E]``: its weight layer ``1..L``). Two host syncs."""
+        where = type(self).__name__
+        mask = self.position_mask.to(edge_attr.dtype)[edge_layer - 1]
+        past = edge_attr * (1 - mask)
+        if bool(past.ne(0).any()):   # also true for a NaN anywhere in edge_attr
+            if not bool(torch.isfinite(edge_attr).all()):
+                raise ValueError(f"{where}: the raw weights (edge_attr) hold NaN or inf; a "
+                                 "network's weights must be finite")
+            raise ValueError(f"{where}: some edges have nonzero entries past their layer's "
+                             f"kernel size {self.kernel_sizes}; the graph has larger kernels "
+                             "than this projection was built for")
+
     def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
         where = type(self).__name__
         if x.dim() != 2 or x.size(-1) != 1:
@@ -167,15 +184,8 @@ class KernelProjection(nn.Module):
                              f"(kernel_width={self.kernel_width}), got {tuple(edge_attr.shape)}")
         edge_layer, node_layer = _layer_ids(where, x, edge_attr, graph, self.num_layers)
         rows = edge_layer - 1
-        mask = self.position_mask.to(edge_attr.dtype)[rows]
-        past = edge_attr * (1 - mask)
-        if bool(past.ne(0).any()):   # also true for a NaN anywhere in edge_attr
-            if not bool(torch.isfinite(edge_attr).all()):
-                raise ValueError(f"{where}: the raw weights (edge_attr) hold NaN or inf; a "
-                                 "network's weights must be finite")
-            raise ValueError(f"{where}: some edges have nonzero entries past their layer's "
-                             f"kernel size {self.kernel_sizes}; the graph has larger kernels "
-                             "than this projection was built for")
+        if not torch.compiler.is_compiling():   # value checks read the weights on the host
+            self.check_weights(edge_attr, edge_layer)
         # each edge's kernel goes into its layer's block of an [E, L * S] row, so one
         # matmul with the stacked [L * S, C] weights applies every layer's own map
         blocks = edge_attr.new_zeros(edge_attr.size(0), self.num_layers, self.kernel_width)
@@ -285,22 +295,23 @@ class KernelReadout(nn.Module):
                 self.node_bias * self.bias_mask)
 
     def _check_layouts(self, graph, where: str) -> None:
-        widths = getattr(graph, "kernel_width", None)
-        if widths is not None and bool((widths != self.kernel_width).any()):
+        if isinstance(graph, WeightGraphIndex):   # Python values, read once per index
+            widths = graph.kernel_widths
+            layers = graph.part("kernel_layers", lambda index: _kernel_layers(index.layouts))
+        else:
+            widths = getattr(graph, "kernel_width", None)
+            if widths is not None:
+                widths = sorted(set(torch.as_tensor(widths).reshape(-1).tolist()))
+            layers = _kernel_layers(getattr(graph, "layout", None))
+        if widths is not None and any(width != self.kernel_width for width in widths):
             raise ValueError(f"{where}: built for kernel_width={self.kernel_width}, the graph "
-                             f"has kernel_width {sorted(set(widths.reshape(-1).tolist()))}")
-        layouts = getattr(graph, "layout", None)
-        if layouts is None:
-            return
-        for text in set(layouts if isinstance(layouts, (list, tuple)) else [layouts]):
-            layers = Layout.coerce(text, "graph.layout").weight_layers()
-            sizes = [layer.positions for layer in layers]
-            flags = [layer.bias for layer in layers]
-            if sizes != self.kernel_sizes[:len(sizes)] or \
+                             f"has kernel_width {list(widths)}")
+        for sizes, flags in layers:
+            if list(sizes) != self.kernel_sizes[:len(sizes)] or \
                     any(f and not g for f, g in zip(self.layer_bias, flags)):
                 raise ValueError(f"{where}: built for kernel sizes {self.kernel_sizes} and "
                                  f"biases {self.layer_bias}, the graph has a network with "
-                                 f"kernel sizes {sizes} and biases {flags}")
+                                 f"kernel sizes {list(sizes)} and biases {list(flags)}")
 
     def forward(self, x: Tensor, edge_attr: Tensor, graph) -> tuple[Tensor, Tensor]:
         where = type(self).__name__

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from ..graph.types import NodeRole
+from ..graph.accessors import is_input_neuron
 from ..tensor import pointwise_ops_dense as dense
 from ..tensor.weight_space import WeightSpace
 from .structure import WeightGraphIndex, check_features
@@ -34,7 +34,33 @@ def input_node_mask(graph, where: str) -> Tensor:
     :class:`~nft_pyg.nn.structure.WeightGraphIndex` or a ``Data`` / ``Batch``."""
     if isinstance(graph, WeightGraphIndex):
         return graph.is_input.unsqueeze(-1)
-    return (graph_attr(graph, "node_role", where) == int(NodeRole.INPUT)).unsqueeze(-1)
+    graph_attr(graph, "node_role", where)   # a clear error if it is missing
+    return is_input_neuron(graph).unsqueeze(-1)
+
+
+def layer_ids(where: str, graph, num_layers: int) -> tuple[Tensor, Tensor]:
+    """``edge_layer`` and ``node_layer`` of ``graph``, checked against the
+    ``num_layers`` a module was built for. A
+    :class:`~nft_pyg.nn.structure.WeightGraphIndex` was checked when it was
+    built, so only its ints are compared (no host sync, no graph break under
+    ``torch.compile``); a ``Data`` / ``Batch`` is checked here."""
+    edge_layer = graph_attr(graph, "edge_layer", where)
+    node_layer = graph_attr(graph, "node_layer", where)
+    if isinstance(graph, WeightGraphIndex):
+        deepest, first, last_neuron = graph.num_layers, 1, graph.num_layers
+    else:
+        deepest = int(edge_layer.max()) if edge_layer.numel() else 0
+        first = int(edge_layer.min()) if edge_layer.numel() else 1
+        last_neuron = int(node_layer.max()) if node_layer.numel() else 0
+    if deepest > num_layers:
+        raise ValueError(f"{where}: built for {num_layers} weight layers, the graph has "
+                         f"{deepest}")
+    if first < 1:
+        raise ValueError(f"{where}: edge_layer must be in 1..L, got {first}")
+    if last_neuron > num_layers:
+        raise ValueError(f"{where}: built for {num_layers} weight layers, the graph has "
+                         f"neuron layer {last_neuron}")
+    return edge_layer, node_layer
 
 
 def zero_input_nodes(x: Tensor, graph, where: str) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from ..graph.accessors import batch_vector
+from ..graph.accessors import batch_vector, is_input_neuron
 from ..graph.layout import Layout
 from .pointwise import graph_attr
 
@@ -126,7 +126,8 @@ def layer_statistics(graph, num_layers: int, where: str = "layer_statistics") ->
     edge_group = (edge_batch * num_layers + edge_layer - 1).unsqueeze(1).expand(-1, width)
     num_groups = num_graphs * num_layers
     weights = group_statistics(edge_attr[real], edge_group[real], num_groups)
-    has_bias = node_layer > 0
+    graph_attr(graph, "node_role", where)   # a clear error if it is missing
+    has_bias = ~is_input_neuron(graph)
     node_group = batch[has_bias] * num_layers + node_layer[has_bias] - 1
     biases = group_statistics(x[has_bias, 0], node_group, num_groups)
     return torch.stack([weights, biases], dim=1).view(num_graphs, num_layers, 2, NUM_STATS)

@@ -23,7 +23,7 @@ layers; residual networks go through generic PyG layers), reverse edges
 (``edge_dir != 0``), edge layers outside ``1..L`` and neuron layers past
 ``L``.
 
-Fields (plain tensors and ints; see the class docstring for shapes):
+Fields (plain tensors, ints and strings; see the class docstring for shapes):
 ``num_graphs``, ``num_layers`` (``L``, the largest ``edge_layer``),
 ``num_nodes``, ``num_edges``; ``edge_index`` ``[2, E]`` and its rows
 ``src`` / ``dst``; ``reversed_edge_index``; ``edge_layer``, ``node_layer``,
@@ -33,7 +33,9 @@ Fields (plain tensors and ints; see the class docstring for shapes):
 ``out_degree``; ``is_input`` / ``is_output`` (``[N]`` bool); ``edge_plan`` /
 ``node_plan`` / ``neuron_plan`` (:class:`TypePlan` of the edges by
 ``edge_layer - 1`` and of the nodes by ``max(node_layer - 1, 0)`` and by
-``node_layer``); and ``parts``, see below.
+``node_layer``); ``layouts`` / ``kernel_widths`` (the batch's distinct
+``layout`` strings and ``kernel_width`` values, or ``None``); and ``parts``,
+see below.
 
 How a module receives it (PyG calling conventions):
 
@@ -61,14 +63,21 @@ index, never on the data); later calls return it. ``.to(device)`` moves the
 parts too (dataclasses, dicts, lists and tuples of tensors). Names in use:
 ``"grid"`` (:class:`~nft_pyg.nn.summaries.LayerGrid`: a batch of complete
 networks of one architecture, or ``None``), ``"np_io"``, ``"hnp"`` (HNP
-typing, shared by ``HNPConv`` / ``HNPPool``), ``"hnp_conv"``; NFT attention
-adds its own. A part may depend only on the index (use the batch's own
+typing, shared by ``HNPConv`` / ``HNPPool``), ``"hnp_conv"``, ``"io_counts"``
+(the most input / output neurons of a network, read by ``IOPositionEncoding``),
+``"kernel_layers"`` (kernel sizes and bias flags of each distinct layout, read
+by ``KernelReadout``);
+NFT attention adds its own. A part may depend only on the index (use the batch's own
 ``num_layers``, never an operator's).
 
 torch.compile: once the index and the parts an operator uses exist (one
 eager forward builds them, or ``WeightGraphIndex.from_data(...)`` followed
 by ``model(batch, index=index)``), an operator's forward reads only tensors
-and Python ints from it: no graph breaks, no host syncs.
+and Python ints from it: no graph breaks, no host syncs. The same holds for
+the models (``NFN``, ``NFNEditor``, ``NFT``, ``Inr2Array``) given the index:
+their checks of the batch's structure read the index, and the checks of raw
+values (``KernelProjection``: NaN / inf, entries past a kernel) run only in
+eager mode (use :func:`nft_pyg.validate` on a batch a compiled model gets).
 """
 from __future__ import annotations
 
@@ -81,7 +90,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from ..graph.types import NodeRole
+from ..graph.accessors import is_input_neuron, is_output_neuron
 from ..graph.validate import check_edge_index, check_no_residual
 
 _REQUIRED = ("edge_index", "node_layer", "edge_layer", "node_role", "node_pos")
@@ -107,9 +116,17 @@ class WeightGraphIndex:
         node_weight_group (Tensor): ``[N]`` id ``b * L + max(l - 1, 0)`` of the
             (graph, weight layer into the neuron); input neurons get layer 1's.
         in_degree, out_degree (Tensor): ``[N]`` edges into / out of each neuron.
-        is_input, is_output (Tensor): ``[N]`` bool, from ``node_role``.
+        is_input, is_output (Tensor): ``[N]`` bool, from ``node_role``
+            (:func:`~nft_pyg.graph.accessors.is_input_neuron` /
+            ``is_output_neuron``): the one input-neuron mask every operator,
+            pool and module that has the index reads.
         edge_plan, node_plan, neuron_plan (TypePlan or None): edges grouped by
             ``edge_layer - 1``, nodes by ``max(node_layer - 1, 0)`` and by ``node_layer``.
+        layouts (tuple[str] or None): the batch's distinct ``layout`` strings
+            (``None`` if the graphs have none), for modules that check the
+            architecture (``KernelReadout``) through a part.
+        kernel_widths (tuple[int] or None): the batch's distinct ``kernel_width``
+            values (``None`` if the graphs have none).
         parts (dict): operator-specific row sets, see :meth:`part`.
     """
 
@@ -135,6 +152,8 @@ class WeightGraphIndex:
     edge_plan: TypePlan | None
     node_plan: TypePlan | None
     neuron_plan: TypePlan | None
+    layouts: tuple[str, ...] | None = field(default=None, repr=False)
+    kernel_widths: tuple[int, ...] | None = None
     parts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -185,11 +204,12 @@ class WeightGraphIndex:
             node_weight_group=batch * num_layers + (node_layer - 1).clamp(min=0),
             in_degree=torch.bincount(dst, minlength=num_nodes),
             out_degree=torch.bincount(src, minlength=num_nodes),
-            is_input=data.node_role == int(NodeRole.INPUT),
-            is_output=data.node_role == int(NodeRole.OUTPUT),
+            is_input=is_input_neuron(data), is_output=is_output_neuron(data),
             edge_plan=TypePlan.of(edge_layer - 1, num_layers, num_graphs),
             node_plan=TypePlan.of((node_layer - 1).clamp(min=0), num_layers, num_graphs),
-            neuron_plan=TypePlan.of(node_layer, num_layers + 1, num_graphs))
+            neuron_plan=TypePlan.of(node_layer, num_layers + 1, num_graphs),
+            layouts=_distinct_layouts(getattr(data, "layout", None)),
+            kernel_widths=_distinct_widths(getattr(data, "kernel_width", None)))
 
     @classmethod
     def coerce(cls, index_or_data, where: str) -> WeightGraphIndex:
@@ -223,6 +243,18 @@ class WeightGraphIndex:
         means = scatter(node_features, self.node_group, 0,
                         dim_size=self.num_graphs * (self.num_layers + 1), reduce="mean")
         return means.view(self.num_graphs, self.num_layers + 1, -1)
+
+
+def _distinct_layouts(layouts) -> tuple[str, ...] | None:
+    if layouts is None:
+        return None
+    return tuple(dict.fromkeys([layouts] if isinstance(layouts, str) else layouts))
+
+
+def _distinct_widths(widths) -> tuple[int, ...] | None:
+    if widths is None:
+        return None
+    return tuple(sorted(set(torch.as_tensor(widths).reshape(-1).tolist())))
 
 
 def _move(obj, device: torch.device, non_blocking: bool):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch_geometric.transforms import BaseTransform
 
-from ..graph.types import NodeRole
+from ..graph.accessors import is_input_neuron, is_output_neuron
 
 
 def _ids(data: Any, keys: tuple[str, ...], where: str) -> list[Tensor]:
@@ -107,8 +107,8 @@ class AddIOPositions(BaseTransform):
 
     def forward(self, data: Any) -> Any:
         where = type(self).__name__
-        role, pos = _ids(data, ("node_role", "node_pos"), where)
-        is_input, is_output = role == int(NodeRole.INPUT), role == int(NodeRole.OUTPUT)
+        _, pos = _ids(data, ("node_role", "node_pos"), where)
+        is_input, is_output = is_input_neuron(data), is_output_neuron(data)
         inputs = _one_hot(torch.where(is_input, pos, 0), self.num_inputs, where,
                           "input position") * is_input.unsqueeze(-1)
         outputs = _one_hot(torch.where(is_output, pos, 0), self.num_outputs, where,

@@ -1,11 +1,11 @@
-"""nft_pyg.graph.accessors: graph ids and the input-neuron mask, for a graph
+"""nft_pyg.graph.accessors: graph ids and the input- and output-neuron masks, for a graph
 and a batch alike."""
 import torch
 from torch import nn
 from torch_geometric.data import Batch
 
 import nft_pyg
-from nft_pyg.graph.accessors import batch_vector, is_input_neuron
+from nft_pyg.graph.accessors import batch_vector, is_input_neuron, is_output_neuron
 
 
 def networks():
@@ -28,3 +28,12 @@ def test_input_neurons_are_the_nodes_of_layer_zero():
     mask = is_input_neuron(batch)
     assert mask.dtype == torch.bool and mask.sum().item() == 2 + 3
     assert torch.equal(mask, batch.node_layer == 0)
+
+
+def test_output_neurons_are_the_nodes_of_each_networks_last_layer():
+    batch = Batch.from_data_list([nft_pyg.from_module(net) for net in networks()])
+    mask = is_output_neuron(batch)
+    assert mask.dtype == torch.bool and mask.sum().item() == 1 + 2
+    last = torch.tensor([2, 3])[batch.batch]          # depth of each node's network
+    assert torch.equal(mask, batch.node_layer == last)
+    assert not (mask & is_input_neuron(batch)).any()

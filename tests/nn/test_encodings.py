@@ -16,7 +16,9 @@ from helpers import (
 
 import nft_pyg
 from nft_pyg import WeightSpace
+from nft_pyg.graph.types import NodeRole
 from nft_pyg.nn.encodings import GaussianFourierFeatures, IOPositionEncoding, LayerEncoding
+from nft_pyg.nn.structure import WeightGraphIndex
 
 torch.set_num_threads(1)
 
@@ -237,3 +239,26 @@ def test_io_errors():
     del no_pos.node_pos
     with pytest.raises(ValueError, match="IOPositionEncoding: the graph has no node_pos"):
         IOPositionEncoding(4, 3, 2).double()(x, edge_attr, no_pos)
+
+
+def test_encodings_check_the_index_like_the_graph():
+    """Given the WeightGraphIndex, the layer and IO encodings check depth and IO
+    sizes from its ints and its part "io_counts" (the same errors as with the graph)."""
+    batch, _, _ = mixed_batch(["mlp_deep", "mlp_shallow"], copies=1)
+    x, edge_attr = random_features(batch, 4)
+    index = WeightGraphIndex.from_data(batch)
+    with pytest.raises(ValueError, match="LayerEncoding: built for 3 weight layers, the graph "
+                                         "has 4"):
+        LayerEncoding(4, 3).double()(x, edge_attr, index)
+    with pytest.raises(ValueError, match="IOPositionEncoding: built for 2 input neurons, the "
+                                         "graph has a network with 3"):
+        IOPositionEncoding(4, 2, 5).double()(x, edge_attr, index)
+    with pytest.raises(ValueError, match="built for 1 output neurons"):
+        IOPositionEncoding(4, 3, 1).double()(x, edge_attr, index)
+    counts = tuple(int(batch.node_pos[batch.node_role == role].max()) + 1
+                   for role in (int(NodeRole.INPUT), int(NodeRole.OUTPUT)))
+    assert index.parts["io_counts"] == counts
+    for module in (LayerEncoding(4, 4, kind="learned"), IOPositionEncoding(4, *counts)):
+        module = module.double()
+        for got, want in zip(module(x, edge_attr, index), module(x, edge_attr, batch)):
+            assert torch.equal(got, want)

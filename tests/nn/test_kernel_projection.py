@@ -19,6 +19,7 @@ from torch_geometric.data import Batch
 import nft_pyg
 from nft_pyg import WeightSpace
 from nft_pyg.nn.kernel_projection import KernelProjection, KernelReadout
+from nft_pyg.nn.structure import WeightGraphIndex
 
 torch.set_num_threads(1)
 
@@ -222,3 +223,38 @@ def test_readout_errors():
             [torch.zeros(1, 4, 3, 2)], [torch.zeros(1, 4, 3)]))
     assert repr(KernelReadout(4, [1, 1], 1, bias=[True, False])) == \
         "KernelReadout(4, kernel_sizes=[1, 1], kernel_width=1, bias=[True, False])"
+
+
+def test_readout_checks_the_index_like_the_graph():
+    """Given the WeightGraphIndex, the read-out checks the kernel widths and
+    layouts the index keeps (the same errors as with the graph)."""
+    mlp_graph = nft_pyg.from_module(mlp([3, 4, 2]).double(), kernel_width=KERNEL_WIDTH)
+    x, edge_attr = random_features(mlp_graph, 4)
+    index = WeightGraphIndex.from_data(Batch.from_data_list([mlp_graph, mlp_graph]))
+    assert index.layouts == (mlp_graph.layout,) and index.kernel_widths == (KERNEL_WIDTH,)
+    x, edge_attr = x.repeat(2, 1), edge_attr.repeat(2, 1)
+    with pytest.raises(ValueError, match=r"KernelReadout: built for kernel sizes \[9, 4, 4\]"):
+        readout_for(ARCHITECTURES["cnn"]())(x, edge_attr, index)
+    with pytest.raises(ValueError, match="KernelReadout: built for kernel_width=4, the graph "
+                                         r"has kernel_width \[9\]"):
+        KernelReadout(4, [1, 1], 4).double()(x, edge_attr, index)
+    fitting = KernelReadout.for_layout(mlp_graph.layout, 4, kernel_width=KERNEL_WIDTH).double()
+    for got, want in zip(fitting(x, edge_attr, index),
+                         fitting(x, edge_attr, Batch.from_data_list([mlp_graph, mlp_graph]))):
+        assert torch.equal(got, want)
+
+
+def test_projection_value_checks_run_in_eager_mode_only():
+    """NaN weights are refused in eager mode; while torch.compile traces, the
+    check is skipped (so the forward stays one graph) and the NaN passes through."""
+    graph = nft_pyg.from_module(ARCHITECTURES["cnn"]())
+    module = projection()
+    not_finite = graph.edge_attr.clone()
+    not_finite[3, 0] = float("nan")
+    index = WeightGraphIndex.from_data(graph)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        module(graph.x, not_finite, index)
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    _, edge_out = compiled(graph.x, not_finite, index)
+    assert torch.isnan(edge_out[3]).all() and not torch.isnan(edge_out[4:]).any()

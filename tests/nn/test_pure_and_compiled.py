@@ -9,6 +9,7 @@ import torch
 from helpers import cnns, mlp, mlps, random_features, structure_batch
 from torch import nn
 
+from nft_pyg.inr import siren
 from nft_pyg.nn import (
     GaussianFourierFeatures,
     HNPConv,
@@ -26,8 +27,10 @@ from nft_pyg.nn import (
     WeightSpaceSequential,
 )
 from nft_pyg.nn.mixing import EndpointEdgeUpdate, NodeEdgeAdapter
+from nft_pyg.nn.models import Inr2Array
 from nft_pyg.nn.models.baselines import FlatMLP, GNNBaseline, StatNN
 from nft_pyg.nn.models.nfn import NFN, NFNEditor
+from nft_pyg.nn.models.nft import NFT
 
 torch.set_num_threads(1)
 C = 4
@@ -138,9 +141,9 @@ def test_index_is_plain_tensors_and_ints_and_moves(device):
 
 
 # --- torch.compile ---------------------------------------------------------------------
-def _one_graph(module, *args):
+def _one_graph(module, *args, **kwargs):
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(module)(*args)
+    explanation = torch._dynamo.explain(module)(*args, **kwargs)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
 
@@ -166,6 +169,40 @@ def test_operators_trace_into_one_graph_once_the_index_exists(name, batch_kind, 
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
     sum(o.square().sum() for o in out).backward()
     assert x.grad is not None and all(p.grad is not None for p in conv.parameters())
+
+
+COMPILED_MODELS = {   # name: (batch kind, model of a layout)
+    "NFN(np)": ("mlp", lambda layout: NFN.for_layout(layout, "np", C, 2, head_hidden=8)),
+    "NFN(hnp)": ("mlp", lambda layout: NFN.for_layout(layout, "hnp", C, 2, head_hidden=8)),
+    "NFN(pt)": ("mlp", lambda layout: NFN.for_layout(layout, "pt", C, 2, head_hidden=8)),
+    "NFN(np, cnn)": ("cnn", lambda layout: NFN.for_layout(layout, "np", C, 2, head_hidden=8)),
+    "NFN(np, io, fourier)": ("mlp", lambda layout: NFN.for_layout(
+        layout, "np", C, 2, head_hidden=8, io_embedding=True, fourier_features=2)),
+    "NFNEditor(np, cnn)": ("cnn", lambda layout: NFNEditor.for_layout(layout, "np", C)),
+    "NFNEditor(hnp)": ("mlp", lambda layout: NFNEditor.for_layout(layout, "hnp", C)),
+    "NFT(invariant)": ("mlp", lambda layout: NFT.for_layout(layout, 16, 2, num_blocks=1,
+                                                           heads=2)),
+    "NFT(equivariant, cnn)": ("cnn", lambda layout: NFT.for_layout(
+        layout, 16, 1, task="equivariant", num_blocks=1, heads=2)),
+    "Inr2Array": ("siren", lambda layout: Inr2Array(layout, channels=16, num_latents=4,
+                                                    num_blocks=1, heads=2,
+                                                    decoder_channels=32)),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPILED_MODELS))
+def test_models_trace_into_one_graph_once_the_index_exists(name, device):
+    """The models' value checks on the raw inputs (kernel padding, NaN / inf,
+    layer depth, IO sizes, layouts) read the index's ints and parts or run only
+    in eager mode, so the whole forward is one graph."""
+    kind, make = COMPILED_MODELS[name]
+    modules = {"mlp": lambda: mlps(3, WIDTHS), "cnn": cnns,
+               "siren": lambda: [siren(2, (8, 8), 1).double() for _ in range(3)]}[kind]()
+    batch = structure_batch(modules).to(device)
+    model = make(batch.layout[0]).double().to(device).eval()
+    index = WeightGraphIndex.from_data(batch)
+    model(batch, index=index)   # builds the index parts
+    _one_graph(model, batch, index=index)
 
 
 @pytest.mark.parametrize("mode", ["np", "hnp", "pt"])

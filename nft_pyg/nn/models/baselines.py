@@ -10,9 +10,9 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv, GINEConv, TransformerConv, global_mean_pool
 
-from ...graph.accessors import batch_vector
+from ...graph.accessors import batch_vector, is_input_neuron
 from ...graph.layout import Layout
-from ...graph.types import NodeRole
+from ..encodings import io_masks, io_neuron_counts
 from ..pointwise import graph_attr
 from ..statistics import (  # noqa: F401 (re-exported)
     NUM_STATS,
@@ -40,14 +40,14 @@ def flatten_weights(graph, where: str = "flatten_weights") -> Tensor:
     """
     x, edge_attr = graph_attr(graph, "x", where), graph_attr(graph, "edge_attr", where)
     edge_index = graph_attr(graph, "edge_index", where)
-    role = graph_attr(graph, "node_role", where)
+    graph_attr(graph, "node_role", where)   # a clear error if it is missing
     batch = batch_vector(graph, x.size(0), x.device)
     num_graphs = int(batch.max()) + 1 if batch.numel() else 0
     layouts = graph_layouts(graph)
     if layouts is not None and len({_signature(text) for text in layouts}) > 1:
         raise ValueError(f"{where}: needs every network of a batch to have the same "
                          f"architecture, got {len(set(layouts))} different layouts")
-    params = role != int(NodeRole.INPUT)
+    params = ~is_input_neuron(graph)
     node_counts = torch.bincount(batch[params], minlength=num_graphs)
     edge_counts = torch.bincount(batch[edge_index[0]], minlength=num_graphs)
     if bool((node_counts != node_counts[0]).any()) or bool((edge_counts != edge_counts[0]).any()):
@@ -290,14 +290,13 @@ class GNNBaseline(nn.Module):
         layer = graph_attr(graph, "node_layer", where).clamp(max=self.max_layers)
         parts = [x, nn.functional.one_hot(layer, self.max_layers + 1).to(x.dtype)]
         if self.io_positions:
-            role = graph_attr(graph, "node_role", where)
-            pos = graph_attr(graph, "node_pos", where)
-            for kind, size in ((NodeRole.INPUT, self.num_inputs),
-                               (NodeRole.OUTPUT, self.num_outputs)):
-                mask = role == int(kind)
-                if mask.any() and int(pos[mask].max()) >= size:
-                    raise ValueError(f"{where}: built for {size} {kind.name.lower()} neurons, "
-                                     f"a network has {int(pos[mask].max()) + 1}")
+            is_input, is_output, pos = io_masks(graph, where)
+            for kind, mask, count, size in zip(("input", "output"), (is_input, is_output),
+                                               io_neuron_counts(graph, where),
+                                               (self.num_inputs, self.num_outputs)):
+                if count > size:
+                    raise ValueError(f"{where}: built for {size} {kind} neurons, "
+                                     f"a network has {count}")
                 hot = nn.functional.one_hot(pos.clamp(max=size - 1), size).to(x.dtype)
                 parts.append(hot * mask.unsqueeze(1))
         return torch.cat(parts, dim=1)

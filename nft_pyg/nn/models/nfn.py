@@ -395,7 +395,7 @@ class NFNEditor(nn.Module):
         if index is None:
             index = WeightGraphIndex.from_data(graph, "NFNEditor")
         x, edge_attr = self.body(graph, index)
-        return self.readout(x, edge_attr, graph)   # it checks the graph's layout
+        return self.readout(x, edge_attr, index)   # it checks the index's layouts
 
     def edit(self, graph, scale: float = 1.0):
         """A copy of the raw ``graph`` (or batch) with ``scale`` times the delta added."""

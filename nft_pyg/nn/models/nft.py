@@ -179,12 +179,11 @@ class NFTEncoder(nn.Module):
         if index is None:
             index = WeightGraphIndex.from_data(graph, type(self).__name__)
         x, edge_attr = self._input(graph, x, edge_attr, index)
-        # the encodings read the graph itself (layouts, kernel widths); they write nothing
-        x, edge_attr = self.embed(x, edge_attr, graph)
+        x, edge_attr = self.embed(x, edge_attr, index)
         if self.layer_encoding is not None:
-            x, edge_attr = self.layer_encoding(x, edge_attr, graph)
+            x, edge_attr = self.layer_encoding(x, edge_attr, index)
         if self.io_encoding is not None:
-            x, edge_attr = self.io_encoding(x, edge_attr, graph)
+            x, edge_attr = self.io_encoding(x, edge_attr, index)
         for block in self.blocks:
             x, edge_attr = block(x, index.edge_index, edge_attr, index)
         return self.norm(x, edge_attr, index)
@@ -348,7 +347,7 @@ class NFT(nn.Module):
             index = WeightGraphIndex.from_data(graph, type(self).__name__)
         x, edge_attr = self.encoder(graph, x, edge_attr, index=index)
         if self.task == "equivariant":
-            return self.readout(x, edge_attr, graph)
+            return self.readout(x, edge_attr, index)   # it checks the index's layouts
         pooled = self.pool(x, edge_attr, index)
         return self.head(pooled.flatten(1))
 

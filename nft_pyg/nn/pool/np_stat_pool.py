@@ -92,8 +92,8 @@ class NPStatPool(nn.Module):
         if layers == 0:
             return out.reshape(num_graphs, -1)
         edges = channel_statistics(edge_attr, structure.edge_group, groups, self.quantiles)
-        has_bias = structure.node_layer > 0
-        node_group = structure.node_batch[has_bias] * layers + structure.node_layer[has_bias] - 1
+        has_bias = ~structure.is_input
+        node_group = structure.node_weight_group[has_bias]
         nodes = channel_statistics(x[has_bias], node_group, groups, self.quantiles)
         out[:, 0, :layers] = edges.view(num_graphs, layers, self.channels, -1)
         out[:, 1, :layers] = nodes.view(num_graphs, layers, self.channels, -1)
