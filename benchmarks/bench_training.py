@@ -101,11 +101,24 @@ def _timed(trainer) -> dict:
             "fit_cpu_s": time.process_time() - started_cpu, "train_s": final["train_seconds"]}
 
 
+def legacy_task(spec) -> types.SimpleNamespace:
+    """``spec`` in the loop's task interface, whose ``evaluate(model, loader)``
+    runs the task's torchmetrics over the loader, as the Lightning module does."""
+    def evaluate(model, loader) -> dict[str, float]:
+        metrics = spec.metrics()
+        for batch in loader:
+            spec.update(model, batch, metrics)
+        return {name: float(metric.compute()) for name, metric in metrics.items()}
+    return types.SimpleNamespace(loss=spec.loss, evaluate=evaluate, select=spec.select,
+                                 maximize=spec.maximize)
+
+
 def fit_legacy(module, model, splits, epochs: int, batch_size: int) -> dict:
     from nft_pyg.tasks.specs import SPECS
 
     config = module.TrainConfig(**settings(epochs, batch_size))
-    trainer = module.Trainer(model, SPECS["classification"], *splits, config, progress=False)
+    trainer = module.Trainer(model, legacy_task(SPECS["classification"]), *splits, config,
+                             progress=False)
     return _timed(trainer)
 
 
