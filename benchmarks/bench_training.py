@@ -103,9 +103,13 @@ def _timed(trainer) -> dict:
 
 def legacy_task(spec) -> types.SimpleNamespace:
     """``spec`` in the loop's task interface, whose ``evaluate(model, loader)``
-    runs the task's torchmetrics over the loader, as the Lightning module does."""
+    runs the task's torchmetrics over the loader, as the Lightning module does
+    (built once, reset for every evaluation)."""
+    metrics = spec.metrics()
+
     def evaluate(model, loader) -> dict[str, float]:
-        metrics = spec.metrics()
+        for metric in metrics.values():
+            metric.reset()
         for batch in loader:
             spec.update(model, batch, metrics)
         return {name: float(metric.compute()) for name, metric in metrics.items()}
