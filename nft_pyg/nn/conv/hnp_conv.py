@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
 
 from ...tensor.hnp_dense import HNPWeights, hnp_layer_dense, hnp_num_types
 from ...tensor.weight_space import WeightSpace
@@ -201,16 +202,17 @@ class HNPConv(MessagePassing):
         out_of = self.propagate(index.reversed_edge_index, edge_attr=edge_attr, size=(N, N))
         glob = self._global_terms(hnp_summary(x, edge_attr, index, typing, into, out_of))
         rows = index.part("hnp_conv", _hnp_rows)
-        terms = []   # every map of s(v), per hidden layer
+        terms = []   # every map of s(v) = [in, x, out], per hidden layer
         for h, nodes in rows.layer_nodes.items():
-            # W_1 rows / W_L columns by position: each edge fills one (neuron, position) slot
-            ins = self.propagate(rows.first_slots, edge_attr=edge_attr[rows.first_edges],
-                                 size=(N, rows.num_first_slots)).view(nodes.numel(), -1) \
-                if h == 1 else into[nodes]
-            outs = self.propagate(rows.last_slots, edge_attr=edge_attr[rows.last_edges],
-                                  size=(N, rows.num_last_slots)).view(nodes.numel(), -1) \
-                if h == L - 1 else out_of[nodes]
-            terms.append(self._neuron_terms(h, torch.cat([ins, x[nodes], outs], -1)))
+            maps = self._neuron_maps(h)
+            w_in, w_x, w_out = torch.cat([m.weight for m in maps.values()]).split(
+                [part * self.in_channels for part in self.summary_parts[h]], 1)
+            out = x[nodes] @ w_x.t()
+            out = out + (self._by_position(rows.first, edge_attr, w_in) if h == 1
+                         else into[nodes] @ w_in.t())
+            out = out + (self._by_position(rows.last, edge_attr, w_out) if h == L - 1
+                         else out_of[nodes] @ w_out.t())
+            terms.append(dict(zip(maps, out.split([m.out_features for m in maps.values()], -1))))
         node_out = (glob[typing.node_glob_id] * typing.has_params).index_add(
             0, rows.hidden_nodes, torch.cat([t["node"] for t in terms]))
         # an edge reads the terms of its endpoints: B s(u) and C s(v) in hidden layers,
@@ -226,7 +228,17 @@ class HNPConv(MessagePassing):
         return node_out, edge_out
 
     def message(self, edge_attr: Tensor) -> Tensor:
-        return edge_attr   # mean: in(v) (or out(u), edges reversed); one edge a slot: itself
+        return edge_attr   # aggregated by the mean: in(v) (or out(u), edges reversed)
+
+    def _by_position(self, end: _FixedEnd, edge_attr: Tensor, weight: Tensor) -> Tensor:
+        r"""``[n_h, K]``: the by-position part of :math:`s(v)` (the :math:`W_1` row or
+        :math:`W_L` column of each hidden neuron :math:`v`, absent edges zero) times
+        ``weight`` ``[K, P C]``, as messages: each edge of ``end`` through its
+        position's ``[C, K]`` block, summed at its hidden neuron. Equal to placing
+        every edge in its slot and multiplying, at the cost of the edges that exist."""
+        blocks = weight.view(weight.size(0), end.num_positions, -1).permute(1, 2, 0)
+        messages = layer_linear(edge_attr[end.edges], blocks, end.position, end.plan)
+        return scatter(messages, end.neuron, 0, dim_size=end.num_neurons, reduce="sum")
 
     def edge_update(self, as_src_j: Tensor, as_dst_i: Tensor, edge_attr: Tensor, glob: Tensor,
                     edge_type: Tensor, plan: TypePlan | None) -> Tensor:
@@ -247,13 +259,12 @@ class HNPConv(MessagePassing):
         and type, from the ``[B, G, C]`` summary."""
         return self.global_map(summary.flatten(1)).view(-1, self.out_channels)
 
-    def _neuron_terms(self, h: int, summary: Tensor) -> dict[str, Tensor]:
-        r"""Every map of :math:`s(v)` (``summary`` ``[..., n_h, (i_h + 1 + o_h) C]``)
-        for hidden layer ``h``, one matmul: ``"node"`` (:math:`\mathbf{E}_h`),
-        ``"src"`` / ``"dst"`` (:math:`\mathbf{B}_{h+1}` / :math:`\mathbf{C}_h`, the
-        hidden weight layers after / before it), ``"first"`` / ``"last"``
-        (:math:`\mathbf{M}^{(1)}` / :math:`\mathbf{M}^{(L)}`, ``n_0 C'`` / ``n_L C'``
-        wide: the output for every position of the fixed end)."""
+    def _neuron_maps(self, h: int) -> dict[str, nn.Linear]:
+        r"""Every map of :math:`s(v)` for hidden layer ``h``: ``"node"``
+        (:math:`\mathbf{E}_h`), ``"src"`` / ``"dst"`` (:math:`\mathbf{B}_{h+1}` /
+        :math:`\mathbf{C}_h`, the hidden weight layers after / before it),
+        ``"first"`` / ``"last"`` (:math:`\mathbf{M}^{(1)}` / :math:`\mathbf{M}^{(L)}`,
+        ``n_0 C'`` / ``n_L C'`` wide: the output for every position of the fixed end)."""
         maps = {"node": self.node_maps[h - 1]}
         if h == 1:
             maps["first"] = self.first_edge
@@ -263,6 +274,12 @@ class HNPConv(MessagePassing):
             maps["dst"] = self.dst_maps[h - 2]
         if h == self.num_layers - 1:
             maps["last"] = self.last_edge
+        return maps
+
+    def _neuron_terms(self, h: int, summary: Tensor) -> dict[str, Tensor]:
+        """The maps of :meth:`_neuron_maps` on ``summary`` (:math:`s(v)`,
+        ``[..., (i_h + 1 + o_h) C]``), one matmul."""
+        maps = self._neuron_maps(h)
         out = torch.nn.functional.linear(summary, torch.cat([m.weight for m in maps.values()]))
         return dict(zip(maps, out.split([m.out_features for m in maps.values()], -1)))
 
@@ -359,26 +376,36 @@ class HNPConv(MessagePassing):
 
 
 @dataclass
+class _FixedEnd:
+    """The edges of :math:`W_1` (or :math:`W_L`) seen from their hidden neuron:
+    ``neuron`` its rank in its layer (``num_neurons`` there), ``position`` the
+    position of the fixed (input / output) neuron, one of ``num_positions``,
+    ``plan`` the edges grouped by position."""
+
+    edges: Tensor
+    neuron: Tensor
+    position: Tensor
+    num_neurons: int
+    num_positions: int
+    plan: TypePlan | None
+
+
+@dataclass
 class _HNPRows:
     """The ``"hnp_conv"`` part: the rows :class:`HNPConv`'s reference path reads.
 
     ``layer_nodes[h]``: the neurons of hidden layer ``h`` over the batch (``rank``
-    of a neuron: its place there), ``hidden_nodes`` all of them in that order.
-    ``first_edges``: the edges of :math:`W_1`; ``first_slots`` ``[2, E_1]``: each
-    one's input neuron and slot ``rank(v) n_0 + pos(u)`` of the by-position part of
-    :math:`s(v)` (``num_first_slots`` in all); ``last_edges`` / ``last_slots``
-    likewise for :math:`W_L` (``rank(u) n_L + pos(w)``). ``term_rows`` ``[2, E]``:
-    the row of each edge in the operator's ``as_src`` / ``as_dst`` tables.
+    of a neuron: its place there), ``hidden_nodes`` all of them in that order;
+    ``first`` / ``last``: the edges of :math:`W_1` / :math:`W_L`; ``term_rows``
+    ``[2, E]``: the row of each edge in the reference's ``as_src`` / ``as_dst``
+    tables (:math:`W_1`: ``rank(v) n_0 + pos(u)``, :math:`W_L`: ``rank(u) n_L +
+    pos(w)`` in the by-position block).
     """
 
     layer_nodes: dict[int, Tensor]
     hidden_nodes: Tensor
-    first_edges: Tensor
-    first_slots: Tensor
-    num_first_slots: int
-    last_edges: Tensor
-    last_slots: Tensor
-    num_last_slots: int
+    first: _FixedEnd
+    last: _FixedEnd
     term_rows: Tensor
 
 
@@ -391,9 +418,12 @@ def _hnp_rows(index: WeightGraphIndex) -> _HNPRows:
     rank = torch.zeros_like(pos)
     for nodes in layer_nodes.values():
         rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
-    first, last = (layer == 1).nonzero().view(-1), (layer == L).nonzero().view(-1)
-    first_slots = torch.stack([src[first], rank[dst[first]] * n_in + pos[src[first]]])
-    last_slots = torch.stack([dst[last], rank[src[last]] * n_out + pos[dst[last]]])
+
+    def fixed_end(edges: Tensor, hidden: Tensor, fixed: Tensor, h: int, P: int) -> _FixedEnd:
+        return _FixedEnd(edges, rank[hidden[edges]], pos[fixed[edges]], count[h], P,
+                         TypePlan.of(pos[fixed[edges]], P, index.num_graphs))
+    first = fixed_end((layer == 1).nonzero().view(-1), dst, src, 1, n_in)
+    last = fixed_end((layer == L).nonzero().view(-1), src, dst, L - 1, n_out)
     # as_src: [B terms of hidden layers 1..L-2 | M^(L) terms by (neuron, output) | zero]
     src_offset = [0]
     for h in range(1, L - 1):
@@ -408,8 +438,7 @@ def _hnp_rows(index: WeightGraphIndex) -> _HNPRows:
         rows = (layer == l).nonzero().view(-1)
         src_row[rows] = src_offset[l - 2] + rank[src[rows]]
         dst_row[rows] = dst_offset[l - 1] + rank[dst[rows]]
-    src_row[last] = src_offset[-1] + last_slots[1]
-    dst_row[first] = first_slots[1]
-    return _HNPRows(layer_nodes, torch.cat(list(layer_nodes.values())), first, first_slots,
-                    count[1] * n_in, last, last_slots, count[L - 1] * n_out,
+    src_row[last.edges] = src_offset[-1] + last.neuron * n_out + last.position
+    dst_row[first.edges] = first.neuron * n_in + first.position
+    return _HNPRows(layer_nodes, torch.cat(list(layer_nodes.values())), first, last,
                     torch.stack([src_row, dst_row]))
