@@ -204,14 +204,16 @@ class HNPConv(MessagePassing):
         rows = index.part("hnp_conv", _hnp_rows)
         terms = []   # every map of s(v) = [in, x, out], per hidden layer
         for h, nodes in rows.layer_nodes.items():
+            first, last = h == 1, h == L - 1     # in / out by position (W_1 row, W_L column)
             maps = self._neuron_maps(h)
-            w_in, w_x, w_out = torch.cat([m.weight for m in maps.values()]).split(
-                [part * self.in_channels for part in self.summary_parts[h]], 1)
-            out = x[nodes] @ w_x.t()
-            out = out + (self._by_position(rows.first, edge_attr, w_in) if h == 1
-                         else into[nodes] @ w_in.t())
-            out = out + (self._by_position(rows.last, edge_attr, w_out) if h == L - 1
-                         else out_of[nodes] @ w_out.t())
+            w_in, w_mean, w_out = torch.cat([m.weight for m in maps.values()]).split(
+                self._column_blocks(h), 1)
+            means = [into[nodes]] * (not first) + [x[nodes]] + [out_of[nodes]] * (not last)
+            out = torch.cat(means, -1) @ w_mean.t()
+            if first:
+                out = out + self._by_position(rows.first, edge_attr, w_in)
+            if last:
+                out = out + self._by_position(rows.last, edge_attr, w_out)
             terms.append(dict(zip(maps, out.split([m.out_features for m in maps.values()], -1))))
         node_out = (glob[typing.node_glob_id] * typing.has_params).index_add(
             0, rows.hidden_nodes, torch.cat([t["node"] for t in terms]))
@@ -275,6 +277,14 @@ class HNPConv(MessagePassing):
         if h == self.num_layers - 1:
             maps["last"] = self.last_edge
         return maps
+
+    def _column_blocks(self, h: int) -> list[int]:
+        r"""Widths of the columns of :math:`s(v)` of hidden layer ``h``: the
+        :math:`W_1` row by position (``h = 1``, else 0), the means and
+        :math:`\mathbf{x}_v`, the :math:`W_L` column by position (``h = L - 1``, else 0)."""
+        ins, _, outs = self.summary_parts[h]
+        first, last = (h == 1) * ins, (h == self.num_layers - 1) * outs
+        return [c * self.in_channels for c in (first, ins + 1 + outs - first - last, last)]
 
     def _neuron_terms(self, h: int, summary: Tensor) -> dict[str, Tensor]:
         """The maps of :meth:`_neuron_maps` on ``summary`` (:math:`s(v)`,
