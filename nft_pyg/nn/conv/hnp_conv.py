@@ -202,28 +202,15 @@ class HNPConv(MessagePassing):
         out_of = self.propagate(index.reversed_edge_index, edge_attr=edge_attr, size=(N, N))
         glob = self._global_terms(hnp_summary(x, edge_attr, index, typing, into, out_of))
         rows = index.part("hnp_conv", _hnp_rows)
-        terms = []   # every map of s(v) = [in, x, out], per hidden layer
-        for h, nodes in rows.layer_nodes.items():
-            first, last = h == 1, h == L - 1     # in / out by position (W_1 row, W_L column)
-            maps = self._neuron_maps(h)
-            w_in, w_mean, w_out = torch.cat([m.weight for m in maps.values()]).split(
-                self._column_blocks(h), 1)
-            means = [into[nodes]] * (not first) + [x[nodes]] + [out_of[nodes]] * (not last)
-            out = torch.cat(means, -1) @ w_mean.t()
-            if first:
-                out = out + self._by_position(rows.first, edge_attr, w_in)
-            if last:
-                out = out + self._by_position(rows.last, edge_attr, w_out)
-            terms.append(dict(zip(maps, out.split([m.out_features for m in maps.values()], -1))))
+        terms = [self._hidden_terms(h, nodes, x, edge_attr, into, out_of, rows)
+                 for h, nodes in rows.layer_nodes.items()]
         node_out = (glob[typing.node_glob_id] * typing.has_params).index_add(
             0, rows.hidden_nodes, torch.cat([t["node"] for t in terms]))
         # an edge reads the terms of its endpoints: B s(u) and C s(v) in hidden layers,
-        # M^(1) s(v) / M^(L) s(u) at its fixed end's slot in W_1 / W_L (a zero row else)
+        # its own M^(1) s(v) / M^(L) s(u) in W_1 / W_L (and a zero row for the fixed end)
         zero = x.new_zeros(1, d)
-        as_src = torch.cat([t["src"] for t in terms[:-1]] + [terms[-1]["last"].reshape(-1, d),
-                                                            zero])
-        as_dst = torch.cat([terms[0]["first"].reshape(-1, d)] + [t["dst"] for t in terms[1:]]
-                           + [zero])
+        as_src = torch.cat([t["src"] for t in terms[:-1]] + [terms[-1]["last"], zero])
+        as_dst = torch.cat([terms[0]["first"]] + [t["dst"] for t in terms[1:]] + [zero])
         edge_out = self.edge_updater(rows.term_rows, as_src=as_src, as_dst=as_dst,
                                      edge_attr=edge_attr, glob=glob[typing.edge_glob_id],
                                      edge_type=index.edge_layer - 1, plan=index.edge_plan)
@@ -231,6 +218,43 @@ class HNPConv(MessagePassing):
 
     def message(self, edge_attr: Tensor) -> Tensor:
         return edge_attr   # aggregated by the mean: in(v) (or out(u), edges reversed)
+
+    def _hidden_terms(self, h: int, nodes: Tensor, x: Tensor, edge_attr: Tensor, into: Tensor,
+                      out_of: Tensor, rows: _HNPRows) -> dict[str, Tensor]:
+        r"""Every map of :math:`s(v)` (:meth:`_neuron_maps`) for the neurons of hidden
+        layer ``h``: ``[n_h, C']`` each, but ``"first"`` / ``"last"`` one row per
+        :math:`W_1` / :math:`W_L` edge: :math:`\mathbf{M}_{\mathrm{pos}}\, s(v)` at the
+        position of its fixed end. The by-position parts of :math:`s(v)` enter as
+        messages (:meth:`_by_position`); its means part goes through the
+        :math:`\mathbf{M}` maps per edge (:meth:`_per_edge`)."""
+        first, last = h == 1, h == self.num_layers - 1    # in / out by position
+        means = torch.cat([into[nodes]] * (not first) + [x[nodes]] + [out_of[nodes]] * (not last),
+                          -1)
+        maps = self._neuron_maps(h)
+        sizes = [m.out_features for m in maps.values()]
+        w_in, w_mean, w_out = torch.cat([m.weight for m in maps.values()]).split(
+            self._column_blocks(h), 1)
+        messages = [self._by_position(end, edge_attr, w) for end, w, used in
+                    ((rows.first, w_in, first), (rows.last, w_out, last)) if used]
+        by_position = dict(zip(maps, sum(messages).split(sizes, -1))) if messages else {}
+        terms = {}
+        for name, weight in zip(maps, w_mean.split(sizes)):
+            end = {"first": rows.first, "last": rows.last}.get(name)
+            if end is None:      # per neuron
+                terms[name] = means @ weight.t()
+                if name in by_position:
+                    terms[name] = terms[name] + by_position[name]
+            else:                # per edge: its position's block, its slot
+                terms[name] = self._per_edge(end, means, weight) + \
+                    by_position[name].reshape(-1, self.out_channels)[end.slot]
+        return terms
+
+    def _per_edge(self, end: _FixedEnd, means: Tensor, weight: Tensor) -> Tensor:
+        r"""``[E_f, C']``: for each edge of ``end``, the means part of :math:`s(v)` of its
+        hidden neuron (``means`` ``[n_h, F]``) through the ``[C', F]`` block of its
+        position in ``weight`` ``[P C', F]``."""
+        blocks = weight.view(end.num_positions, -1, weight.size(1)).transpose(1, 2)
+        return layer_linear(means[end.neuron], blocks, end.position, end.plan)
 
     def _by_position(self, end: _FixedEnd, edge_attr: Tensor, weight: Tensor) -> Tensor:
         r"""``[n_h, K]``: the by-position part of :math:`s(v)` (the :math:`W_1` row or
@@ -390,11 +414,13 @@ class _FixedEnd:
     """The edges of :math:`W_1` (or :math:`W_L`) seen from their hidden neuron:
     ``neuron`` its rank in its layer (``num_neurons`` there), ``position`` the
     position of the fixed (input / output) neuron, one of ``num_positions``,
-    ``plan`` the edges grouped by position."""
+    ``slot = neuron * num_positions + position``, ``plan`` the edges grouped by
+    position."""
 
     edges: Tensor
     neuron: Tensor
     position: Tensor
+    slot: Tensor
     num_neurons: int
     num_positions: int
     plan: TypePlan | None
@@ -408,8 +434,7 @@ class _HNPRows:
     of a neuron: its place there), ``hidden_nodes`` all of them in that order;
     ``first`` / ``last``: the edges of :math:`W_1` / :math:`W_L`; ``term_rows``
     ``[2, E]``: the row of each edge in the reference's ``as_src`` / ``as_dst``
-    tables (:math:`W_1`: ``rank(v) n_0 + pos(u)``, :math:`W_L`: ``rank(u) n_L +
-    pos(w)`` in the by-position block).
+    tables.
     """
 
     layer_nodes: dict[int, Tensor]
@@ -430,17 +455,18 @@ def _hnp_rows(index: WeightGraphIndex) -> _HNPRows:
         rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
 
     def fixed_end(edges: Tensor, hidden: Tensor, fixed: Tensor, h: int, P: int) -> _FixedEnd:
-        return _FixedEnd(edges, rank[hidden[edges]], pos[fixed[edges]], count[h], P,
-                         TypePlan.of(pos[fixed[edges]], P, index.num_graphs))
+        neuron, position = rank[hidden[edges]], pos[fixed[edges]]
+        return _FixedEnd(edges, neuron, position, neuron * P + position, count[h], P,
+                         TypePlan.of(position, P, index.num_graphs))
     first = fixed_end((layer == 1).nonzero().view(-1), dst, src, 1, n_in)
     last = fixed_end((layer == L).nonzero().view(-1), src, dst, L - 1, n_out)
-    # as_src: [B terms of hidden layers 1..L-2 | M^(L) terms by (neuron, output) | zero]
+    # as_src: [B terms of hidden layers 1..L-2 | M^(L) terms of the W_L edges | zero]
     src_offset = [0]
     for h in range(1, L - 1):
         src_offset.append(src_offset[-1] + count[h])
-    src_row = torch.full_like(layer, src_offset[-1] + count[L - 1] * n_out)
-    # as_dst: [M^(1) terms by (neuron, input) | C terms of hidden layers 2..L-1 | zero]
-    dst_offset = [0, count[1] * n_in]
+    src_row = torch.full_like(layer, src_offset[-1] + last.edges.numel())
+    # as_dst: [M^(1) terms of the W_1 edges | C terms of hidden layers 2..L-1 | zero]
+    dst_offset = [0, first.edges.numel()]
     for h in range(2, L):
         dst_offset.append(dst_offset[-1] + count[h])
     dst_row = torch.full_like(layer, dst_offset[-1])
@@ -448,7 +474,7 @@ def _hnp_rows(index: WeightGraphIndex) -> _HNPRows:
         rows = (layer == l).nonzero().view(-1)
         src_row[rows] = src_offset[l - 2] + rank[src[rows]]
         dst_row[rows] = dst_offset[l - 1] + rank[dst[rows]]
-    src_row[last.edges] = src_offset[-1] + last.neuron * n_out + last.position
-    dst_row[first.edges] = first.neuron * n_in + first.position
+    src_row[last.edges] = src_offset[-1] + torch.arange(last.edges.numel(), device=pos.device)
+    dst_row[first.edges] = torch.arange(first.edges.numel(), device=pos.device)
     return _HNPRows(layer_nodes, torch.cat(list(layer_nodes.values())), first, last,
                     torch.stack([src_row, dst_row]))
