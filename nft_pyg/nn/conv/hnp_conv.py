@@ -117,18 +117,20 @@ class HNPConv(MessagePassing):
 
     Computation (reference path, message passing): :math:`\mathrm{in},
     \mathrm{out}` by ``propagate`` (mean aggregation over the edges and the
-    reversed edges); the by-position parts of :math:`s(v)` by ``propagate``
-    too, each :math:`W_1` / :math:`W_L` edge sent to the slot
-    (hidden neuron, fixed neuron's position) it fills; every map of
-    :math:`s(v)` (:math:`\mathbf{E}_h, \mathbf{B}_{h+1}, \mathbf{C}_h,
-    \mathbf{M}^{(1)}, \mathbf{M}^{(L)}`) once per hidden neuron, one matmul
-    per hidden layer; ``edge_updater`` gathers them onto the edges (the
-    :math:`\mathbf{M}` maps at the slot of the edge's fixed end) and adds
-    :math:`\mathbf{A}_l \mathbf{h}_e` and the global term of the edge's
-    type. On a batch of complete networks of one architecture (the index's
-    ``"grid"`` part) the same map runs on views ``[B, n_l, n_{l-1}, C]`` of
-    the edge features (means over axes, broadcasts instead of gathers), which
-    is faster there.
+    reversed edges); the maps of :math:`s(v)` (:math:`\mathbf{E}_h,
+    \mathbf{B}_{h+1}, \mathbf{C}_h`) once per hidden neuron, one matmul per
+    map on the means part of :math:`s(v)`; its by-position parts as messages:
+    each :math:`W_1` / :math:`W_L` edge through its position's block of every
+    map, summed at its hidden neuron (the same as placing each edge in its
+    (neuron, position) slot of :math:`s(v)`, at the cost of the edges that
+    exist); :math:`\mathbf{M}^{(1)}, \mathbf{M}^{(L)}` on the means part per
+    edge, by the position of its fixed end. ``edge_updater`` gathers the terms
+    of each edge's endpoints and adds :math:`\mathbf{A}_l \mathbf{h}_e` and the
+    global term of the edge's type. On a batch of complete networks of one
+    architecture (the index's ``"grid"`` part) the same map runs on views
+    ``[B, n_l, n_{l-1}, C]`` of the edge features (means over axes, the
+    by-position parts as reshapes, broadcasts instead of gathers), which is
+    faster there.
 
     Residual networks are refused (a chain of weight layers only): the
     :class:`~nft_pyg.nn.WeightGraphIndex` names their first residual edge.
@@ -249,14 +251,14 @@ class HNPConv(MessagePassing):
                     by_position[name].reshape(-1, self.out_channels)[end.slot]
         return terms
 
-    def _per_edge(self, end: _FixedEnd, means: Tensor, weight: Tensor) -> Tensor:
+    def _per_edge(self, end: _FixedEdges, means: Tensor, weight: Tensor) -> Tensor:
         r"""``[E_f, C']``: for each edge of ``end``, the means part of :math:`s(v)` of its
         hidden neuron (``means`` ``[n_h, F]``) through the ``[C', F]`` block of its
         position in ``weight`` ``[P C', F]``."""
         blocks = weight.view(end.num_positions, -1, weight.size(1)).transpose(1, 2)
         return layer_linear(means[end.neuron], blocks, end.position, end.plan)
 
-    def _by_position(self, end: _FixedEnd, edge_attr: Tensor, weight: Tensor) -> Tensor:
+    def _by_position(self, end: _FixedEdges, edge_attr: Tensor, weight: Tensor) -> Tensor:
         r"""``[n_h, K]``: the by-position part of :math:`s(v)` (the :math:`W_1` row or
         :math:`W_L` column of each hidden neuron :math:`v`, absent edges zero) times
         ``weight`` ``[K, P C]``, as messages: each edge of ``end`` through its
@@ -348,8 +350,9 @@ class HNPConv(MessagePassing):
         last = terms[-1]["last"].view(B, -1, n_out, d).transpose(1, 2) + \
             weight_glob[:, n_in + L - 2:, None]
         edge_out.append(last.flatten(1, 2))
-        node_out = [x.new_zeros(B, n_in, d)] + \
-            [t["node"] + node_glob[:, h, None] for h, t in enumerate(terms)] + [node_glob[:, L - 1:]]
+        node_out = [x.new_zeros(B, n_in, d)] + [t["node"] + node_glob[:, h, None]
+                                                 for h, t in enumerate(terms)]
+        node_out.append(node_glob[:, L - 1:])
         return torch.cat(node_out, 1).view(-1, d), torch.cat(edge_out, 1).view(-1, d)
 
     # --- dense twin ------------------------------------------------------------
@@ -410,7 +413,7 @@ class HNPConv(MessagePassing):
 
 
 @dataclass
-class _FixedEnd:
+class _FixedEdges:
     """The edges of :math:`W_1` (or :math:`W_L`) seen from their hidden neuron:
     ``neuron`` its rank in its layer (``num_neurons`` there), ``position`` the
     position of the fixed (input / output) neuron, one of ``num_positions``,
@@ -439,8 +442,8 @@ class _HNPRows:
 
     layer_nodes: dict[int, Tensor]
     hidden_nodes: Tensor
-    first: _FixedEnd
-    last: _FixedEnd
+    first: _FixedEdges
+    last: _FixedEdges
     term_rows: Tensor
 
 
@@ -454,9 +457,9 @@ def _hnp_rows(index: WeightGraphIndex) -> _HNPRows:
     for nodes in layer_nodes.values():
         rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
 
-    def fixed_end(edges: Tensor, hidden: Tensor, fixed: Tensor, h: int, P: int) -> _FixedEnd:
+    def fixed_end(edges: Tensor, hidden: Tensor, fixed: Tensor, h: int, P: int) -> _FixedEdges:
         neuron, position = rank[hidden[edges]], pos[fixed[edges]]
-        return _FixedEnd(edges, neuron, position, neuron * P + position, count[h], P,
+        return _FixedEdges(edges, neuron, position, neuron * P + position, count[h], P,
                          TypePlan.of(position, P, index.num_graphs))
     first = fixed_end((layer == 1).nonzero().view(-1), dst, src, 1, n_in)
     last = fixed_end((layer == L).nonzero().view(-1), src, dst, L - 1, n_out)
