@@ -344,9 +344,9 @@ class HNPConv(MessagePassing):
         first = terms[0]["first"].view(B, -1, n_in, d) + weight_glob[:, None, :n_in]
         edge_out = [first.flatten(1, 2)]
         for l in range(2, L):
-            out = weights[l - 1] @ self.pointwise[l - 2].weight.t()
-            out = out + (terms[l - 1]["dst"] + weight_glob[:, n_in + l - 2, None]).unsqueeze(2)
-            edge_out.append((out + terms[l - 2]["src"].unsqueeze(1)).flatten(1, 2))
+            out = weights[l - 1] @ self.pointwise[l - 2].weight.t()   # a new tensor: add in place
+            out.add_((terms[l - 1]["dst"] + weight_glob[:, n_in + l - 2, None]).unsqueeze(2))
+            edge_out.append(out.add_(terms[l - 2]["src"].unsqueeze(1)).flatten(1, 2))
         last = terms[-1]["last"].view(B, -1, n_out, d).transpose(1, 2) + \
             weight_glob[:, n_in + L - 2:, None]
         edge_out.append(last.flatten(1, 2))
