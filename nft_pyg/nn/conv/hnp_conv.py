@@ -206,15 +206,16 @@ class HNPConv(MessagePassing):
         rows = index.part("hnp_conv", _hnp_rows)
         terms = [self._hidden_terms(h, nodes, x, edge_attr, into, out_of, rows)
                  for h, nodes in rows.layer_nodes.items()]
-        node_out = (glob[typing.node_glob_id] * typing.has_params).index_add(
+        node_out = (glob.index_select(0, typing.node_glob_id) * typing.has_params).index_add(
             0, rows.hidden_nodes, torch.cat([t["node"] for t in terms]))
         # an edge reads the terms of its endpoints: B s(u) and C s(v) in hidden layers,
         # its own M^(1) s(v) / M^(L) s(u) in W_1 / W_L (and a zero row for the fixed end)
         zero = x.new_zeros(1, d)
         as_src = torch.cat([t["src"] for t in terms[:-1]] + [terms[-1]["last"], zero])
         as_dst = torch.cat([terms[0]["first"]] + [t["dst"] for t in terms[1:]] + [zero])
+        edge_glob = glob.index_select(0, typing.edge_glob_id)
         edge_out = self.edge_updater(rows.term_rows, as_src=as_src, as_dst=as_dst,
-                                     edge_attr=edge_attr, glob=glob[typing.edge_glob_id],
+                                     edge_attr=edge_attr, glob=edge_glob,
                                      edge_type=index.edge_layer - 1, plan=index.edge_plan)
         return node_out, edge_out
 
@@ -230,8 +231,8 @@ class HNPConv(MessagePassing):
         messages (:meth:`_by_position`); its means part goes through the
         :math:`\mathbf{M}` maps per edge (:meth:`_per_edge`)."""
         first, last = h == 1, h == self.num_layers - 1    # in / out by position
-        means = torch.cat([into[nodes]] * (not first) + [x[nodes]] + [out_of[nodes]] * (not last),
-                          -1)
+        means = torch.cat([part.index_select(0, nodes) for part in
+                           [into] * (not first) + [x] + [out_of] * (not last)], -1)
         maps = self._neuron_maps(h)
         sizes = [m.out_features for m in maps.values()]
         w_in, w_mean, w_out = torch.cat([m.weight for m in maps.values()]).split(
@@ -248,7 +249,7 @@ class HNPConv(MessagePassing):
                     terms[name] = terms[name] + by_position[name]
             else:                # per edge: its position's block, its slot
                 terms[name] = self._per_edge(end, means, weight) + \
-                    by_position[name].reshape(-1, self.out_channels)[end.slot]
+                    by_position[name].reshape(-1, self.out_channels).index_select(0, end.slot)
         return terms
 
     def _per_edge(self, end: _FixedEdges, means: Tensor, weight: Tensor) -> Tensor:
@@ -256,7 +257,7 @@ class HNPConv(MessagePassing):
         hidden neuron (``means`` ``[n_h, F]``) through the ``[C', F]`` block of its
         position in ``weight`` ``[P C', F]``."""
         blocks = weight.view(end.num_positions, -1, weight.size(1)).transpose(1, 2)
-        return layer_linear(means[end.neuron], blocks, end.position, end.plan)
+        return layer_linear(means.index_select(0, end.neuron), blocks, end.position, end.plan)
 
     def _by_position(self, end: _FixedEdges, edge_attr: Tensor, weight: Tensor) -> Tensor:
         r"""``[n_h, K]``: the by-position part of :math:`s(v)` (the :math:`W_1` row or
@@ -265,16 +266,18 @@ class HNPConv(MessagePassing):
         position's ``[C, K]`` block, summed at its hidden neuron. Equal to placing
         every edge in its slot and multiplying, at the cost of the edges that exist."""
         blocks = weight.view(weight.size(0), end.num_positions, -1).permute(1, 2, 0)
-        messages = layer_linear(edge_attr[end.edges], blocks, end.position, end.plan)
+        messages = layer_linear(edge_attr.index_select(0, end.edges), blocks, end.position,
+                                end.plan)
         return scatter(messages, end.neuron, 0, dim_size=end.num_neurons, reduce="sum")
 
     def edge_update(self, as_src_j: Tensor, as_dst_i: Tensor, edge_attr: Tensor, glob: Tensor,
                     edge_type: Tensor, plan: TypePlan | None) -> Tensor:
         r""":math:`\mathbf{A}_l \mathbf{h}_e` (hidden weight layers) plus the terms of
         both endpoints plus :math:`(\mathbf{D}\mathbf{g} + \mathbf{c})_{\tau(e)}`."""
-        out = as_src_j + as_dst_i + glob
+        out = as_src_j + as_dst_i      # a new tensor: the other terms are added in place
+        out.add_(glob)
         if self.num_layers > 2:
-            out = out + layer_linear(edge_attr, self._pointwise_weight(), edge_type, plan)
+            out.add_(layer_linear(edge_attr, self._pointwise_weight(), edge_type, plan))
         return out
 
     def _pointwise_weight(self) -> Tensor:
