@@ -60,8 +60,9 @@ def _edge_layer_mean_from_nodes(in_mean: Tensor, index: WeightGraphIndex) -> Ten
 @dataclass
 class LayerGrid:
     """The ``"grid"`` part: a batch of ``num_graphs`` complete networks of one
-    architecture, each graph's nodes by layer (``node_counts``) and edges by weight
-    layer, row-major (``edge_counts``, ``shapes`` ``(n_l, n_{l-1})``). Operators
+    architecture, each graph's nodes by layer in position order (``node_counts``)
+    and edges by weight layer, row-major (``edge_counts``, ``shapes``
+    ``(n_l, n_{l-1})``). Operators
     then read weight layer ``l`` as a view ``[B, n_l, n_{l-1}, C]`` of the edge
     features (a mean over an axis is a row / column mean, a gather a broadcast)."""
 
@@ -102,6 +103,9 @@ def _build_grid(index: WeightGraphIndex) -> LayerGrid | None:
             node_layer)):
         return None
     node_counts = counts.tolist()
+    position = torch.cat([torch.arange(count) for count in node_counts]).to(index.node_pos.device)
+    if not torch.equal(index.node_pos.view(B, -1), position.expand(B, -1)):
+        return None     # the views put neuron p of a layer at place p
     shapes = [(node_counts[l], node_counts[l - 1]) for l in range(1, L + 1)]
     if index.num_edges // B != sum(rows * cols for rows, cols in shapes):
         return None

@@ -107,6 +107,35 @@ def test_graph_matches_dense_float32():
                         atol=1e-5)
 
 
+@pytest.mark.parametrize("widths", [[3, 5, 2], [2, 4, 3, 3], [3, 6, 4, 5, 2], [1, 8, 16, 10]])
+def test_grid_path_equals_the_reference(widths):
+    """On a batch of complete networks of one architecture HNPConv takes the grid
+    path; the message-passing reference (forced by an index without the grid
+    part) gives the same map, gradients included (float64)."""
+    batch = structure_batch([mlp(widths) for _ in range(3)])
+    x, edge_attr = random_features(batch, 3)
+    x[batch.node_layer == 0] = 0.0
+    conv = make_conv(3, 2, widths)
+    outputs, gradients = [], []
+    for force_reference in (False, True):
+        index = WeightGraphIndex.from_data(batch)
+        if force_reference:
+            index.parts["grid"] = None
+        inputs = (x.clone().requires_grad_(), edge_attr.clone().requires_grad_())
+        conv.zero_grad()
+        out = conv(inputs[0], batch.edge_index, inputs[1], index)
+        assert (index.parts["grid"] is None) == force_reference
+        assert ("hnp_conv" in index.parts) == force_reference     # the reference's rows
+        sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum()
+            for i, o in enumerate(out)).backward()
+        outputs.append(out)
+        gradients.append([t.grad for t in inputs] + [p.grad for p in conv.parameters()])
+    for got, want in zip(*outputs):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    for got, want in zip(*gradients):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("hidden", [[[4], [7], [1]], [[3, 5], [6, 2], [2, 2]]])
 def test_batch_mixing_hidden_widths(hidden):
     """One batch of several architectures (same depth and I/O): each graph's
@@ -430,10 +459,10 @@ def test_pruned_mixed_widths_and_term_ablation():
 @pytest.mark.parametrize("widths", [[3, 4, 5, 3], [3, 4, 3]])
 @pytest.mark.parametrize("prune_first,prune_last", [(True, False), (False, True),
                                                     (True, True)])
-def test_pruned_fixed_ends_use_the_per_edge_path(prune_first, prune_last, widths):
-    """W_1 / W_L pruned alone or together: the by-position maps run per edge
-    (``sparse``) and still match the masked dense twin, also when every hidden
-    neuron keeps an edge there."""
+def test_pruned_fixed_ends_match_masked_dense(prune_first, prune_last, widths):
+    """W_1 / W_L pruned alone or together (absent entries are zero slots of the
+    by-position parts of s(v)): the reference path matches the masked dense twin,
+    also when every hidden neuron keeps an edge there."""
     from torch_geometric.data import Batch
 
     graphs = []
@@ -456,8 +485,7 @@ def test_pruned_fixed_ends_use_the_per_edge_path(prune_first, prune_last, widths
     check_pruned_against_dense(conv, batch, x, edge_attr)
     index = WeightGraphIndex.from_data(batch)
     conv(x, batch.edge_index, edge_attr, index)
-    index = index.parts["hnp_conv"]
-    assert (index.first.sparse, index.last.sparse) == (prune_first, prune_last)
+    assert index.parts["grid"] is None and "hnp_conv" in index.parts   # the reference path
 
 
 @pytest.mark.parametrize("widths", [[3, 4, 2], [2, 5, 4, 3]])

@@ -129,6 +129,7 @@ def test_models_do_not_write_onto_the_batch(kind, device):
 def test_index_is_plain_tensors_and_ints_and_moves(device):
     batch, x, edge_attr = batch_on("cpu")
     index = WeightGraphIndex.from_data(batch)
+    index.parts["grid"] = None    # the reference paths, whose parts hold tensors
     NPConv(C, 3, 3).double()(x, batch.edge_index, edge_attr, index)   # builds a part
     HNPConv(C, 3, 3, 3, 2).double()(x, batch.edge_index, edge_attr, index)
     assert set(index.parts) >= {"grid", "hnp", "hnp_conv"}

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
 
 from ...tensor.hnp_dense import HNPWeights, hnp_layer_dense, hnp_num_types
 from ...tensor.weight_space import WeightSpace
-from ..structure import WeightGraphIndex, operator_inputs
-from ..summaries import check_hnp, hnp_summary, layer_grid
+from ..structure import TypePlan, WeightGraphIndex, operator_inputs
+from ..summaries import LayerGrid, check_hnp, hnp_summary, layer_grid
+from .pointwise_conv import layer_linear
 
 
 class HNPConv(MessagePassing):
@@ -109,11 +111,26 @@ class HNPConv(MessagePassing):
 
     Pruned networks (missing edges): as everywhere in the package, a missing
     edge is absent from every mean (a mean over the edges that exist), not a
-    zero in it; the dense twin computes the same map when given the presence
-    mask (``forward_dense(ws, mask)``). The by-position parts of :math:`s(v)`
-    (:math:`W_1` rows, :math:`W_L` columns) are read one edge at a time and
-    the :math:`W_1` / :math:`W_L` outputs computed per edge, so their cost
-    falls with the edges left.
+    zero in it, and an absent :math:`W_1` / :math:`W_L` entry is a zero slot
+    of :math:`s(v)`; the dense twin computes the same map when given the
+    presence mask (``forward_dense(ws, mask)``).
+
+    Computation (reference path, message passing): :math:`\mathrm{in},
+    \mathrm{out}` by ``propagate`` (mean aggregation over the edges and the
+    reversed edges); the maps of :math:`s(v)` (:math:`\mathbf{E}_h,
+    \mathbf{B}_{h+1}, \mathbf{C}_h`) once per hidden neuron, one matmul per
+    map on the means part of :math:`s(v)`; its by-position parts as messages:
+    each :math:`W_1` / :math:`W_L` edge through its position's block of every
+    map, summed at its hidden neuron (the same as placing each edge in its
+    (neuron, position) slot of :math:`s(v)`, at the cost of the edges that
+    exist); :math:`\mathbf{M}^{(1)}, \mathbf{M}^{(L)}` on the means part per
+    edge, by the position of its fixed end. ``edge_updater`` gathers the terms
+    of each edge's endpoints and adds :math:`\mathbf{A}_l \mathbf{h}_e` and the
+    global term of the edge's type. On a batch of complete networks of one
+    architecture (the index's ``"grid"`` part) the same map runs on views
+    ``[B, n_l, n_{l-1}, C]`` of the edge features (means over axes, the
+    by-position parts as reshapes, broadcasts instead of gathers), which is
+    faster there.
 
     Residual networks are refused (a chain of weight layers only): the
     :class:`~nft_pyg.nn.WeightGraphIndex` names their first residual edge.
@@ -172,167 +189,174 @@ class HNPConv(MessagePassing):
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
                 index: WeightGraphIndex | None = None) -> tuple[Tensor, Tensor]:
         """``(x', edge_attr')`` of a batch; ``index = WeightGraphIndex.from_data(batch)``."""
-        L, n_in, n_out, d = self.num_layers, self.num_inputs, self.num_outputs, \
-            self.out_channels
-        structure = operator_inputs("HNPConv", x, edge_index, edge_attr, index,
-                                    self.in_channels, L)
-        typing = check_hnp("HNPConv", structure, L, n_in, n_out)
-        num_nodes = structure.num_nodes
-        grid = layer_grid(structure) if L > 1 else None
-        fixed: dict[str, Tensor] = {}
+        L, d = self.num_layers, self.out_channels
+        index = operator_inputs("HNPConv", x, edge_index, edge_attr, index, self.in_channels, L)
+        typing = check_hnp("HNPConv", index, L, self.num_inputs, self.num_outputs)
+        if L == 1:   # nothing is permutable: the global map is the whole layer
+            glob = self._global_terms(hnp_summary(x, edge_attr, index, typing))
+            return (glob.index_select(0, typing.node_glob_id) * typing.has_params,
+                    glob.index_select(0, typing.edge_glob_id))
+        grid = layer_grid(index)
         if grid is not None:
-            # complete networks of one architecture: every read of edge_attr is a view
-            # of one split (one gradient for it, no scatter / gather)
-            views = grid.weight_views(edge_attr)
-            in_mean, out_mean = grid.neuron_means(views)
-            fixed = {"first": views[0].reshape(-1, n_in * self.in_channels),
-                     "last": views[-1].transpose(1, 2).reshape(-1, n_out * self.in_channels)}
-            layer_rows = {l: views[l - 1].reshape(-1, self.in_channels) for l in range(2, L)}
-        elif L > 1:
-            in_mean = self.propagate(edge_index, edge_attr=edge_attr,
-                                     size=(num_nodes, num_nodes))
-            out_mean = self.propagate(structure.reversed_edge_index, edge_attr=edge_attr,
-                                      size=(num_nodes, num_nodes))
-        if L > 1:
-            summary = hnp_summary(x, edge_attr, structure, typing, in_mean, out_mean)
-        else:
-            summary = hnp_summary(x, edge_attr, structure, typing)         # [B, G, C]
-        glob = self.global_map(summary.flatten(1)).view(structure.num_graphs, -1, d)
-        node_out = glob.view(-1, d).index_select(0, typing.node_glob_id) * typing.has_params
-        if L == 1:
-            return node_out, glob.view(-1, d).index_select(0, typing.edge_glob_id)
-
-        index = structure.part("hnp_conv", _conv_index)
-        plan = structure.edge_plan
-        hidden = {h: self._hidden_layer_terms(h, x, edge_attr, in_mean, out_mean, index, fixed)
-                  for h in index.layer_nodes}
-        for h, nodes in index.layer_nodes.items():
-            node_out.index_add_(0, nodes, hidden[h]["node"])
-
-        # Each layer's rows, in the order of index.layer_edges; the global term of
-        # an edge is added per neuron before gathering (its type is fixed by one
-        # endpoint's graph and position), so no gather / scatter over all edges.
-        def fixed_end_rows(end: _FixedEnd, term: Tensor, types: slice) -> Tensor:
-            if end.sparse:  # already one row per edge
-                return term + glob[:, types].reshape(-1, d).index_select(0, end.glob_row)
-            by_position = term.view(-1, end.num_positions, d) + \
-                glob[:, types].index_select(0, index.layer_batch[end.layer])
-            return by_position.view(-1, d).index_select(0, end.cell)
-
-        rows = [fixed_end_rows(index.first, hidden[1]["first"], slice(0, n_in))]
-        if grid is None:
-            layer_rows = _hidden_layer_rows(edge_attr, plan, index, L)
-        for layer in range(2, L):
-            k = layer - 2
-            from_src = hidden[layer - 1]["src"]
-            from_dst = hidden[layer]["dst"] + \
-                glob[:, n_in + k].index_select(0, index.layer_batch[layer])
-            local = self.pointwise[k](layer_rows[layer])
-            grid = index.grid[layer]
-            if grid is not None:  # complete W_l per graph, row-major: broadcast, no gather
-                graphs, rows_, cols = grid
-                local = local.view(graphs, rows_, cols, d).add_(
-                    from_dst.view(graphs, rows_, 1, d)).add_(from_src.view(graphs, 1, cols, d))
-                rows.append(local.view(-1, d))
-            else:
-                rows.append(local.add_(from_src.index_select(0, index.src_rank[layer])).add_(
-                    from_dst.index_select(0, index.dst_rank[layer])))
-        rows.append(fixed_end_rows(index.last, hidden[L - 1]["last"],
-                                   slice(n_in + L - 2, n_in + L - 2 + n_out)))
-        if plan is None:  # an edge outside layers 1..L: it keeps zero
-            edge_out = edge_attr.new_zeros(edge_attr.size(0), d)
-            edge_out.index_copy_(0, torch.cat(list(index.layer_edges.values())), torch.cat(rows))
-        elif plan.order is None:  # blocks of identical layer sequences: interleave views
-            edge_out = torch.cat([r.view(plan.period, -1, d) for r in rows], 1).view(-1, d)
-        else:
-            edge_out = torch.cat(rows).index_select(0, plan.inverse)
+            return self._grid_path(x, edge_attr, grid, index.num_graphs)
+        N = index.num_nodes
+        into = self.propagate(edge_index, edge_attr=edge_attr, size=(N, N))
+        out_of = self.propagate(index.reversed_edge_index, edge_attr=edge_attr, size=(N, N))
+        glob = self._global_terms(hnp_summary(x, edge_attr, index, typing, into, out_of))
+        rows = index.part("hnp_conv", _hnp_rows)
+        terms = [self._hidden_terms(h, nodes, x, edge_attr, into, out_of, rows)
+                 for h, nodes in rows.layer_nodes.items()]
+        node_out = (glob.index_select(0, typing.node_glob_id) * typing.has_params).index_add(
+            0, rows.hidden_nodes, torch.cat([t["node"] for t in terms]))
+        # an edge reads the terms of its endpoints: B s(u) and C s(v) in hidden layers,
+        # its own M^(1) s(v) / M^(L) s(u) in W_1 / W_L (and a zero row for the fixed end)
+        zero = x.new_zeros(1, d)
+        as_src = torch.cat([t["src"] for t in terms[:-1]] + [terms[-1]["last"], zero])
+        as_dst = torch.cat([terms[0]["first"]] + [t["dst"] for t in terms[1:]] + [zero])
+        edge_glob = glob.index_select(0, typing.edge_glob_id)
+        edge_out = self.edge_updater(rows.term_rows, as_src=as_src, as_dst=as_dst,
+                                     edge_attr=edge_attr, glob=edge_glob,
+                                     edge_type=index.edge_layer - 1, plan=index.edge_plan)
         return node_out, edge_out
 
-    def _hidden_layer_terms(self, h: int, x: Tensor, edge_attr: Tensor, in_mean: Tensor,
-                            out_mean: Tensor, index: _ConvIndex,
-                            fixed: dict[str, Tensor]) -> dict[str, Tensor]:
-        r"""Every linear map of :math:`s(v)` for the neurons :math:`v` of hidden layer
-        ``h``: ``"node"`` (:math:`\mathbf{E}_h`), ``"src"`` / ``"dst"`` (the
-        :math:`\mathbf{B}` / :math:`\mathbf{C}` of the hidden weight layer after /
-        before it), each ``[n_h, C']``, and ``"first"`` / ``"last"`` (the
-        by-position maps of :math:`W_1` / :math:`W_L`): ``[n_h, n C']`` on a
-        complete layer, else ``[E_1, C']`` / ``[E_L, C']``, one row per edge.
+    def message(self, edge_attr: Tensor) -> Tensor:
+        return edge_attr   # aggregated by the mean: in(v) (or out(u), edges reversed)
 
-        On a pruned graph the parts of :math:`s(v)` that hold the edges of
-        :math:`W_1` / :math:`W_L` by position are mostly zero and each edge needs
-        one output position only: the maps read those parts one edge at a time and
-        sum per neuron, and the by-position outputs are computed per edge (both
-        grouped by position, one batched matmul each), so their cost is that of
-        the edges left rather than of ``n_h`` times all positions.
-        """
-        L, c = self.num_layers, self.in_channels
-        nodes = index.layer_nodes[h]
-        ins, _, outs = self.summary_parts[h]
-        bounds = (0, ins * c, (ins + 1) * c, (ins + 1 + outs) * c)
+    def _hidden_terms(self, h: int, nodes: Tensor, x: Tensor, edge_attr: Tensor, into: Tensor,
+                      out_of: Tensor, rows: _HNPRows) -> dict[str, Tensor]:
+        r"""Every map of :math:`s(v)` (:meth:`_neuron_maps`) for the neurons of hidden
+        layer ``h``: ``[n_h, C']`` each, but ``"first"`` / ``"last"`` one row per
+        :math:`W_1` / :math:`W_L` edge: :math:`\mathbf{M}_{\mathrm{pos}}\, s(v)` at the
+        position of its fixed end. The by-position parts of :math:`s(v)` enter as
+        messages (:meth:`_by_position`); its means part goes through the
+        :math:`\mathbf{M}` maps per edge (:meth:`_per_edge`)."""
+        first, last = h == 1, h == self.num_layers - 1    # in / out by position
+        means = torch.cat([part.index_select(0, nodes) for part in
+                           [into] * (not first) + [x] + [out_of] * (not last)], -1)
+        maps = self._neuron_maps(h)
+        sizes = [m.out_features for m in maps.values()]
+        w_in, w_mean, w_out = torch.cat([m.weight for m in maps.values()]).split(
+            self._column_blocks(h), 1)
+        messages = [self._by_position(end, edge_attr, w) for end, w, used in
+                    ((rows.first, w_in, first), (rows.last, w_out, last)) if used]
+        by_position = dict(zip(maps, sum(messages).split(sizes, -1))) if messages else {}
+        terms = {}
+        for name, weight in zip(maps, w_mean.split(sizes)):
+            end = {"first": rows.first, "last": rows.last}.get(name)
+            if end is None:      # per neuron
+                terms[name] = means @ weight.t()
+                if name in by_position:
+                    terms[name] = terms[name] + by_position[name]
+            else:                # per edge: its position's block, its slot
+                terms[name] = self._per_edge(end, means, weight) + \
+                    by_position[name].reshape(-1, self.out_channels).index_select(0, end.slot)
+        return terms
+
+    def _per_edge(self, end: _FixedEdges, means: Tensor, weight: Tensor) -> Tensor:
+        r"""``[E_f, C']``: for each edge of ``end``, the means part of :math:`s(v)` of its
+        hidden neuron (``means`` ``[n_h, F]``) through the ``[C', F]`` block of its
+        position in ``weight`` ``[P C', F]``."""
+        blocks = weight.view(end.num_positions, -1, weight.size(1)).transpose(1, 2)
+        return layer_linear(means.index_select(0, end.neuron), blocks, end.position, end.plan)
+
+    def _by_position(self, end: _FixedEdges, edge_attr: Tensor, weight: Tensor) -> Tensor:
+        r"""``[n_h, K]``: the by-position part of :math:`s(v)` (the :math:`W_1` row or
+        :math:`W_L` column of each hidden neuron :math:`v`, absent edges zero) times
+        ``weight`` ``[K, P C]``, as messages: each edge of ``end`` through its
+        position's ``[C, K]`` block, summed at its hidden neuron. Equal to placing
+        every edge in its slot and multiplying, at the cost of the edges that exist."""
+        blocks = weight.view(weight.size(0), end.num_positions, -1).permute(1, 2, 0)
+        messages = layer_linear(edge_attr.index_select(0, end.edges), blocks, end.position,
+                                end.plan)
+        return scatter(messages, end.neuron, 0, dim_size=end.num_neurons, reduce="sum")
+
+    def edge_update(self, as_src_j: Tensor, as_dst_i: Tensor, edge_attr: Tensor, glob: Tensor,
+                    edge_type: Tensor, plan: TypePlan | None) -> Tensor:
+        r""":math:`\mathbf{A}_l \mathbf{h}_e` (hidden weight layers) plus the terms of
+        both endpoints plus :math:`(\mathbf{D}\mathbf{g} + \mathbf{c})_{\tau(e)}`."""
+        out = as_src_j + as_dst_i      # a new tensor: the other terms are added in place
+        out.add_(glob)
+        if self.num_layers > 2:
+            out.add_(layer_linear(edge_attr, self._pointwise_weight(), edge_type, plan))
+        return out
+
+    def _pointwise_weight(self) -> Tensor:
+        r"""``[L, C, C']``: :math:`\mathbf{A}_l^T` per weight layer, zero for 1 and L."""
+        zero = self.pointwise[0].weight.new_zeros(1, self.in_channels, self.out_channels)
+        return torch.cat([zero] + [m.weight.t().unsqueeze(0) for m in self.pointwise] + [zero])
+
+    def _global_terms(self, summary: Tensor) -> Tensor:
+        r"""``[B G, C']``: :math:`(\mathbf{D}\mathbf{g} + \mathbf{c})_t` of every graph
+        and type, from the ``[B, G, C]`` summary."""
+        return self.global_map(summary.flatten(1)).view(-1, self.out_channels)
+
+    def _neuron_maps(self, h: int) -> dict[str, nn.Linear]:
+        r"""Every map of :math:`s(v)` for hidden layer ``h``: ``"node"``
+        (:math:`\mathbf{E}_h`), ``"src"`` / ``"dst"`` (:math:`\mathbf{B}_{h+1}` /
+        :math:`\mathbf{C}_h`, the hidden weight layers after / before it),
+        ``"first"`` / ``"last"`` (:math:`\mathbf{M}^{(1)}` / :math:`\mathbf{M}^{(L)}`,
+        ``n_0 C'`` / ``n_L C'`` wide: the output for every position of the fixed end)."""
         maps = {"node": self.node_maps[h - 1]}
         if h == 1:
             maps["first"] = self.first_edge
-        if h + 1 < L:
+        if h + 1 < self.num_layers:
             maps["src"] = self.src_maps[h - 1]
         if h > 1:
             maps["dst"] = self.dst_maps[h - 2]
-        if h == L - 1:
+        if h == self.num_layers - 1:
             maps["last"] = self.last_edge
-        per_edge = {name: end for name, end in (("first", index.first), ("last", index.last))
-                    if name in maps and end.sparse}
+        return maps
 
-        def part(end: _FixedEnd | None, mean: Tensor, columns: slice) -> tuple:
-            if end is None:
-                return columns, mean.index_select(0, nodes), None
-            if end.sparse:
-                return columns, None, end
-            name = "first" if end is index.first else "last"
-            features = fixed[name] if name in fixed else \
-                end.dense_features(edge_attr, nodes.numel())
-            return columns, features, None
+    def _column_blocks(self, h: int) -> list[int]:
+        r"""Widths of the columns of :math:`s(v)` of hidden layer ``h``: the
+        :math:`W_1` row by position (``h = 1``, else 0), the means and
+        :math:`\mathbf{x}_v`, the :math:`W_L` column by position (``h = L - 1``, else 0)."""
+        ins, _, outs = self.summary_parts[h]
+        first, last = (h == 1) * ins, (h == self.num_layers - 1) * outs
+        return [c * self.in_channels for c in (first, ins + 1 + outs - first - last, last)]
 
-        # (columns of s(v), dense features [n_h, .] or the fixed end to read by edge)
-        parts = [part(index.first if h == 1 else None, in_mean, slice(bounds[0], bounds[1])),
-                 (slice(bounds[1], bounds[2]), x.index_select(0, nodes), None),
-                 part(index.last if h == L - 1 else None, out_mean, slice(bounds[2], bounds[3]))]
-        dense = [p for p in parts if p[1] is not None]
-        features = torch.cat([p[1] for p in dense], dim=1)
+    def _neuron_terms(self, h: int, summary: Tensor) -> dict[str, Tensor]:
+        """The maps of :meth:`_neuron_maps` on ``summary`` (:math:`s(v)`,
+        ``[..., (i_h + 1 + o_h) C]``), one matmul."""
+        maps = self._neuron_maps(h)
+        out = torch.nn.functional.linear(summary, torch.cat([m.weight for m in maps.values()]))
+        return dict(zip(maps, out.split([m.out_features for m in maps.values()], -1)))
 
-        # column blocks [in | x | out] of every map's weight: one split (its backward
-        # one cat) rather than slices (each a zero-filled full-size gradient)
-        widths = [bounds[1] - bounds[0], bounds[2] - bounds[1], bounds[3] - bounds[2]]
-        blocks = {name: module.weight.split(widths, dim=1) for name, module in maps.items()}
-
-        def dense_weight(name: str) -> Tensor:
-            if len(dense) == len(parts):
-                return maps[name].weight
-            return torch.cat([blocks[name][j] for j, p in enumerate(parts) if p[1] is not None],
-                             dim=1)
-
-        # the by-position parts of s(v): every map at once, summed per neuron
-        names = list(maps)
-        summed = None
-        for j, (_, _, end) in enumerate(parts):
-            if end is not None:
-                weight = torch.cat([blocks[name][j] for name in names])
-                term = end.summed_map(edge_attr, weight, nodes.numel())
-                summed = term if summed is None else summed + term
-        summed = dict(zip(names, summed.split([maps[n].out_features for n in names], dim=1))
-                      ) if summed is not None else {}
-
-        per_neuron = [name for name in names if name not in per_edge]
-        terms = {name: torch.nn.functional.linear(features, dense_weight(name))
-                 for name in per_neuron}
-        for name in per_neuron:
-            if name in summed:
-                terms[name] = terms[name] + summed[name]
-        for name, end in per_edge.items():
-            terms[name] = end.per_edge_map(features, dense_weight(name)) + \
-                summed[name].reshape(-1, self.out_channels).index_select(0, end.cell)
-        return terms
-
-    def message(self, edge_attr: Tensor) -> Tensor:
-        return edge_attr
+    def _grid_path(self, x: Tensor, edge_attr: Tensor, grid: LayerGrid,
+                   num_graphs: int) -> tuple[Tensor, Tensor]:
+        r"""The same map on a batch of complete networks of one architecture, whose
+        edges are every graph's :math:`W_l` row-major: each weight layer is a view
+        ``[B, n_l, n_{l-1}, C]`` of ``edge_attr``, the means are means over its
+        axes and the gathers are broadcasts (``benchmarks/bench_operators.py``:
+        faster than the reference on such batches, see ``docs/performance.md``)."""
+        B, C, d, L = num_graphs, self.in_channels, self.out_channels, self.num_layers
+        n_in, n_out = self.num_inputs, self.num_outputs
+        weights = grid.weight_views(edge_attr)                        # [B, n_l, n_{l-1}, C]
+        nodes = x.view(B, -1, C).split(grid.node_counts, 1)            # [B, n_k, C]
+        summary = torch.cat([weights[0].mean(1)]                       # the typing's order
+                            + [w.mean((1, 2)).unsqueeze(1) for w in weights[1:-1]]
+                            + [weights[-1].mean(2)]
+                            + [n.mean(1, keepdim=True) for n in nodes[1:-1]] + [nodes[-1]], 1)
+        glob = self._global_terms(summary).view(B, -1, d)
+        weight_glob, node_glob = glob.split([n_in + L - 2 + n_out, L - 1 + n_out], 1)
+        terms = []
+        for h in range(1, L):
+            ins = weights[0].flatten(2) if h == 1 else weights[h - 1].mean(2)
+            outs = weights[-1].transpose(1, 2).flatten(2) if h == L - 1 else weights[h].mean(1)
+            terms.append(self._neuron_terms(h, torch.cat([ins, nodes[h], outs], -1)))
+        first = terms[0]["first"].view(B, -1, n_in, d) + weight_glob[:, None, :n_in]
+        edge_out = [first.flatten(1, 2)]
+        for l in range(2, L):
+            out = weights[l - 1] @ self.pointwise[l - 2].weight.t()   # a new tensor: add in place
+            out.add_((terms[l - 1]["dst"] + weight_glob[:, n_in + l - 2, None]).unsqueeze(2))
+            edge_out.append(out.add_(terms[l - 2]["src"].unsqueeze(1)).flatten(1, 2))
+        last = terms[-1]["last"].view(B, -1, n_out, d).transpose(1, 2) + \
+            weight_glob[:, n_in + L - 2:, None]
+        edge_out.append(last.flatten(1, 2))
+        node_out = [x.new_zeros(B, n_in, d)] + [t["node"] + node_glob[:, h, None]
+                                                 for h, t in enumerate(terms)]
+        node_out.append(node_glob[:, L - 1:])
+        return torch.cat(node_out, 1).view(-1, d), torch.cat(edge_out, 1).view(-1, d)
 
     # --- dense twin ------------------------------------------------------------
     def forward_dense(self, ws: WeightSpace, mask: list[Tensor] | None = None) -> WeightSpace:
@@ -392,151 +416,71 @@ class HNPConv(MessagePassing):
 
 
 @dataclass
-class _FixedEnd:
-    """The edges of :math:`W_1` (or :math:`W_L`) seen from their hidden neuron.
+class _FixedEdges:
+    """The edges of :math:`W_1` (or :math:`W_L`) seen from their hidden neuron:
+    ``neuron`` its rank in its layer (``num_neurons`` there), ``position`` the
+    position of the fixed (input / output) neuron, one of ``num_positions``,
+    ``slot = neuron * num_positions + position``, ``plan`` the edges grouped by
+    position."""
 
-    ``neuron``: rank of each edge's hidden endpoint in its layer ``layer``;
-    ``position``: the position of its fixed endpoint (input / output neuron),
-    one of ``num_positions``; ``cell = neuron * num_positions + position``.
-    ``sparse``: some (neuron, position) pair has no edge; then ``padded_slot``
-    is each edge's row when the edges are grouped by position, ``max_count``
-    rows per position, and ``glob_row`` its row ``graph * num_positions +
-    position`` among its graph's by-position types.
-    """
-
-    layer: int
     edges: Tensor
     neuron: Tensor
     position: Tensor
+    slot: Tensor
+    num_neurons: int
     num_positions: int
-    cell: Tensor
-    sparse: bool
-    padded_slot: Tensor | None = None
-    max_count: int = 0
-    glob_row: Tensor | None = None
-
-    @classmethod
-    def of(cls, layer: int, edges: Tensor, neuron: Tensor, position: Tensor,
-           num_positions: int, num_neurons: int, neuron_batch: Tensor) -> _FixedEnd:
-        cell = neuron * num_positions + position
-        if edges.numel() == num_neurons * num_positions:  # complete (no duplicate edges)
-            return cls(layer, edges, neuron, position, num_positions, cell, False)
-        counts = torch.bincount(position, minlength=num_positions)
-        order = torch.sort(position, stable=True).indices
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(order.numel(), device=order.device)
-        rank = rank - (torch.cumsum(counts, 0) - counts)[position]
-        max_count = max(int(counts.max()), 1) if counts.numel() else 1
-        glob_row = neuron_batch[neuron] * num_positions + position
-        return cls(layer, edges, neuron, position, num_positions, cell, True,
-                   position * max_count + rank, max_count, glob_row)
-
-    def dense_features(self, edge_attr: Tensor, num_neurons: int) -> Tensor:
-        """``[n_h, P C]``: each neuron's edges by position (zero where absent)."""
-        features = edge_attr.new_zeros(num_neurons * self.num_positions, edge_attr.size(1))
-        features.index_copy_(0, self.cell, edge_attr.index_select(0, self.edges))
-        return features.view(num_neurons, -1)
-
-    def _by_position(self, rows: Tensor, blocks: Tensor) -> Tensor:
-        """``[E_f, K]``: row ``e`` of ``rows`` ``[E_f, F]`` times its position's block
-        of ``blocks`` ``[P, F, K]``, one batched matmul over positions."""
-        grouped = rows.new_zeros(self.num_positions * self.max_count, rows.size(1))
-        grouped.index_copy_(0, self.padded_slot, rows)
-        out = torch.bmm(grouped.view(self.num_positions, self.max_count, -1), blocks)
-        return out.view(-1, blocks.size(-1)).index_select(0, self.padded_slot)
-
-    def summed_map(self, edge_attr: Tensor, weight: Tensor, num_neurons: int) -> Tensor:
-        r"""``[n_h, K]``: ``dense_features(edge_attr) @ weight.T`` (``weight``
-        ``[K, P C]``) without the zero blocks: each edge times its position's
-        ``[C, K]`` block, summed per neuron."""
-        channels, k = edge_attr.size(1), weight.size(0)
-        blocks = weight.view(k, self.num_positions, channels).permute(1, 2, 0)
-        per_edge = self._by_position(edge_attr.index_select(0, self.edges), blocks)
-        return per_edge.new_zeros(num_neurons, k).index_add_(0, self.neuron, per_edge)
-
-    def per_edge_map(self, features: Tensor, weight: Tensor) -> Tensor:
-        r"""``[E_f, C']``: for each edge, its neuron's ``features`` ``[n_h, F]``
-        times the ``[C', F]`` block of ``weight`` ``[P C', F]`` of its position."""
-        blocks = weight.view(self.num_positions, -1, weight.size(1)).transpose(1, 2)
-        return self._by_position(features.index_select(0, self.neuron), blocks)
+    plan: TypePlan | None
 
 
 @dataclass
-class _ConvIndex:
-    """Per-batch index sets of :class:`HNPConv` (cached on the structure).
+class _HNPRows:
+    """The ``"hnp_conv"`` part: the rows :class:`HNPConv`'s reference path reads.
 
-    ``rank`` of a hidden neuron is its index among the neurons of its layer
-    (over the whole batch); ``first`` / ``last`` are the edges of
-    :math:`W_1` / :math:`W_L` seen from their hidden neuron.
+    ``layer_nodes[h]``: the neurons of hidden layer ``h`` over the batch (``rank``
+    of a neuron: its place there), ``hidden_nodes`` all of them in that order;
+    ``first`` / ``last``: the edges of :math:`W_1` / :math:`W_L`; ``term_rows``
+    ``[2, E]``: the row of each edge in the reference's ``as_src`` / ``as_dst``
+    tables.
     """
 
     layer_nodes: dict[int, Tensor]
-    layer_edges: dict[int, Tensor]
-    first: _FixedEnd
-    last: _FixedEnd
-    src_rank: dict[int, Tensor]
-    dst_rank: dict[int, Tensor]
-    layer_batch: dict[int, Tensor]
-    grid: dict[int, tuple[int, int, int] | None]
+    hidden_nodes: Tensor
+    first: _FixedEdges
+    last: _FixedEdges
+    term_rows: Tensor
 
 
-def _hidden_layer_rows(edge_attr: Tensor, plan, index: _ConvIndex,
-                       num_layers: int) -> dict[int, Tensor]:
-    """The rows of weight layers ``2..L-1``, in the order of ``index.layer_edges``."""
-    hidden = range(2, num_layers)
-    if plan is not None and plan.order is None:
-        # one split for all layers: its backward assembles the gradient once
-        pieces = edge_attr.view(plan.period, -1, edge_attr.size(1)).split(plan.counts, 1)
-        return {l: pieces[l - 1].reshape(-1, edge_attr.size(1)) for l in hidden}
-    return {l: edge_attr.index_select(0, index.layer_edges[l]) for l in hidden}
+def _hnp_rows(index: WeightGraphIndex) -> _HNPRows:
+    typing = index.parts["hnp"]     # built by check_hnp before
+    L, n_in, n_out = typing.num_layers, typing.num_inputs, typing.num_outputs
+    src, dst, pos, layer = index.src, index.dst, index.node_pos, index.edge_layer
+    layer_nodes = {h: (index.node_layer == h).nonzero().view(-1) for h in range(1, L)}
+    count = {h: nodes.numel() for h, nodes in layer_nodes.items()}
+    rank = torch.zeros_like(pos)
+    for nodes in layer_nodes.values():
+        rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
 
-
-def _conv_index(structure: WeightGraphIndex) -> _ConvIndex:
-    """The ``"hnp_conv"`` part of an index whose ``"hnp"`` typing fits (built once)."""
-    typing = structure.parts["hnp"]
-    num_layers, num_inputs, num_outputs = typing.num_layers, typing.num_inputs, \
-        typing.num_outputs
-
-    def build() -> _ConvIndex:
-        L, src, dst, pos = num_layers, structure.src, structure.dst, structure.node_pos
-        layer_nodes = {h: (structure.node_layer == h).nonzero().view(-1) for h in range(1, L)}
-        layer_edges = {l: (structure.edge_layer == l).nonzero().view(-1)
-                       for l in range(1, L + 1)}
-        rank = torch.zeros_like(pos)
-        for nodes in layer_nodes.values():
-            rank[nodes] = torch.arange(nodes.numel(), device=pos.device)
-        first, last = layer_edges[1], layer_edges[L]
-        first_end = _FixedEnd.of(1, first, rank[dst[first]], pos[src[first]], num_inputs,
-                                 layer_nodes[1].numel(), structure.node_batch[layer_nodes[1]])
-        last_end = _FixedEnd.of(L - 1, last, rank[src[last]], pos[dst[last]], num_outputs,
-                                layer_nodes[L - 1].numel(),
-                                structure.node_batch[layer_nodes[L - 1]])
-        src_rank = {l: rank[src[layer_edges[l]]] for l in range(2, L)}
-        dst_rank = {l: rank[dst[layer_edges[l]]] for l in range(2, L)}
-        layer_batch = {h: structure.node_batch[nodes] for h, nodes in layer_nodes.items()}
-        grid = {l: _grid(structure.num_graphs, layer_nodes[l].numel(),
-                         layer_nodes[l - 1].numel(), src_rank[l], dst_rank[l])
-                for l in range(2, L)}
-        return _ConvIndex(layer_nodes, layer_edges, first_end, last_end, src_rank, dst_rank,
-                          layer_batch, grid)
-    return build()
-
-
-def _grid(num_graphs: int, num_targets: int, num_sources: int, src_rank: Tensor,
-          dst_rank: Tensor) -> tuple[int, int, int] | None:
-    """``(B, n_l, n_{l-1})`` if the edges of a hidden weight layer (in their order)
-    are every graph's complete ``W_l`` row-major, graphs of equal widths one after
-    another; else ``None``."""
-    if num_graphs == 0 or num_targets % num_graphs or num_sources % num_graphs:
-        return None
-    rows, cols = num_targets // num_graphs, num_sources // num_graphs
-    if dst_rank.numel() != num_graphs * rows * cols:
-        return None
-    shape = (num_graphs, rows, cols)
-    graph = torch.arange(num_graphs, device=dst_rank.device).view(-1, 1, 1)
-    expected_dst = (graph * rows + torch.arange(rows, device=dst_rank.device).view(1, -1, 1))
-    expected_src = (graph * cols + torch.arange(cols, device=dst_rank.device).view(1, 1, -1))
-    if torch.equal(dst_rank.view(shape), expected_dst.expand(shape)) and \
-            torch.equal(src_rank.view(shape), expected_src.expand(shape)):
-        return shape
-    return None
+    def fixed_end(edges: Tensor, hidden: Tensor, fixed: Tensor, h: int, P: int) -> _FixedEdges:
+        neuron, position = rank[hidden[edges]], pos[fixed[edges]]
+        return _FixedEdges(edges, neuron, position, neuron * P + position, count[h], P,
+                         TypePlan.of(position, P, index.num_graphs))
+    first = fixed_end((layer == 1).nonzero().view(-1), dst, src, 1, n_in)
+    last = fixed_end((layer == L).nonzero().view(-1), src, dst, L - 1, n_out)
+    # as_src: [B terms of hidden layers 1..L-2 | M^(L) terms of the W_L edges | zero]
+    src_offset = [0]
+    for h in range(1, L - 1):
+        src_offset.append(src_offset[-1] + count[h])
+    src_row = torch.full_like(layer, src_offset[-1] + last.edges.numel())
+    # as_dst: [M^(1) terms of the W_1 edges | C terms of hidden layers 2..L-1 | zero]
+    dst_offset = [0, first.edges.numel()]
+    for h in range(2, L):
+        dst_offset.append(dst_offset[-1] + count[h])
+    dst_row = torch.full_like(layer, dst_offset[-1])
+    for l in range(2, L):
+        rows = (layer == l).nonzero().view(-1)
+        src_row[rows] = src_offset[l - 2] + rank[src[rows]]
+        dst_row[rows] = dst_offset[l - 1] + rank[dst[rows]]
+    src_row[last.edges] = src_offset[-1] + torch.arange(last.edges.numel(), device=pos.device)
+    dst_row[first.edges] = torch.arange(first.edges.numel(), device=pos.device)
+    return _HNPRows(layer_nodes, torch.cat(list(layer_nodes.values())), first, last,
+                    torch.stack([src_row, dst_row]))
