@@ -6,6 +6,7 @@ Shared by :class:`~nft_pyg.nn.models.baselines.StatNN` and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -22,26 +23,54 @@ STAT_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 NUM_STATS = 2 + len(STAT_QUANTILES)
 
 
+@dataclass
+class GroupSlots:
+    """Where each row of a grouping sits in the padded ``[num_groups, width]``
+    block that :func:`grouped_quantiles` sorts. It depends on the group ids
+    alone, so a pool builds it once per index and its forward has no shape
+    that depends on the data (one graph under ``torch.compile``).
+
+    ``counts``: rows per group; ``order``: the rows sorted by group (stable);
+    ``group`` / ``slot``: the group of each row in that order and its place
+    in the group; ``width``: the largest group (at least 1).
+    """
+
+    num_groups: int
+    width: int
+    counts: Tensor
+    order: Tensor
+    group: Tensor
+    slot: Tensor
+
+    @classmethod
+    def of(cls, group: Tensor, num_groups: int) -> GroupSlots:
+        counts = torch.bincount(group, minlength=num_groups)
+        width = max(int(counts.max()), 1) if group.numel() else 1
+        order = torch.argsort(group, stable=True)
+        ranked = group[order]
+        slot = torch.arange(group.numel(), device=group.device) - \
+            (counts.cumsum(0) - counts)[ranked]
+        return cls(num_groups, width, counts, order, ranked, slot)
+
+
 def grouped_quantiles(features: Tensor, group: Tensor, num_groups: int,
-                      quantiles: Sequence[float]) -> Tensor:
+                      quantiles: Sequence[float], slots: GroupSlots | None = None) -> Tensor:
     """``[num_groups, Q, C]`` quantiles of every channel of ``features``
     ``[R, C]`` over the rows of each group id (linear interpolation, as
-    ``torch.quantile``); zero for empty groups.
+    ``torch.quantile``); zero for empty groups. ``slots``: the grouping's
+    :class:`GroupSlots`, if already built.
 
     The rows are scattered into a ``[num_groups, C, largest group]`` block
     padded with the dtype's largest value and sorted along its last dimension
     in one call, so the cost is one batched sort, whatever the number of groups and
     channels (memory: the block, so groups of very unequal sizes pad a lot).
     """
-    rows, channels = features.shape
-    counts = torch.bincount(group, minlength=num_groups)
-    width = int(counts.max()) if rows else 1
-    order = torch.argsort(group, stable=True)
-    ranked_group = group[order]
-    slot = torch.arange(rows, device=group.device) - (counts.cumsum(0) - counts)[ranked_group]
+    slots = GroupSlots.of(group, num_groups) if slots is None else slots
+    channels, counts = features.size(1), slots.counts
     # [G, C, W]: each (group, channel) a contiguous row, sorted in one call
-    block = features.new_full((num_groups, channels, width), torch.finfo(features.dtype).max)
-    block[ranked_group, :, slot] = features[order]
+    block = features.new_full((num_groups, channels, slots.width),
+                              torch.finfo(features.dtype).max)
+    block[slots.group, :, slots.slot] = features.index_select(0, slots.order)
     block = block.sort(dim=-1).values
     q = torch.tensor(quantiles, dtype=features.dtype, device=features.device)
     position = q.unsqueeze(0) * (counts - 1).clamp(min=0).unsqueeze(1)        # [G, Q]
@@ -69,13 +98,15 @@ def group_statistics(values: Tensor, group: Tensor, num_groups: int,
 
 
 def channel_statistics(features: Tensor, group: Tensor, num_groups: int,
-                       quantiles: Sequence[float] = STAT_QUANTILES) -> Tensor:
+                       quantiles: Sequence[float] = STAT_QUANTILES,
+                       slots: GroupSlots | None = None) -> Tensor:
     """``[num_groups, C, 2 + Q]``: :func:`group_statistics` of every channel of
-    ``features`` ``[R, C]`` over the rows of each group id ``group`` ``[R]``."""
+    ``features`` ``[R, C]`` over the rows of each group id ``group`` ``[R]``
+    (``slots``: the grouping's :class:`GroupSlots`, if already built)."""
     mean = scatter(features, group, 0, dim_size=num_groups, reduce="mean")
     var = scatter((features - mean[group]) ** 2, group, 0, dim_size=num_groups,
                   reduce="mean")
-    ranked = grouped_quantiles(features, group, num_groups, quantiles)       # [G, Q, C]
+    ranked = grouped_quantiles(features, group, num_groups, quantiles, slots)   # [G, Q, C]
     return torch.cat([mean.unsqueeze(-1), var.unsqueeze(-1), ranked.transpose(1, 2)], dim=-1)
 
 

@@ -172,6 +172,27 @@ def test_operators_trace_into_one_graph_once_the_index_exists(name, batch_kind, 
     assert x.grad is not None and all(p.grad is not None for p in conv.parameters())
 
 
+@pytest.mark.parametrize("batch_kind", ["complete", "pruned"])
+def test_stat_pool_traces_into_one_graph_once_the_index_exists(batch_kind, device):
+    """NPStatPool's sorted block is laid out by the index (its ``"np_stat_pool"``
+    part), so its shapes do not depend on the data."""
+    from helpers import drop_edges
+
+    from nft_pyg.nn.pool import NPStatPool
+    batch, x, edge_attr = batch_on("cpu")
+    if batch_kind == "pruned":
+        batch, kept = drop_edges(batch, 0.6, torch.Generator().manual_seed(3))
+        edge_attr = edge_attr[kept]
+    batch, x, edge_attr = batch.to(device), x.to(device), edge_attr.to(device)
+    pool = NPStatPool(C, 3)
+    index = WeightGraphIndex.from_data(batch)
+    eager = pool(x, edge_attr, index)   # builds the index part
+    _one_graph(pool, x, edge_attr, index)
+    torch._dynamo.reset()
+    compiled = torch.compile(pool, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, edge_attr, index), eager, atol=1e-12, rtol=0)
+
+
 COMPILED_MODELS = {   # name: (batch kind, model of a layout)
     "NFN(np)": ("mlp", lambda layout: NFN.for_layout(layout, "np", C, 2, head_hidden=8)),
     "NFN(hnp)": ("mlp", lambda layout: NFN.for_layout(layout, "hnp", C, 2, head_hidden=8)),
@@ -179,6 +200,8 @@ COMPILED_MODELS = {   # name: (batch kind, model of a layout)
     "NFN(np, cnn)": ("cnn", lambda layout: NFN.for_layout(layout, "np", C, 2, head_hidden=8)),
     "NFN(np, io, fourier)": ("mlp", lambda layout: NFN.for_layout(
         layout, "np", C, 2, head_hidden=8, io_embedding=True, fourier_features=2)),
+    "NFN(np, stats pool)": ("mlp", lambda layout: NFN.for_layout(
+        layout, "np", C, 2, head_hidden=8, pool="stats")),
     "NFNEditor(np, cnn)": ("cnn", lambda layout: NFNEditor.for_layout(layout, "np", C)),
     "NFNEditor(hnp)": ("mlp", lambda layout: NFNEditor.for_layout(layout, "hnp", C)),
     "NFT(invariant)": ("mlp", lambda layout: NFT.for_layout(layout, 16, 2, num_blocks=1,

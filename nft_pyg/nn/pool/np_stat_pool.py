@@ -3,12 +3,13 @@ feature channel of the weights and biases."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from ...tensor.np_dense import np_stat_pool_dense
 from ...tensor.weight_space import WeightSpace
-from ..statistics import STAT_QUANTILES, channel_statistics
+from ..statistics import STAT_QUANTILES, GroupSlots, channel_statistics
 from ..structure import WeightGraphIndex, layer_inputs
 
 
@@ -91,10 +92,11 @@ class NPStatPool(nn.Module):
         out = x.new_zeros(num_graphs, 2, self.num_layers, self.channels, self.num_statistics)
         if layers == 0:
             return out.reshape(num_graphs, -1)
-        edges = channel_statistics(edge_attr, structure.edge_group, groups, self.quantiles)
-        has_bias = ~structure.is_input
-        node_group = structure.node_weight_group[has_bias]
-        nodes = channel_statistics(x[has_bias], node_group, groups, self.quantiles)
+        rows = structure.part("np_stat_pool", _stat_pool_rows)
+        edges = channel_statistics(edge_attr, structure.edge_group, groups, self.quantiles,
+                                   rows.edge_slots)
+        nodes = channel_statistics(x.index_select(0, rows.bias_nodes), rows.node_group, groups,
+                                   self.quantiles, rows.node_slots)
         out[:, 0, :layers] = edges.view(num_graphs, layers, self.channels, -1)
         out[:, 1, :layers] = nodes.view(num_graphs, layers, self.channels, -1)
         return out.reshape(num_graphs, -1)
@@ -106,3 +108,23 @@ class NPStatPool(nn.Module):
     def __repr__(self) -> str:
         quantiles = "" if self.quantiles == STAT_QUANTILES else f", quantiles={self.quantiles}"
         return f"{type(self).__name__}({self.channels}, num_layers={self.num_layers}{quantiles})"
+
+
+@dataclass
+class _StatPoolRows:
+    """The ``"np_stat_pool"`` part of an index: the neurons that carry a bias
+    (every neuron but the inputs), their layer groups, and the sorted-block
+    slots of the edges' and of those neurons' groupings (built once)."""
+
+    bias_nodes: Tensor
+    node_group: Tensor
+    edge_slots: GroupSlots
+    node_slots: GroupSlots
+
+
+def _stat_pool_rows(index: WeightGraphIndex) -> _StatPoolRows:
+    groups = index.num_graphs * index.num_layers
+    bias_nodes = (~index.is_input).nonzero().view(-1)
+    node_group = index.node_weight_group.index_select(0, bias_nodes)
+    return _StatPoolRows(bias_nodes, node_group, GroupSlots.of(index.edge_group, groups),
+                         GroupSlots.of(node_group, groups))
