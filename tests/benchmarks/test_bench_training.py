@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmark_scripts import ROOT, load_script
 
 
 def test_bench_training_compares_the_two_trainers():
-    import bench_training
-
+    bench_training = load_script("bench_training")
     if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", bench_training.LEGACY_REF],
                       capture_output=True).returncode:
         pytest.skip("a shallow clone without the loop's commit")

@@ -2,30 +2,14 @@
 per-layer change from the initialisation, written as JSON."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _module():
-    sys.path.insert(0, str(BENCHMARKS))   # it imports results.py beside it
-    try:
-        spec = importlib.util.spec_from_file_location("inr_diagnostics",
-                                                      BENCHMARKS / "inr_diagnostics.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+from benchmark_scripts import load_script
 
 
 def test_diagnostics_of_a_tiny_table(tmp_path):
-    diagnostics = _module()
+    diagnostics = load_script("inr_diagnostics")
     config = {"size": "small", "seeds": [0],
               "data_options": {"digits_inr": {"num_images": 24, "steps": 20, "extra_fits": 0,
                                               "shared_init": False}},
@@ -45,7 +29,7 @@ def test_diagnostics_of_a_tiny_table(tmp_path):
 
 
 def test_renderings_reproduce_the_fitted_images(tmp_path):
-    diagnostics = _module()
+    diagnostics = load_script("inr_diagnostics")
     from nft_pyg.datasets import DigitsINR
 
     dataset = DigitsINR(str(tmp_path / "inr"), "train", size="small", num_images=8, steps=60,
@@ -58,7 +42,7 @@ def test_renderings_reproduce_the_fitted_images(tmp_path):
 
 
 def test_zero_initial_biases_are_reported_by_their_fitted_norms(tmp_path):
-    diagnostics = _module()
+    diagnostics = load_script("inr_diagnostics")
     from nft_pyg.datasets import DigitsINR
 
     dataset = DigitsINR(str(tmp_path / "inr"), "train", size="small", num_images=6, steps=10,

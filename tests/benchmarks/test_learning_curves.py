@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from benchmark_scripts import load_script
 
-import learning_curves  # noqa: E402
+learning_curves = load_script("learning_curves")
 
 
 def write_run(root: Path, model: str, seed: int, values: list[float]) -> None:

@@ -2,27 +2,18 @@
 with batch statistics, per split."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_script
 
 from nft_pyg.tasks.runner import run_task
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pool_norm_check.py"
 TINY = {"num_images": 12, "steps": 5, "extra_fits": 0, "hidden": [4]}
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("pool_norm_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_check_of_a_tiny_pool_norm_run(tmp_path):
-    check = _module()
+    check = load_script("pool_norm_check")
     folder = tmp_path / "run"
     run_task("classification", "nfn_np", size="small", data_root=tmp_path / "data",
              run_dir=folder, progress=False, data_options=TINY, epochs=2, batch_size=4,
@@ -44,7 +35,7 @@ def test_batch_statistics_leave_the_running_ones_as_they_were(tmp_path):
     from nft_pyg.graph.collate import collate_graphs
     from nft_pyg.tasks.models import build_model
 
-    check = _module()
+    check = load_script("pool_norm_check")
     data = DigitsINR(str(tmp_path / "inr"), "train", size="small", progress=False,
                      num_workers=0, **TINY)
     model = build_model("classification", "nfn_np", data, 10, {"hidden": 4, "num_nf_layers": 1})

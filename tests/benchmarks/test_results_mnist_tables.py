@@ -3,21 +3,9 @@ its runs record it, and a benchmark-only model (the nfn package's layers)
 runs through the same machinery."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "results.py"
-
-
-@pytest.fixture(scope="module")
-def results():
-    spec = importlib.util.spec_from_file_location("results_script_mnist", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def mnist_config(models: list[str]) -> dict:

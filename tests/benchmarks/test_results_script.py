@@ -3,22 +3,11 @@ the config says; ``pack`` keeps only those, in one file per table; the report
 is written from the packed records alone and reproduces docs/results.md."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "results.py"
-
-
-@pytest.fixture(scope="module")
-def results():
-    spec = importlib.util.spec_from_file_location("results_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import ROOT
 
 
 def packed_report(results, config: dict, runs: Path, out: Path) -> str:
