@@ -23,6 +23,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 import nft_pyg
+from nft_pyg.graph.accessors import is_input_neuron
 from nft_pyg.graph.convert import from_modules
 from nft_pyg.graph.modules import Sine
 from nft_pyg.tensor.weight_space import WeightSpace
@@ -79,7 +80,7 @@ class Case:
         generator = torch.Generator().manual_seed(seed)
         num_nodes, num_edges = self.batch.num_nodes, self.batch.edge_index.size(1)
         self.x = torch.randn(num_nodes, channels, generator=generator)
-        self.x[self.batch.node_layer == 0] = 0.0
+        self.x[is_input_neuron(self.batch)] = 0.0     # no biases there
         self.edge_attr = torch.randn(num_edges, channels, generator=generator)
         self.ws = WeightSpace.from_features(self.batch, self.x, self.edge_attr)
         layout = self.batch.get_example(0).layout_obj

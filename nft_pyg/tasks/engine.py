@@ -72,6 +72,20 @@ def fresh_metrics(task, device: torch.device) -> dict:
     return {name: metric.to(device).set_dtype(dtype) for name, metric in task.metrics().items()}
 
 
+class EpochTally:
+    """A training epoch's running loss, graph count and wall-clock marks: a
+    plain object, so the per-step updates skip ``nn.Module.__setattr__``."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+        self.started = self.train_ended = time.perf_counter()
+
+    def add(self, loss: Tensor, num_graphs: int) -> None:
+        self.loss_sum += loss.detach().double() * num_graphs
+        self.count += num_graphs
+
+
 class TaskModule(pl.LightningModule):
     """A model trained on a :class:`~nft_pyg.tasks.trainer.TaskSpec`.
 
@@ -96,7 +110,7 @@ class TaskModule(pl.LightningModule):
         self.last_test: dict[str, float] = {}
         self._metrics: dict | None = None
         self._metric_cache: tuple | None = None
-        self._loss_sum = self._count = None
+        self.tally: EpochTally | None = None
 
     # --- data --------------------------------------------------------------------------
     def _pin(self) -> bool:
@@ -141,25 +155,23 @@ class TaskModule(pl.LightningModule):
         return self.model(batch)
 
     def on_train_epoch_start(self) -> None:
-        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        self._count = 0
-        self._epoch_started = self._train_ended = time.perf_counter()
+        self.tally = EpochTally(self.device)
 
     def training_step(self, batch, batch_idx):
         loss = self.task.loss(self.model, batch)
         if self.logger is not None:
             self.log("train_loss", loss.detach(), batch_size=batch.num_graphs, on_step=True,
                      on_epoch=False, prog_bar=True)
-        self._loss_sum += loss.detach().double() * batch.num_graphs
-        self._count += batch.num_graphs
+        self.tally.add(loss, batch.num_graphs)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self._train_ended = time.perf_counter()
+        self.tally.train_ended = time.perf_counter()
 
     def epoch_train_loss(self) -> float:
         """The mean loss per graph of this epoch's training steps, over all ranks."""
-        totals = torch.stack([self._loss_sum, self._loss_sum.new_tensor(float(self._count))])
+        tally = self.tally
+        totals = torch.stack([tally.loss_sum, tally.loss_sum.new_tensor(float(tally.count))])
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
         return float(totals[0] / totals[1].clamp(min=1))
 
@@ -259,7 +271,7 @@ class RunRecorder(pl.Callback):
         trainer.check_val_every_n_epoch = 1 if last else self.config.eval_every
 
     def on_train_epoch_end(self, trainer, module: TaskModule) -> None:
-        module.elapsed += module._train_ended - module._epoch_started
+        module.elapsed += module.tally.train_ended - module.tally.started
         epoch = trainer.current_epoch + 1
         record = {"epoch": epoch, "train_loss": module.epoch_train_loss(),
                   "train_seconds": module.elapsed}

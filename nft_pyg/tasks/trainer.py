@@ -32,7 +32,7 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -276,6 +276,8 @@ class Trainer:
         resume: continue from ``run_dir/last.ckpt`` if it exists (else start).
         overwrite: start again in a folder that already holds a run.
         progress: show progress bars (rank 0 only).
+        callbacks: more Lightning callbacks (e.g. ``LearningRateMonitor``),
+            run after the trainer's own run recorder.
 
     Raises:
         RunFolderError: ``run_dir`` holds a finished or interrupted run and
@@ -286,8 +288,10 @@ class Trainer:
     def __init__(self, model: nn.Module, task: TaskSpec, train_set, val_set, test_set,
                  config: TrainConfig, run_dir: str | os.PathLike | None = None,
                  run_config: dict | None = None, seed: int = 0, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True):
+                 overwrite: bool = False, progress: bool = True,
+                 callbacks: Sequence[Any] = ()):
         self.model, self.task, self.config = model, task, config
+        self.callbacks = list(callbacks)
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.run_config = dict(run_config or {})
@@ -367,7 +371,7 @@ class Trainer:
 
         module = TaskModule(self.model, self.task, self.config, self.train_set,
                             self.val_set, self.test_set, seed=self.seed)
-        callbacks = [RunRecorder(self.run_dir, self.config)]
+        callbacks = [RunRecorder(self.run_dir, self.config), *self.callbacks]
         if self.run_dir is not None:
             # no monitor, top 1: the latest epoch, always under the same name
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir, filename=CHECKPOINT[:-5],

@@ -230,6 +230,27 @@ def test_the_trainer_applies_the_warm_up():
     assert moved(warm) < 1e-7 < 1e-4 < moved(plain)
 
 
+def test_user_callbacks_run_in_the_lightning_trainer():
+    import lightning.pytorch as pl
+
+    class Steps(pl.Callback):
+        def __init__(self):
+            self.batches, self.epochs = 0, 0
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.batches += 1
+
+        def on_train_epoch_end(self, trainer, module):
+            self.epochs += 1
+
+    steps = Steps()
+    graphs = tiny_graphs(NUM_GRAPHS)
+    Trainer(tiny_model(), TINY_TASK, graphs, graphs[:4], graphs[4:8], CONFIG,
+            progress=False, callbacks=[steps]).fit()
+    assert steps.epochs == EPOCHS
+    assert steps.batches == EPOCHS * -(-NUM_GRAPHS // BATCH)
+
+
 def test_recalibrated_pool_norm_statistics_are_those_of_the_current_weights():
     from nft_pyg.graph.collate import collate_graphs
     from nft_pyg.nn.norm import PoolNorm

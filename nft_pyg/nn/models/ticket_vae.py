@@ -45,11 +45,11 @@ def layer_rms_features(x: Tensor, edge_attr: Tensor, graph, num_layers: int,
                     dim_size=structure.num_graphs * num_layers, reduce="sum")
     edge_rms = (power / count.clamp(min=1)).sqrt().clamp(min=eps)[group].unsqueeze(1)
     node_group = structure.node_batch * num_layers + (structure.node_layer - 1).clamp(min=0)
-    hidden = (~structure.is_input).to(x.dtype).unsqueeze(1)
-    node_power = scatter(x.pow(2) * hidden, node_group, 0,
+    has_bias = (~structure.is_input).to(x.dtype).unsqueeze(1)
+    node_power = scatter(x.pow(2) * has_bias, node_group, 0,
                          dim_size=structure.num_graphs * num_layers, reduce="mean")
     node_rms = node_power.sqrt().clamp(min=eps)[node_group]
-    w, b = edge_attr / edge_rms, x * hidden / node_rms
+    w, b = edge_attr / edge_rms, x * has_bias / node_rms
     pad = x.new_zeros(x.size(0), width - 1)
     return (torch.cat([b, pad, b.abs(), pad], dim=1), torch.cat([w, w.abs()], dim=1))
 
