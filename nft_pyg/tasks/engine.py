@@ -224,8 +224,10 @@ class TaskModule(pl.LightningModule):
         self._log_epoch_metrics({f"test_{k}": v for k, v in self.last_test.items()})
 
     def _log_epoch_metrics(self, values: dict[str, float]) -> None:
-        # straight to the logger: every rank evaluated the whole split, so there
-        # is nothing to reduce, and Lightning's self.log costs ~10 ms an epoch here
+        # for callbacks that monitor a metric (EarlyStopping, ModelCheckpoint);
+        # every rank evaluated the whole split, so there is nothing to reduce
+        self.log_dict(values, logger=False, on_step=False, on_epoch=True)
+        # the logger straight: Lightning would log these under its own step keys
         if self.trainer.is_global_zero and self.logger is not None:
             self.logger.log_metrics({**values, "epoch": self.current_epoch},
                                     step=self.global_step)

@@ -251,6 +251,27 @@ def test_user_callbacks_run_in_the_lightning_trainer():
     assert steps.batches == EPOCHS * -(-NUM_GRAPHS // BATCH)
 
 
+def test_callbacks_see_the_validation_metrics():
+    """EarlyStopping monitors ``val_accuracy``: asked for a gain of more than 1
+    with no patience, training stops after the second epoch."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    graphs = tiny_graphs(NUM_GRAPHS)
+    config = TrainConfig(**{**vars(CONFIG), "epochs": 6})
+    stop = EarlyStopping(monitor="val_accuracy", mode="max", patience=0, min_delta=1.0)
+    records = []
+
+    class Seen(pl.Callback):
+        def on_validation_end(self, trainer, module):
+            records.append(dict(trainer.callback_metrics))
+
+    Trainer(tiny_model(), TINY_TASK, graphs, graphs[:4], graphs[4:8], config,
+            progress=False, callbacks=[stop, Seen()]).fit()
+    assert stop.stopped_epoch == 1 and len(records) == 2
+    assert set(records[0]) == {"val_accuracy"}
+
+
 def test_recalibrated_pool_norm_statistics_are_those_of_the_current_weights():
     from nft_pyg.graph.collate import collate_graphs
     from nft_pyg.nn.norm import PoolNorm
