@@ -295,7 +295,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             counts = count_instructions(args, Path(folder))
         table, records = instruction_table(counts, args.num_train, args.batch_size)
-        path = save("training_instructions", {
+        name = "training_instructions" + ("" if args.num_train == 1024 else f"_{args.num_train}")
+        path = save(name, {
             "machine": machine(), "legacy_ref": args.legacy_ref, "epochs": args.epochs,
             "num_train": args.num_train, "batch_size": args.batch_size, "records": records,
             "table": table}, args.quick)
