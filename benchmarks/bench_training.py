@@ -284,6 +284,8 @@ def main() -> None:
                         help="training networks: 1024 with batch 32 is an epoch of 32 steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--legacy-ref", default=LEGACY_REF)
+    parser.add_argument("--out", default="training",
+                        help="name of the timed run's JSON in benchmarks/results/")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under valgrind's callgrind instead of "
                              "timing (exact, about 60x slower; needs valgrind)")
@@ -307,7 +309,7 @@ def main() -> None:
                  args.batch_size, args.legacy_ref)
     if under_callgrind():       # the counts are in callgrind's dumps
         return
-    path = save("training", result, args.quick)
+    path = save(args.out, result, args.quick)
     print(result["table"])
     print(f"saved {path}")
 
