@@ -284,8 +284,8 @@ def main() -> None:
                         help="training networks: 1024 with batch 32 is an epoch of 32 steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--legacy-ref", default=LEGACY_REF)
-    parser.add_argument("--out", default="training",
-                        help="name of the timed run's JSON in benchmarks/results/")
+    parser.add_argument("--out", help="name of the JSON in benchmarks/results/ (default "
+                                      "training, or training_instructions)")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under valgrind's callgrind instead of "
                              "timing (exact, about 60x slower; needs valgrind)")
@@ -297,8 +297,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             counts = count_instructions(args, Path(folder))
         table, records = instruction_table(counts, args.num_train, args.batch_size)
-        name = "training_instructions" + ("" if args.num_train == 1024 else f"_{args.num_train}")
-        path = save(name, {
+        path = save(args.out or "training_instructions", {
             "machine": machine(), "legacy_ref": args.legacy_ref, "epochs": args.epochs,
             "num_train": args.num_train, "batch_size": args.batch_size, "records": records,
             "table": table}, args.quick)
@@ -309,7 +308,7 @@ def main() -> None:
                  args.batch_size, args.legacy_ref)
     if under_callgrind():       # the counts are in callgrind's dumps
         return
-    path = save(args.out, result, args.quick)
+    path = save(args.out or "training", result, args.quick)
     print(result["table"])
     print(f"saved {path}")
 
